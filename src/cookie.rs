@@ -1,0 +1,152 @@
+//! Reading the token from requests and writing it into responses, with the `cookie` crate.
+
+use std::time::Duration;
+
+use cookie::Cookie;
+use http::header::{HeaderMap, HeaderValue, CACHE_CONTROL, COOKIE, SET_COOKIE};
+
+use crate::config::CookieConfig;
+use crate::id::{SessionKey, SessionToken};
+
+/// `Cookie` header lines longer than this are skipped unparsed. Browsers cap a cookie at
+/// 4 KiB and servers usually cap a header near 8 KiB; this only bounds the work an abusive
+/// client can cause.
+pub const MAX_COOKIE_HEADER: usize = 16 * 1024;
+
+/// Finds the session token in every `Cookie` header (HTTP/2 sends one header per cookie) and
+/// returns its store key. Non-UTF-8, oversized or malformed headers and cookies are skipped;
+/// a cookie with our name whose value is not a well-formed token counts as absent.
+pub(crate) fn key_from_headers(headers: &HeaderMap, name: &str) -> Option<SessionKey> {
+    headers
+        .get_all(COOKIE)
+        .iter()
+        .filter(|v| v.len() <= MAX_COOKIE_HEADER)
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(Cookie::split_parse)
+        .filter_map(Result::ok)
+        .filter(|c| c.name() == name)
+        .find_map(|c| SessionKey::from_token_str(c.value()))
+}
+
+fn base<'a>(cfg: &'a CookieConfig, value: &'a str) -> cookie::CookieBuilder<'a> {
+    let mut b = Cookie::build((cfg.name.as_str(), value))
+        .path(cfg.path.as_str())
+        .secure(cfg.secure)
+        .http_only(true)
+        .same_site(cfg.same_site);
+    if let Some(domain) = &cfg.domain {
+        b = b.domain(domain.as_str());
+    }
+    b
+}
+
+/// The `Set-Cookie` value that hands `token` to the client. With `max_age` the cookie is
+/// persistent; without, it is a session cookie.
+pub(crate) fn issue(
+    cfg: &CookieConfig,
+    token: &SessionToken,
+    max_age: Option<Duration>,
+) -> Option<HeaderValue> {
+    let mut b = base(cfg, token.as_str());
+    if let Some(age) = max_age {
+        let secs = i64::try_from(age.as_secs()).unwrap_or(i64::MAX);
+        b = b.max_age(cookie::time::Duration::seconds(secs));
+    }
+    HeaderValue::from_str(&b.build().to_string()).ok()
+}
+
+/// The `Set-Cookie` value that removes the cookie: same name, path, domain and flags (or the
+/// browser would treat it as a different cookie), empty value, `Max-Age=0` and a past expiry.
+pub(crate) fn removal(cfg: &CookieConfig) -> Option<HeaderValue> {
+    let mut c = base(cfg, "").build();
+    c.make_removal();
+    HeaderValue::from_str(&c.to_string()).ok()
+}
+
+/// Adds a `Set-Cookie` and marks the response uncacheable: a cached response that sets a
+/// session cookie would hand the session to the next client of the cache.
+pub(crate) fn append(headers: &mut HeaderMap, set_cookie: Option<HeaderValue>) {
+    if let Some(v) = set_cookie {
+        headers.append(SET_COOKIE, v);
+        headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use cookie::SameSite;
+
+    fn cfg() -> CookieConfig {
+        CookieConfig {
+            name: "__Host-session".into(),
+            secure: true,
+            same_site: SameSite::Lax,
+            path: "/".into(),
+            domain: None,
+            persistent: false,
+        }
+    }
+
+    fn headers(values: &[&[u8]]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for v in values {
+            h.append(COOKIE, HeaderValue::from_bytes(v).unwrap());
+        }
+        h
+    }
+
+    #[test]
+    fn finds_token_in_any_cookie_header() {
+        let t = SessionToken::generate();
+        let ours = format!("__Host-session={}", t.as_str());
+        let h = headers(&[b"a=1; b=2", b"\xff\xfe=junk", ours.as_bytes()]);
+        assert_eq!(key_from_headers(&h, "__Host-session"), Some(t.key()));
+    }
+
+    #[test]
+    fn skips_malformed_and_oversized() {
+        let t = SessionToken::generate();
+        let big = format!(
+            "x={}; __Host-session={}",
+            "a".repeat(MAX_COOKIE_HEADER),
+            t.as_str()
+        );
+        for h in [
+            headers(&[b"__Host-session=not-a-token"]),
+            headers(&[b";;;===;;"]),
+            headers(&[b"__Host-session"]),
+            headers(&[big.as_bytes()]),
+        ] {
+            assert_eq!(key_from_headers(&h, "__Host-session"), None);
+        }
+    }
+
+    #[test]
+    fn set_cookie_has_secure_attributes_and_no_max_age() {
+        let t = SessionToken::generate();
+        let v = issue(&cfg(), &t, None).unwrap();
+        let s = v.to_str().unwrap();
+        assert!(s.starts_with(&format!("__Host-session={}", t.as_str())));
+        for attr in ["HttpOnly", "Secure", "SameSite=Lax", "Path=/"] {
+            assert!(s.contains(attr), "{s}");
+        }
+        assert!(!s.contains("Max-Age") && !s.contains("Domain"), "{s}");
+    }
+
+    #[test]
+    fn removal_keeps_attributes() {
+        let s = removal(&cfg()).unwrap().to_str().unwrap().to_owned();
+        assert!(s.starts_with("__Host-session=;"), "{s}");
+        for attr in [
+            "HttpOnly",
+            "Secure",
+            "SameSite=Lax",
+            "Path=/",
+            "Max-Age=0",
+            "Expires=",
+        ] {
+            assert!(s.contains(attr), "{s}");
+        }
+    }
+}

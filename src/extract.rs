@@ -1,0 +1,45 @@
+//! `Session` as an axum extractor (feature `axum`).
+
+use axum_core::extract::FromRequestParts;
+use axum_core::response::{IntoResponse, Response};
+use http::request::Parts;
+use http::StatusCode;
+
+use crate::session::{Session, SessionError};
+
+/// The extractor found no `Session`: the route is not behind a `SessionGuardLayer`. This is a
+/// wiring bug, so it answers 500 and says so.
+#[derive(Debug, Clone, Copy, thiserror::Error)]
+#[error("no Session in request extensions: add SessionGuardLayer to this route")]
+pub struct MissingSessionLayer;
+
+impl IntoResponse for MissingSessionLayer {
+    fn into_response(self) -> Response {
+        (StatusCode::INTERNAL_SERVER_ERROR, self.to_string()).into_response()
+    }
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for Session {
+    type Rejection = MissingSessionLayer;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        parts
+            .extensions
+            .get::<Session>()
+            .cloned()
+            .ok_or(MissingSessionLayer)
+    }
+}
+
+/// Lets handlers use `?` on session operations: an ended session is 401, store trouble and
+/// contention are 503 (fail closed, retryable), a value that does not fit its type is 500.
+impl IntoResponse for SessionError {
+    fn into_response(self) -> Response {
+        let status = match self {
+            SessionError::Ended => StatusCode::UNAUTHORIZED,
+            SessionError::Store(_) | SessionError::Contention => StatusCode::SERVICE_UNAVAILABLE,
+            SessionError::Value { .. } => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        (status, status.canonical_reason().unwrap_or("session error")).into_response()
+    }
+}

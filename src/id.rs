@@ -1,0 +1,194 @@
+//! Session identifiers: the token the client holds and the key the store holds.
+//!
+//! * [`SessionToken`]: 256 bits from an OS-seeded CSPRNG, base64url without padding (43
+//!   characters). It exists only in the `Set-Cookie` (or header) of the response that issues
+//!   it and in the client's later requests. It is never stored and never logged; its `Debug`
+//!   output is redacted.
+//! * [`SessionKey`]: SHA-256 of the token's 32 bytes. This is all a store ever sees, so a dump
+//!   of the store yields no usable token (OWASP Session Management Cheat Sheet, "Session ID
+//!   Entropy" and "Session ID Content"; ASVS 3.2.2 / 3.2.3).
+//! * [`Fingerprint`]: the first 8 bytes of the key in hex, which is what logs and events show.
+
+use std::fmt;
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use rand::RngCore;
+use sha2::{Digest, Sha256};
+
+/// Number of random bytes in a token: 256 bits (OWASP asks for at least 64 bits of entropy;
+/// 256 bits also makes a SHA-256 key collision-free in practice).
+pub const TOKEN_BYTES: usize = 32;
+/// Length of a token in its base64url (no padding) form.
+pub const TOKEN_LEN: usize = 43;
+
+/// The secret a client presents: 256 random bits, base64url-encoded.
+///
+/// Its `Debug` output is redacted so that it cannot leak into logs through `{:?}`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct SessionToken(String);
+
+impl SessionToken {
+    /// Draws a fresh token from the thread-local CSPRNG (ChaCha12, seeded and periodically
+    /// reseeded from the operating system).
+    pub fn generate() -> Self {
+        let mut bytes = [0u8; TOKEN_BYTES];
+        rand::rng().fill_bytes(&mut bytes);
+        SessionToken(URL_SAFE_NO_PAD.encode(bytes))
+    }
+
+    /// The token as it goes into a cookie or header.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The store key for this token.
+    pub fn key(&self) -> SessionKey {
+        // A generated token always decodes; fall back to hashing the text so that this
+        // never panics even if someone constructs a token by other means in the future.
+        SessionKey::from_token_str(&self.0).unwrap_or_else(|| SessionKey(sha256(self.0.as_bytes())))
+    }
+}
+
+impl fmt::Debug for SessionToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "SessionToken({})", self.key().fingerprint())
+    }
+}
+
+/// What the store holds: SHA-256 of the token's bytes.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct SessionKey([u8; 32]);
+
+impl SessionKey {
+    /// Parses a client-supplied token and hashes it. Returns `None` for anything that is not
+    /// exactly 43 base64url characters encoding 32 bytes, so malformed input never reaches
+    /// the store.
+    pub fn from_token_str(token: &str) -> Option<Self> {
+        if token.len() != TOKEN_LEN {
+            return None;
+        }
+        let mut bytes = [0u8; TOKEN_BYTES];
+        match URL_SAFE_NO_PAD.decode_slice(token.as_bytes(), &mut bytes) {
+            Ok(TOKEN_BYTES) => Some(SessionKey(sha256(&bytes))),
+            _ => None,
+        }
+    }
+
+    /// Builds a key from its raw bytes (for stores that read keys back).
+    pub fn from_bytes(bytes: [u8; 32]) -> Self {
+        SessionKey(bytes)
+    }
+
+    /// The key's 32 bytes.
+    pub fn as_bytes(&self) -> &[u8; 32] {
+        &self.0
+    }
+
+    /// The short form that logs and events show.
+    pub fn fingerprint(&self) -> Fingerprint {
+        let mut short = [0u8; 8];
+        short.copy_from_slice(&self.0[..8]);
+        Fingerprint(short)
+    }
+
+    /// The key as 64 lowercase hex characters (for stores that need text keys).
+    pub fn to_hex(&self) -> String {
+        hex(&self.0)
+    }
+}
+
+impl fmt::Debug for SessionKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "SessionKey({})", self.fingerprint())
+    }
+}
+
+/// The first 64 bits of a [`SessionKey`], shown as 16 hex characters. Safe to log: it is a
+/// prefix of a hash, so it can neither be replayed nor turned back into a token.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Fingerprint([u8; 8]);
+
+impl fmt::Display for Fingerprint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&hex(&self.0))
+    }
+}
+
+impl fmt::Debug for Fingerprint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
+    }
+}
+
+impl serde::Serialize for Fingerprint {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+fn sha256(bytes: &[u8]) -> [u8; 32] {
+    Sha256::digest(bytes).into()
+}
+
+fn hex(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut out = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        out.push(DIGITS[usize::from(b >> 4)] as char);
+        out.push(DIGITS[usize::from(b & 0xf)] as char);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashSet;
+
+    #[test]
+    fn tokens_are_43_base64url_chars_and_unique() {
+        let mut seen = HashSet::new();
+        for _ in 0..1000 {
+            let t = SessionToken::generate();
+            assert_eq!(t.as_str().len(), TOKEN_LEN);
+            assert!(t
+                .as_str()
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'));
+            assert!(seen.insert(t.as_str().to_owned()));
+        }
+    }
+
+    #[test]
+    fn key_is_sha256_of_decoded_bytes() {
+        let t = SessionToken::generate();
+        let bytes = URL_SAFE_NO_PAD.decode(t.as_str()).unwrap();
+        assert_eq!(t.key().as_bytes(), &sha256(&bytes));
+        assert_eq!(SessionKey::from_token_str(t.as_str()), Some(t.key()));
+    }
+
+    #[test]
+    fn malformed_tokens_are_rejected() {
+        let good = SessionToken::generate();
+        for bad in [
+            "",
+            "short",
+            &format!("{}A", good.as_str()),
+            &good.as_str()[..42],
+            "+++++++++++++++++++++++++++++++++++++++++++",
+            "ééééééééééééééééééééé-",
+            "===========================================",
+        ] {
+            assert_eq!(SessionKey::from_token_str(bad), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn debug_output_never_shows_the_token() {
+        let t = SessionToken::generate();
+        let shown = format!("{t:?} {:?} {}", t.key(), t.key().fingerprint());
+        assert!(!shown.contains(t.as_str()));
+        assert_eq!(t.key().fingerprint().to_string().len(), 16);
+    }
+}

@@ -1,0 +1,161 @@
+//! The tower [`Layer`] and its builder.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use cookie::SameSite;
+use tower_layer::Layer;
+
+use crate::clock::Clock;
+use crate::config::{Config, ConfigError, Settings};
+use crate::events::EventSink;
+use crate::service::SessionGuard;
+use crate::store::{MemoryStore, SessionStore};
+
+/// Adds server-side sessions to a service. Cheap to clone.
+///
+/// ```
+/// use axum::{routing::get, Router};
+/// use tower_session_guard::{MemoryStore, Session, SessionGuardLayer};
+///
+/// let layer = SessionGuardLayer::builder(MemoryStore::new())
+///     .idle_timeout(std::time::Duration::from_secs(15 * 60))
+///     .build()
+///     .expect("valid session configuration");
+/// let app: Router = Router::new()
+///     .route("/", get(|session: Session| async move { format!("{:?}", session.identity()) }))
+///     .layer(layer);
+/// ```
+pub struct SessionGuardLayer<St = MemoryStore> {
+    store: Arc<St>,
+    config: Arc<Config>,
+}
+
+impl<St> Clone for SessionGuardLayer<St> {
+    fn clone(&self) -> Self {
+        SessionGuardLayer {
+            store: self.store.clone(),
+            config: self.config.clone(),
+        }
+    }
+}
+
+impl<St> std::fmt::Debug for SessionGuardLayer<St> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SessionGuardLayer")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<St: SessionStore> SessionGuardLayer<St> {
+    /// The layer with every default (see [`config`](crate::config)).
+    pub fn new(store: St) -> Self {
+        SessionGuardLayer {
+            store: Arc::new(store),
+            config: Arc::new(Config::defaults()),
+        }
+    }
+
+    /// Starts a configuration.
+    pub fn builder(store: St) -> SessionGuardBuilder<St> {
+        SessionGuardBuilder {
+            store,
+            settings: Settings::default(),
+        }
+    }
+
+    /// The store, for administration.
+    pub fn store(&self) -> &St {
+        &self.store
+    }
+}
+
+impl<S, St> Layer<S> for SessionGuardLayer<St> {
+    type Service = SessionGuard<S, St>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        SessionGuard::new(inner, self.store.clone(), self.config.clone())
+    }
+}
+
+/// Configures a [`SessionGuardLayer`]; [`build`](Self::build) checks the result.
+#[must_use]
+pub struct SessionGuardBuilder<St> {
+    store: St,
+    settings: Settings,
+}
+
+impl<St: SessionStore> SessionGuardBuilder<St> {
+    /// The cookie name (default `__Host-session`). A `__Host-` name requires `Secure`,
+    /// `Path=/` and no `Domain`; a `__Secure-` name requires `Secure`.
+    pub fn cookie_name(mut self, name: impl Into<String>) -> Self {
+        self.settings.cookie.name = name.into();
+        self
+    }
+
+    /// The `SameSite` attribute (default `Lax`). `None` requires `Secure`.
+    pub fn same_site(mut self, same_site: SameSite) -> Self {
+        self.settings.cookie.same_site = same_site;
+        self
+    }
+
+    /// The `Secure` attribute (default on). Turning it off also needs a cookie name without
+    /// the `__Host-`/`__Secure-` prefix, and is only for plain-HTTP development.
+    pub fn secure(mut self, secure: bool) -> Self {
+        self.settings.cookie.secure = secure;
+        self
+    }
+
+    /// The cookie `Path` (default `/`; a `__Host-` cookie requires `/`).
+    pub fn cookie_path(mut self, path: impl Into<String>) -> Self {
+        self.settings.cookie.path = path.into();
+        self
+    }
+
+    /// The cookie `Domain` (default none, which keeps the cookie on this host only; a
+    /// `__Host-` cookie forbids it).
+    pub fn cookie_domain(mut self, domain: impl Into<String>) -> Self {
+        self.settings.cookie.domain = Some(domain.into());
+        self
+    }
+
+    /// Makes the cookie persistent, with `Max-Age` set to the session's remaining absolute
+    /// lifetime (default off: a session cookie that dies with the browser).
+    pub fn persistent(mut self, persistent: bool) -> Self {
+        self.settings.cookie.persistent = persistent;
+        self
+    }
+
+    /// The idle timeout (default 30 minutes).
+    pub fn idle_timeout(mut self, idle: Duration) -> Self {
+        self.settings.idle_timeout = idle;
+        self
+    }
+
+    /// The absolute lifetime (default 8 hours).
+    pub fn absolute_timeout(mut self, absolute: Duration) -> Self {
+        self.settings.absolute_timeout = absolute;
+        self
+    }
+
+    /// The clock (default the system clock); tests inject a [`ManualClock`](crate::ManualClock).
+    pub fn clock(mut self, clock: impl Clock) -> Self {
+        self.settings.clock = Arc::new(clock);
+        self
+    }
+
+    /// Receives every [`SessionEvent`](crate::SessionEvent), in addition to `tracing`.
+    pub fn event_sink(mut self, sink: impl EventSink) -> Self {
+        self.settings.events = Some(Arc::new(sink));
+        self
+    }
+
+    /// Checks the configuration and builds the layer.
+    pub fn build(self) -> Result<SessionGuardLayer<St>, ConfigError> {
+        Ok(SessionGuardLayer {
+            store: Arc::new(self.store),
+            config: Arc::new(self.settings.validate()?),
+        })
+    }
+}

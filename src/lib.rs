@@ -1,0 +1,56 @@
+//! Server-side sessions for any `http` + `tower` service (axum, tonic, hyper), safe by
+//! default against hijacking, fixation and insecure termination.
+//!
+//! * 256-bit random IDs, held by the client in a `__Host-` cookie (`Secure`, `HttpOnly`,
+//!   `SameSite=Lax`) and by the server only as a SHA-256 hash.
+//! * [`Session::login`] and [`Session::rotate`] move the session to a fresh ID;
+//!   [`Session::logout`] ends it on the server.
+//! * Idle and absolute lifetimes are enforced from the server's record.
+//! * Every write is compare-and-set, so concurrent requests lose no update and nothing can
+//!   bring an ended session back.
+//!
+//! ```
+//! use axum::{routing::post, Router};
+//! use tower_session_guard::{Identity, MemoryStore, Session, SessionError, SessionGuardLayer};
+//!
+//! async fn login(session: Session) -> Result<&'static str, SessionError> {
+//!     // ... check credentials first ...
+//!     session.login(Identity::new("alice").with_roles(["admin"])).await?;
+//!     Ok("welcome")
+//! }
+//!
+//! let app: Router = Router::new()
+//!     .route("/login", post(login))
+//!     .layer(SessionGuardLayer::new(MemoryStore::new()));
+//! ```
+#![deny(missing_docs, unsafe_code)]
+#![warn(rust_2018_idioms)]
+
+mod clock;
+pub mod config;
+mod cookie;
+mod events;
+#[cfg(feature = "axum")]
+mod extract;
+mod id;
+mod layer;
+mod record;
+mod rejection;
+mod service;
+mod session;
+pub mod store;
+
+pub use crate::clock::{Clock, ManualClock, SystemClock};
+pub use crate::config::ConfigError;
+pub use crate::cookie::MAX_COOKIE_HEADER;
+pub use crate::events::{EventSink, SessionEvent};
+#[cfg(feature = "axum")]
+pub use crate::extract::MissingSessionLayer;
+pub use crate::id::{Fingerprint, SessionKey, SessionToken};
+pub use crate::layer::{SessionGuardBuilder, SessionGuardLayer};
+pub use crate::record::{ExpiryKind, Identity, SessionRecord};
+pub use crate::rejection::{is_grpc, Rejection};
+pub use crate::service::{ResponseFuture, SessionGuard};
+pub use crate::session::{Session, SessionError};
+pub use crate::store::{MemoryStore, SessionStore, StoreError, Write};
+pub use ::cookie::SameSite;

@@ -1,0 +1,118 @@
+//! What the layer answers by itself, well-formed for the request's protocol: a plain HTTP
+//! status for HTTP clients, a gRPC trailers-only response for `application/grpc*` requests.
+
+use std::fmt;
+
+use http::header::{HeaderMap, HeaderValue, CACHE_CONTROL, CONTENT_TYPE};
+use http::{Response, StatusCode};
+
+/// Why the layer answered a request itself. It is also put into the response's extensions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Rejection {
+    /// The store failed while the request carried a session: fail closed rather than treat
+    /// the request as having no session (which could skip a logout or a pin check).
+    StoreUnavailable,
+}
+
+impl Rejection {
+    /// The HTTP status for HTTP clients.
+    pub fn http_status(self) -> StatusCode {
+        match self {
+            Rejection::StoreUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+        }
+    }
+
+    /// The gRPC status code for gRPC clients.
+    pub fn grpc_status(self) -> u16 {
+        match self {
+            Rejection::StoreUnavailable => 14, // UNAVAILABLE
+        }
+    }
+
+    /// A short message, safe to show to the client.
+    pub fn message(self) -> &'static str {
+        match self {
+            Rejection::StoreUnavailable => "session store unavailable",
+        }
+    }
+
+    /// Builds the answer for a request with these headers.
+    pub fn into_response<B: Default>(self, request_headers: &HeaderMap) -> Response<B> {
+        let mut res = Response::new(B::default());
+        let h = res.headers_mut();
+        h.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        if is_grpc(request_headers) {
+            // Trailers-only: status and message travel in the single HEADERS frame.
+            h.insert(CONTENT_TYPE, HeaderValue::from_static("application/grpc"));
+            h.insert("grpc-status", HeaderValue::from(self.grpc_status()));
+            if let Ok(msg) = HeaderValue::from_str(&percent_encode(self.message())) {
+                h.insert("grpc-message", msg);
+            }
+        } else {
+            *res.status_mut() = self.http_status();
+        }
+        res.extensions_mut().insert(self);
+        res
+    }
+}
+
+impl fmt::Display for Rejection {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.message())
+    }
+}
+
+/// Whether the request speaks gRPC (`application/grpc`, `application/grpc+proto`, ...).
+pub fn is_grpc(headers: &HeaderMap) -> bool {
+    headers
+        .get(CONTENT_TYPE)
+        .map(|v| v.as_bytes().starts_with(b"application/grpc"))
+        .unwrap_or(false)
+}
+
+/// gRPC's percent-encoding for `grpc-message`: bytes outside 0x20..=0x7E, and `%`.
+fn percent_encode(msg: &str) -> String {
+    let mut out = String::with_capacity(msg.len());
+    for b in msg.bytes() {
+        if (0x20..=0x7e).contains(&b) && b != b'%' {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn grpc_requests_get_trailers_only() {
+        let mut req = HeaderMap::new();
+        req.insert(
+            CONTENT_TYPE,
+            HeaderValue::from_static("application/grpc+proto"),
+        );
+        let res: Response<()> = Rejection::StoreUnavailable.into_response(&req);
+        assert_eq!(res.status(), StatusCode::OK);
+        assert_eq!(res.headers()["grpc-status"], "14");
+        assert_eq!(res.headers()["content-type"], "application/grpc");
+    }
+
+    #[test]
+    fn http_requests_get_503() {
+        let res: Response<()> = Rejection::StoreUnavailable.into_response(&HeaderMap::new());
+        assert_eq!(res.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(
+            res.extensions().get::<Rejection>(),
+            Some(&Rejection::StoreUnavailable)
+        );
+    }
+
+    #[test]
+    fn percent_encoding_follows_grpc() {
+        assert_eq!(percent_encode("a b%ü"), "a b%25%C3%BC");
+    }
+}

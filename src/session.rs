@@ -1,0 +1,497 @@
+//! The [`Session`] handle that handlers use.
+//!
+//! Reads are synchronous: the layer has already loaded (and checked) the record before the
+//! handler runs. Writes are asynchronous and go to the store at once, as compare-and-set on
+//! the record's version with a bounded retry on conflict, so:
+//!
+//! * concurrent [`update`](Session::update)s on one session never lose an increment;
+//! * concurrent writes to different keys both survive (each retry re-applies its own change
+//!   to the freshest record);
+//! * a write from a request that loaded the session before another request logged it out
+//!   fails with [`SessionError::Ended`] instead of bringing the session back.
+//!
+//! [`login`](Session::login) and [`rotate`](Session::rotate) move the session to a fresh ID
+//! before the handler returns, so the old ID is dead by the time the response leaves; the
+//! layer puts the new ID in the response's `Set-Cookie`.
+
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, SystemTime};
+
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use crate::config::Config;
+use crate::events::SessionEvent;
+use crate::id::{Fingerprint, SessionKey, SessionToken};
+use crate::record::{Identity, SessionRecord};
+use crate::store::{DynStore, StoreError, Write};
+
+/// How many times a write re-reads and re-applies itself after losing a compare-and-set race
+/// before giving up with [`SessionError::Contention`]. Each retry means another writer won,
+/// so this bounds the work without starving ordinary contention.
+const MAX_WRITE_ATTEMPTS: usize = 32;
+/// Attempts at drawing a fresh key; a 256-bit collision will not happen, but the loop is
+/// bounded anyway.
+const MAX_CREATE_ATTEMPTS: usize = 3;
+
+/// What went wrong with a session operation.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SessionError {
+    /// The session was logged out, revoked, rotated away or expired (possibly by a
+    /// concurrent request); the write was not applied and the session stays ended.
+    #[error("the session has ended")]
+    Ended,
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// A value could not be converted to or from JSON.
+    #[error("session value {key:?} could not be (de)serialized: {source}")]
+    Value {
+        /// The value's name.
+        key: String,
+        /// The serde error.
+        source: serde_json::Error,
+    },
+    /// Too many concurrent writers kept winning the race for this session.
+    #[error("too many concurrent writes to this session")]
+    Contention,
+}
+
+#[derive(Clone)]
+pub(crate) struct Live {
+    pub(crate) key: SessionKey,
+    pub(crate) record: Arc<SessionRecord>,
+}
+
+#[derive(Default)]
+pub(crate) struct State {
+    pub(crate) current: Option<Live>,
+    /// A token created or rotated during this request: goes out in `Set-Cookie`.
+    pub(crate) issued: Option<SessionToken>,
+    /// The session was ended by `logout` during this request: send the removal cookie.
+    pub(crate) ended: bool,
+    /// The handler wrote, so the activity is already recorded.
+    pub(crate) wrote: bool,
+}
+
+pub(crate) struct Shared {
+    store: Arc<dyn DynStore>,
+    config: Arc<Config>,
+    state: Mutex<State>,
+    /// Serialises this request's own writes (e.g. two joined futures), so that a lazy guest
+    /// session is created once and a rotation is not raced by a write from the same request.
+    writes: tokio::sync::Mutex<()>,
+}
+
+/// The current request's session. Cheap to clone; clones share state.
+///
+/// Get it from the request extensions, or with the axum extractor (feature `axum`).
+#[derive(Clone)]
+pub struct Session {
+    shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for Session {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Session")
+            .field("session", &self.fingerprint())
+            .field("authenticated", &self.is_authenticated())
+            .finish()
+    }
+}
+
+impl Session {
+    pub(crate) fn new(
+        store: Arc<dyn DynStore>,
+        config: Arc<Config>,
+        current: Option<Live>,
+    ) -> Self {
+        Session {
+            shared: Arc::new(Shared {
+                store,
+                config,
+                state: Mutex::new(State {
+                    current,
+                    ..State::default()
+                }),
+                writes: tokio::sync::Mutex::new(()),
+            }),
+        }
+    }
+
+    pub(crate) fn state(&self) -> MutexGuard<'_, State> {
+        // A panic while holding this lock cannot leave State half-written (every update is a
+        // single assignment), so a poisoned lock is still consistent.
+        self.shared.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn record(&self) -> Option<Arc<SessionRecord>> {
+        self.state().current.as_ref().map(|l| l.record.clone())
+    }
+
+    fn now(&self) -> SystemTime {
+        self.shared.config.clock.now()
+    }
+
+    fn ttl(&self, record: &SessionRecord, now: SystemTime) -> Duration {
+        let c = &self.shared.config;
+        record
+            .expires_at(c.idle_timeout, c.absolute_timeout)
+            .duration_since(now)
+            .unwrap_or(Duration::ZERO)
+    }
+
+    fn install(&self, key: SessionKey, record: Arc<SessionRecord>, issued: Option<SessionToken>) {
+        let mut st = self.state();
+        st.current = Some(Live { key, record });
+        st.wrote = true;
+        if issued.is_some() {
+            st.issued = issued;
+        }
+    }
+
+    // ----- reads -----
+
+    /// Reads a value. `Ok(None)` if there is no session or no such value.
+    pub fn get<T: DeserializeOwned>(&self, key: &str) -> Result<Option<T>, SessionError> {
+        let Some(record) = self.record() else {
+            return Ok(None);
+        };
+        record
+            .data
+            .get(key)
+            .map(|v| {
+                T::deserialize(v).map_err(|source| SessionError::Value {
+                    key: key.to_owned(),
+                    source,
+                })
+            })
+            .transpose()
+    }
+
+    /// Whether a live session is attached to this request (guest or authenticated).
+    pub fn exists(&self) -> bool {
+        self.state().current.is_some()
+    }
+
+    /// The logged-in identity, if any.
+    pub fn identity(&self) -> Option<Identity> {
+        self.record().and_then(|r| r.identity.clone())
+    }
+
+    /// Whether a user is logged in on this session.
+    pub fn is_authenticated(&self) -> bool {
+        self.record().is_some_and(|r| r.identity.is_some())
+    }
+
+    /// When this session began (login starts a new one).
+    pub fn created_at(&self) -> Option<SystemTime> {
+        self.record().map(|r| r.created_at)
+    }
+
+    /// The last recorded activity.
+    pub fn last_seen(&self) -> Option<SystemTime> {
+        self.record().map(|r| r.last_seen)
+    }
+
+    /// When the user logged in.
+    pub fn authenticated_at(&self) -> Option<SystemTime> {
+        self.record().and_then(|r| r.authenticated_at)
+    }
+
+    /// When the session will expire if there is no further activity: the earlier of the
+    /// idle and absolute deadlines.
+    pub fn expires_at(&self) -> Option<SystemTime> {
+        let c = &self.shared.config;
+        self.record()
+            .map(|r| r.expires_at(c.idle_timeout, c.absolute_timeout))
+    }
+
+    /// When the absolute lifetime ends, whatever the activity.
+    pub fn absolute_expiry(&self) -> Option<SystemTime> {
+        let c = &self.shared.config;
+        self.record().map(|r| r.created_at + c.absolute_timeout)
+    }
+
+    /// The session's fingerprint, safe to log or show.
+    pub fn fingerprint(&self) -> Option<Fingerprint> {
+        self.state().current.as_ref().map(|l| l.key.fingerprint())
+    }
+
+    // ----- writes -----
+
+    /// Stores a value, creating a guest session if there is none.
+    pub async fn insert<T: Serialize>(&self, key: &str, value: T) -> Result<(), SessionError> {
+        let json = to_json(key, &value)?;
+        self.mutate(|rec| {
+            rec.data.insert(key.to_owned(), json.clone());
+            Ok(())
+        })
+        .await
+    }
+
+    /// Removes a value and returns it. Does nothing (and creates nothing) if absent.
+    pub async fn remove<T: DeserializeOwned>(&self, key: &str) -> Result<Option<T>, SessionError> {
+        if self.record().is_none_or(|r| !r.data.contains_key(key)) {
+            return Ok(None);
+        }
+        let old = self.mutate(|rec| Ok(rec.data.remove(key))).await?;
+        old.map(|v| {
+            serde_json::from_value(v).map_err(|source| SessionError::Value {
+                key: key.to_owned(),
+                source,
+            })
+        })
+        .transpose()
+    }
+
+    /// Atomic read-modify-write of one value: `f` gets the current value (or `None`) and
+    /// returns the new one, which is also returned. If another request wrote the session in
+    /// between, `f` runs again on the fresh value, so `f` must not have side effects.
+    /// Creates a guest session if there is none.
+    ///
+    /// ```no_run
+    /// # async fn handler(session: tower_session_guard::Session) -> Result<(), tower_session_guard::SessionError> {
+    /// let count: u64 = session.update("count", |n: Option<u64>| n.unwrap_or(0) + 1).await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn update<T, F>(&self, key: &str, mut f: F) -> Result<T, SessionError>
+    where
+        T: Serialize + DeserializeOwned,
+        F: FnMut(Option<T>) -> T,
+    {
+        self.mutate(|rec| {
+            let old = rec
+                .data
+                .get(key)
+                .map(T::deserialize)
+                .transpose()
+                .map_err(|source| SessionError::Value {
+                    key: key.to_owned(),
+                    source,
+                })?;
+            let new = f(old);
+            rec.data.insert(key.to_owned(), to_json(key, &new)?);
+            Ok(new)
+        })
+        .await
+    }
+
+    /// Logs `identity` in. The session moves to a fresh ID at once (the old one is dead
+    /// before the response leaves: no fixation), the authentication time is recorded and the
+    /// absolute lifetime starts over. Guest data is kept; data of a different user who was
+    /// logged in on this session is dropped.
+    pub async fn login(&self, identity: Identity) -> Result<(), SessionError> {
+        let _w = self.shared.writes.lock().await;
+        let now = self.now();
+        let user_id = identity.user_id.clone();
+        let login = |rec: &mut SessionRecord| {
+            let other_user = rec
+                .identity
+                .as_ref()
+                .is_some_and(|i| i.user_id != identity.user_id);
+            if other_user {
+                rec.data.clear();
+            }
+            rec.identity = Some(identity.clone());
+            rec.authenticated_at = Some(now);
+            rec.created_at = now;
+        };
+        let previous = self.move_to_new_key(now, login).await?;
+        let session = match previous {
+            Some(_) => self.fingerprint(),
+            None => {
+                let mut rec = SessionRecord::new(now);
+                login(&mut rec);
+                Some(self.create(rec, now).await?)
+            }
+        };
+        if let Some(session) = session {
+            self.shared.config.emit(SessionEvent::LoggedIn {
+                session,
+                previous,
+                user_id,
+            });
+        }
+        Ok(())
+    }
+
+    /// Moves the session to a fresh ID, keeping its contents: call it on any privilege change
+    /// (OWASP: renew the ID on every privilege level change). Does nothing without a session.
+    pub async fn rotate(&self) -> Result<(), SessionError> {
+        let _w = self.shared.writes.lock().await;
+        let now = self.now();
+        let had_session = self.exists();
+        match self.move_to_new_key(now, |_| {}).await? {
+            Some(from) => {
+                let (to, user_id) = {
+                    let st = self.state();
+                    let live = st.current.as_ref();
+                    (
+                        live.map(|l| l.key.fingerprint()),
+                        live.and_then(|l| l.record.identity.as_ref().map(|i| i.user_id.clone())),
+                    )
+                };
+                if let Some(to) = to {
+                    self.shared
+                        .config
+                        .emit(SessionEvent::Rotated { from, to, user_id });
+                }
+                Ok(())
+            }
+            None if had_session => Err(SessionError::Ended),
+            None => Ok(()),
+        }
+    }
+
+    /// Ends the session on the server and sends the removal cookie. After this, the old ID is
+    /// refused everywhere, including by requests already in flight. Does nothing without a
+    /// session. On a store error the session is left as it was and the error returned.
+    pub async fn logout(&self) -> Result<(), SessionError> {
+        let _w = self.shared.writes.lock().await;
+        let Some(live) = self.state().current.clone() else {
+            return Ok(());
+        };
+        let existed = self.shared.store.delete(live.key).await?;
+        let mut st = self.state();
+        st.current = None;
+        st.issued = None;
+        // Only a session that was really live gets the removal cookie: if it was already
+        // rotated away by a concurrent login, the client's cookie may be the new one.
+        if existed {
+            st.ended = true;
+            drop(st);
+            self.shared.config.emit(SessionEvent::LoggedOut {
+                session: live.key.fingerprint(),
+                user_id: live.record.identity.as_ref().map(|i| i.user_id.clone()),
+            });
+        }
+        Ok(())
+    }
+
+    // ----- machinery -----
+
+    /// Applies `f` to the session with compare-and-set, creating a guest session if needed.
+    async fn mutate<R>(
+        &self,
+        mut f: impl FnMut(&mut SessionRecord) -> Result<R, SessionError>,
+    ) -> Result<R, SessionError> {
+        let _w = self.shared.writes.lock().await;
+        let now = self.now();
+        let Some(live) = self.state().current.clone() else {
+            if self.state().ended {
+                return Err(SessionError::Ended);
+            }
+            let mut rec = SessionRecord::new(now);
+            let out = f(&mut rec)?;
+            let session = self.create(rec, now).await?;
+            self.shared.config.emit(SessionEvent::Created { session });
+            return Ok(out);
+        };
+        let mut base = live.record;
+        for _ in 0..MAX_WRITE_ATTEMPTS {
+            let mut rec = SessionRecord::clone(&base);
+            let out = f(&mut rec)?;
+            rec.version = base.version + 1;
+            rec.last_seen = now;
+            let ttl = self.ttl(&rec, now);
+            let rec = Arc::new(rec);
+            match self
+                .shared
+                .store
+                .update(live.key, base.version, rec.clone(), ttl)
+                .await?
+            {
+                Write::Applied => {
+                    self.install(live.key, rec, None);
+                    return Ok(out);
+                }
+                Write::Conflict => base = self.reload(live.key, now).await?,
+            }
+        }
+        Err(SessionError::Contention)
+    }
+
+    /// After a lost race: the freshest live record, or `Ended` (and the handle forgets it).
+    async fn reload(
+        &self,
+        key: SessionKey,
+        now: SystemTime,
+    ) -> Result<Arc<SessionRecord>, SessionError> {
+        let c = &self.shared.config;
+        match self.shared.store.load(key).await? {
+            Some(r) if r.expiry(now, c.idle_timeout, c.absolute_timeout).is_none() => Ok(r),
+            _ => {
+                self.state().current = None;
+                Err(SessionError::Ended)
+            }
+        }
+    }
+
+    /// Creates `rec` under a fresh key and attaches it; returns its fingerprint.
+    async fn create(
+        &self,
+        rec: SessionRecord,
+        now: SystemTime,
+    ) -> Result<Fingerprint, SessionError> {
+        let ttl = self.ttl(&rec, now);
+        let rec = Arc::new(rec);
+        for _ in 0..MAX_CREATE_ATTEMPTS {
+            let token = SessionToken::generate();
+            let key = token.key();
+            if self.shared.store.create(key, rec.clone(), ttl).await? == Write::Applied {
+                self.install(key, rec, Some(token));
+                return Ok(key.fingerprint());
+            }
+        }
+        Err(SessionError::Contention)
+    }
+
+    /// Moves the live session to a fresh key with `edit` applied. Returns the old
+    /// fingerprint, or `None` if there was no live session (or it ended concurrently).
+    async fn move_to_new_key(
+        &self,
+        now: SystemTime,
+        mut edit: impl FnMut(&mut SessionRecord),
+    ) -> Result<Option<Fingerprint>, SessionError> {
+        let Some(live) = self.state().current.clone() else {
+            return Ok(None);
+        };
+        let mut base = live.record;
+        for _ in 0..MAX_WRITE_ATTEMPTS {
+            let mut rec = SessionRecord::clone(&base);
+            edit(&mut rec);
+            rec.version = 1;
+            rec.last_seen = now;
+            let ttl = self.ttl(&rec, now);
+            let rec = Arc::new(rec);
+            let token = SessionToken::generate();
+            let key = token.key();
+            match self
+                .shared
+                .store
+                .rotate(live.key, base.version, key, rec.clone(), ttl)
+                .await?
+            {
+                Write::Applied => {
+                    self.install(key, rec, Some(token));
+                    return Ok(Some(live.key.fingerprint()));
+                }
+                Write::Conflict => match self.reload(live.key, now).await {
+                    Ok(fresh) => base = fresh,
+                    Err(SessionError::Ended) => return Ok(None),
+                    Err(e) => return Err(e),
+                },
+            }
+        }
+        Err(SessionError::Contention)
+    }
+}
+
+fn to_json<T: Serialize>(key: &str, value: &T) -> Result<serde_json::Value, SessionError> {
+    serde_json::to_value(value).map_err(|source| SessionError::Value {
+        key: key.to_owned(),
+        source,
+    })
+}

@@ -1,0 +1,178 @@
+//! Where sessions live: the [`SessionStore`] trait and the embedded [`MemoryStore`].
+//!
+//! The trait is small (five operations) but every write is conditional, so that the layer's
+//! invariants hold for a remote store shared by many instances too:
+//!
+//! * `create` refuses a key that exists (no collision ever overwrites a live session);
+//! * `update` is compare-and-set on [`SessionRecord::version`], so a stale writer can neither
+//!   overwrite a newer record nor bring back a deleted one (there is nothing to compare with);
+//! * `rotate` makes the new record appear before the old one disappears, and only if the old
+//!   one is still at the expected version. Between the two steps the new key is known to no
+//!   client, so at no instant can a client use neither or both;
+//! * `delete` is final: keys are random, so nothing can recreate a deleted key.
+//!
+//! Stores see only [`SessionKey`]s (SHA-256 of tokens), never tokens.
+
+mod memory;
+
+use std::error::Error as StdError;
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+pub use memory::MemoryStore;
+
+use crate::id::SessionKey;
+use crate::record::SessionRecord;
+
+/// Whether a conditional write took effect.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[must_use]
+pub enum Write {
+    /// The write took effect.
+    Applied,
+    /// The condition did not hold: the key exists (create), the record is gone or at another
+    /// version (update, rotate), or the new key is taken (rotate). Nothing was changed.
+    Conflict,
+}
+
+/// A store could not be reached or answered nonsense. The layer fails closed on it.
+#[derive(Debug)]
+pub struct StoreError(Box<dyn StdError + Send + Sync + 'static>);
+
+impl StoreError {
+    /// Wraps the underlying error.
+    pub fn new(source: impl Into<Box<dyn StdError + Send + Sync + 'static>>) -> Self {
+        StoreError(source.into())
+    }
+}
+
+impl fmt::Display for StoreError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "session store error: {}", self.0)
+    }
+}
+
+impl StdError for StoreError {
+    fn source(&self) -> Option<&(dyn StdError + 'static)> {
+        Some(&*self.0)
+    }
+}
+
+/// Storage for session records, keyed by [`SessionKey`].
+///
+/// `ttl` on writes is how long the record stays valid from now (the earlier of its idle and
+/// absolute deadlines, computed by the layer from its clock); a store should drop the record
+/// after it, but the layer checks expiry itself on every load, so a late drop is harmless.
+pub trait SessionStore: Send + Sync + 'static {
+    /// Reads a record.
+    fn load(
+        &self,
+        key: SessionKey,
+    ) -> impl Future<Output = Result<Option<Arc<SessionRecord>>, StoreError>> + Send;
+
+    /// Inserts a record under a key that must not exist yet.
+    fn create(
+        &self,
+        key: SessionKey,
+        record: Arc<SessionRecord>,
+        ttl: Duration,
+    ) -> impl Future<Output = Result<Write, StoreError>> + Send;
+
+    /// Replaces the record only if the stored one exists and has version `expected`.
+    fn update(
+        &self,
+        key: SessionKey,
+        expected: u64,
+        record: Arc<SessionRecord>,
+        ttl: Duration,
+    ) -> impl Future<Output = Result<Write, StoreError>> + Send;
+
+    /// Moves a session to a new key: `record` appears under `new` and `old` disappears, only
+    /// if `old` exists at version `expected` and `new` does not exist.
+    fn rotate(
+        &self,
+        old: SessionKey,
+        expected: u64,
+        new: SessionKey,
+        record: Arc<SessionRecord>,
+        ttl: Duration,
+    ) -> impl Future<Output = Result<Write, StoreError>> + Send;
+
+    /// Removes a record. Returns whether it existed.
+    fn delete(&self, key: SessionKey) -> impl Future<Output = Result<bool, StoreError>> + Send;
+}
+
+type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// Object-safe mirror of [`SessionStore`] for the `Session` handle, whose writes are off the
+/// hot path; the layer itself calls the generic store without boxing.
+pub(crate) trait DynStore: Send + Sync + 'static {
+    fn load(
+        &self,
+        key: SessionKey,
+    ) -> BoxFuture<'_, Result<Option<Arc<SessionRecord>>, StoreError>>;
+    fn create(
+        &self,
+        key: SessionKey,
+        record: Arc<SessionRecord>,
+        ttl: Duration,
+    ) -> BoxFuture<'_, Result<Write, StoreError>>;
+    fn update(
+        &self,
+        key: SessionKey,
+        expected: u64,
+        record: Arc<SessionRecord>,
+        ttl: Duration,
+    ) -> BoxFuture<'_, Result<Write, StoreError>>;
+    fn rotate(
+        &self,
+        old: SessionKey,
+        expected: u64,
+        new: SessionKey,
+        record: Arc<SessionRecord>,
+        ttl: Duration,
+    ) -> BoxFuture<'_, Result<Write, StoreError>>;
+    fn delete(&self, key: SessionKey) -> BoxFuture<'_, Result<bool, StoreError>>;
+}
+
+impl<T: SessionStore> DynStore for T {
+    fn load(
+        &self,
+        key: SessionKey,
+    ) -> BoxFuture<'_, Result<Option<Arc<SessionRecord>>, StoreError>> {
+        Box::pin(SessionStore::load(self, key))
+    }
+    fn create(
+        &self,
+        key: SessionKey,
+        record: Arc<SessionRecord>,
+        ttl: Duration,
+    ) -> BoxFuture<'_, Result<Write, StoreError>> {
+        Box::pin(SessionStore::create(self, key, record, ttl))
+    }
+    fn update(
+        &self,
+        key: SessionKey,
+        expected: u64,
+        record: Arc<SessionRecord>,
+        ttl: Duration,
+    ) -> BoxFuture<'_, Result<Write, StoreError>> {
+        Box::pin(SessionStore::update(self, key, expected, record, ttl))
+    }
+    fn rotate(
+        &self,
+        old: SessionKey,
+        expected: u64,
+        new: SessionKey,
+        record: Arc<SessionRecord>,
+        ttl: Duration,
+    ) -> BoxFuture<'_, Result<Write, StoreError>> {
+        Box::pin(SessionStore::rotate(self, old, expected, new, record, ttl))
+    }
+    fn delete(&self, key: SessionKey) -> BoxFuture<'_, Result<bool, StoreError>> {
+        Box::pin(SessionStore::delete(self, key))
+    }
+}
