@@ -1,1 +1,328 @@
-fn main() {}
+//! The demo app: `cargo run --example demo`, then open http://127.0.0.1:3000.
+//!
+//! Flags: `--addr IP:PORT` (default 127.0.0.1:3000), `--idle-timeout SECS` (default 1800),
+//! `--absolute-timeout SECS` (default 28800).
+//!
+//! Session events are logged to stdout, with fingerprints, never tokens.
+
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::time::{Duration, SystemTime};
+
+use axum::body::Bytes;
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use subtle::ConstantTimeEq;
+use tower_session_guard::config::{DEFAULT_ABSOLUTE_TIMEOUT, DEFAULT_IDLE_TIMEOUT};
+use tower_session_guard::{Identity, MemoryStore, Session, SessionError, SessionGuardLayer};
+
+struct DemoUser {
+    name: &'static str,
+    password: &'static str,
+    roles: &'static [&'static str],
+    groups: &'static [&'static str],
+}
+
+const USERS: &[DemoUser] = &[
+    DemoUser {
+        name: "alice",
+        password: "alice-pass",
+        roles: &["admin"],
+        groups: &["staff"],
+    },
+    DemoUser {
+        name: "bob",
+        password: "bob-pass",
+        roles: &["user"],
+        groups: &["contractors"],
+    },
+];
+
+struct Args {
+    addr: SocketAddr,
+    idle: Duration,
+    absolute: Duration,
+}
+
+const USAGE: &str = "usage: demo [--addr IP:PORT] [--idle-timeout SECS] [--absolute-timeout SECS]";
+
+fn parse_args() -> Result<Args, String> {
+    let mut args = Args {
+        addr: SocketAddr::from(([127, 0, 0, 1], 3000)),
+        idle: DEFAULT_IDLE_TIMEOUT,
+        absolute: DEFAULT_ABSOLUTE_TIMEOUT,
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(flag) = it.next() {
+        if flag == "--help" || flag == "-h" {
+            return Err(USAGE.to_owned());
+        }
+        let value = it
+            .next()
+            .ok_or_else(|| format!("{flag} needs a value\n{USAGE}"))?;
+        let secs = |v: &str| {
+            v.parse::<u64>()
+                .ok()
+                .filter(|s| *s > 0)
+                .map(Duration::from_secs)
+                .ok_or_else(|| format!("{flag} takes a whole number of seconds > 0, got {v:?}"))
+        };
+        match flag.as_str() {
+            "--addr" => {
+                args.addr = value
+                    .parse()
+                    .map_err(|_| format!("--addr takes IP:PORT, got {value:?}"))?
+            }
+            "--idle-timeout" => args.idle = secs(&value)?,
+            "--absolute-timeout" => args.absolute = secs(&value)?,
+            other => return Err(format!("unknown flag {other}\n{USAGE}")),
+        }
+    }
+    Ok(args)
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stdout)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .init();
+
+    let args = match parse_args() {
+        Ok(a) => a,
+        Err(msg) => {
+            eprintln!("{msg}");
+            return ExitCode::from(2);
+        }
+    };
+    let layer = match SessionGuardLayer::builder(MemoryStore::new())
+        .idle_timeout(args.idle)
+        .absolute_timeout(args.absolute)
+        .build()
+    {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("invalid session settings: {e}");
+            return ExitCode::from(2);
+        }
+    };
+
+    let app = Router::new()
+        .route("/", get(index))
+        .route("/login", post(login))
+        .route("/me", get(me))
+        .route("/logout", post(logout))
+        .route("/counter", get(read_counter).post(bump_counter))
+        .layer(layer);
+
+    let listener = match tokio::net::TcpListener::bind(args.addr).await {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("cannot listen on {}: {e}", args.addr);
+            return ExitCode::FAILURE;
+        }
+    };
+    println!("tower-session-guard demo on http://{}", args.addr);
+    println!(
+        "idle timeout {}s, absolute lifetime {}s",
+        args.idle.as_secs(),
+        args.absolute.as_secs()
+    );
+    println!("demo users:");
+    for u in USERS {
+        println!(
+            "  {} / {}  roles {:?}  groups {:?}",
+            u.name, u.password, u.roles, u.groups
+        );
+    }
+    let served = axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(async {
+        let _ = tokio::signal::ctrl_c().await;
+    })
+    .await;
+    match served {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("server error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+#[derive(Deserialize)]
+struct Credentials {
+    username: String,
+    password: String,
+}
+
+fn find_user(c: &Credentials) -> Option<&'static DemoUser> {
+    USERS.iter().find(|u| {
+        // Compare passwords in constant time; names are not secret.
+        u.name == c.username && bool::from(u.password.as_bytes().ct_eq(c.password.as_bytes()))
+    })
+}
+
+/// The JSON of `/login` and `/me`, in the documented field order.
+#[derive(Serialize)]
+struct Me<'a> {
+    user: &'a str,
+    roles: &'a [String],
+    groups: &'a [String],
+}
+
+fn identity_json(id: &Identity) -> Me<'_> {
+    Me {
+        user: &id.user_id,
+        roles: &id.roles,
+        groups: &id.groups,
+    }
+}
+
+fn error(status: StatusCode, msg: &str) -> Response {
+    (status, Json(json!({ "error": msg }))).into_response()
+}
+
+/// `POST /login` with JSON `{"username","password"}` or an HTML form.
+async fn login(session: Session, headers: HeaderMap, body: Bytes) -> Response {
+    let is_json = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    let creds: Result<Credentials, String> = if is_json {
+        serde_json::from_slice(&body).map_err(|e| e.to_string())
+    } else {
+        serde_urlencoded::from_bytes(&body).map_err(|e| e.to_string())
+    };
+    let creds = match creds {
+        Ok(c) => c,
+        Err(e) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                &format!("expected username and password: {e}"),
+            )
+        }
+    };
+    let Some(user) = find_user(&creds) else {
+        return error(StatusCode::UNAUTHORIZED, "invalid username or password");
+    };
+    let identity = Identity::new(user.name)
+        .with_roles(user.roles.iter().copied())
+        .with_groups(user.groups.iter().copied());
+    match session.login(identity.clone()).await {
+        Ok(()) => Json(identity_json(&identity)).into_response(),
+        Err(e) => e.into_response(),
+    }
+}
+
+/// `GET /me`: who is logged in, or 401.
+async fn me(session: Session) -> Response {
+    match session.identity() {
+        Some(id) => Json(identity_json(&id)).into_response(),
+        None => error(StatusCode::UNAUTHORIZED, "not logged in"),
+    }
+}
+
+/// `POST /logout`: ends the session on the server; 204 with the removal cookie.
+async fn logout(session: Session) -> Result<StatusCode, SessionError> {
+    session.logout().await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// `POST /counter`: atomic increment, creating a guest session if needed.
+async fn bump_counter(session: Session) -> Result<Json<serde_json::Value>, SessionError> {
+    let count = session
+        .update("count", |n: Option<u64>| n.unwrap_or(0) + 1)
+        .await?;
+    Ok(Json(json!({ "count": count })))
+}
+
+/// `GET /counter`: the current count, 0 without a session.
+async fn read_counter(session: Session) -> Result<Json<serde_json::Value>, SessionError> {
+    let count = session.get::<u64>("count")?.unwrap_or(0);
+    Ok(Json(json!({ "count": count })))
+}
+
+fn escape(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+        .replace('\'', "&#39;")
+}
+
+fn when(t: Option<SystemTime>) -> String {
+    t.map(httpdate::fmt_http_date).unwrap_or_else(|| "-".into())
+}
+
+fn secs_until(t: Option<SystemTime>) -> String {
+    t.and_then(|t| t.duration_since(SystemTime::now()).ok())
+        .map(|d| format!(" (in {}s)", d.as_secs()))
+        .unwrap_or_default()
+}
+
+/// `GET /`: a login form, or who you are and your session's times.
+async fn index(session: Session) -> Html<String> {
+    let count = session.get::<u64>("count").ok().flatten().unwrap_or(0);
+    let body = match session.identity() {
+        Some(id) => format!(
+            r#"<p>Signed in as <b>{user}</b> &mdash; roles {roles}, groups {groups}</p>
+<table>
+<tr><th>session</th><td><code>{fp}</code> (fingerprint; the token itself is in an HttpOnly cookie)</td></tr>
+<tr><th>created</th><td>{created}</td></tr>
+<tr><th>authenticated</th><td>{auth}</td></tr>
+<tr><th>last seen</th><td>{seen}</td></tr>
+<tr><th>expires if idle</th><td>{exp}{exp_in}</td></tr>
+<tr><th>absolute end</th><td>{abs}{abs_in}</td></tr>
+</table>
+<button onclick="post('/logout')">Log out</button>"#,
+            user = escape(&id.user_id),
+            roles = escape(&id.roles.join(", ")),
+            groups = escape(&id.groups.join(", ")),
+            fp = session.fingerprint().map(|f| f.to_string()).unwrap_or_default(),
+            created = when(session.created_at()),
+            auth = when(session.authenticated_at()),
+            seen = when(session.last_seen()),
+            exp = when(session.expires_at()),
+            exp_in = secs_until(session.expires_at()),
+            abs = when(session.absolute_expiry()),
+            abs_in = secs_until(session.absolute_expiry()),
+        ),
+        None => r#"<form id="login">
+<label>user <input name="username" autocomplete="username"></label>
+<label>password <input name="password" type="password" autocomplete="current-password"></label>
+<button>Log in</button> <span id="err"></span>
+</form>
+<p>Try <code>alice</code> / <code>alice-pass</code> or <code>bob</code> / <code>bob-pass</code>.</p>"#
+            .to_owned(),
+    };
+    Html(format!(
+        r#"<!doctype html>
+<html><head><meta charset="utf-8"><title>tower-session-guard demo</title>
+<style>body{{font-family:sans-serif;max-width:46em;margin:2em auto}}th{{text-align:left;padding-right:1em}}</style>
+</head><body>
+<h1>tower-session-guard demo</h1>
+{body}
+<p>Counter: <b id="count">{count}</b> <button onclick="post('/counter')">+1</button></p>
+<script>
+async function post(path) {{ await fetch(path, {{method: 'POST'}}); location.reload(); }}
+const form = document.getElementById('login');
+if (form) form.addEventListener('submit', async (e) => {{
+  e.preventDefault();
+  const r = await fetch('/login', {{method: 'POST', headers: {{'content-type': 'application/json'}},
+    body: JSON.stringify(Object.fromEntries(new FormData(form)))}});
+  if (r.ok) location.reload(); else document.getElementById('err').textContent = (await r.json()).error;
+}});
+</script>
+</body></html>"#
+    ))
+}

@@ -8,8 +8,8 @@
 //! | `SameSite` | `Lax` | cross-site subrequests and POSTs carry no session (CSRF), top-level navigation still works (ASVS 3.4.3) |
 //! | `Path` / `Domain` | `/` / none | required by `__Host-`; the narrowest scope (OWASP, "Domain and Path Attributes") |
 //! | persistent | off | a session cookie dies with the browser; no `Max-Age` (OWASP, "Expire and Max-Age Attributes") |
-//! | idle timeout | 30 min | OWASP suggests 15–30 min; NIST SP 800-63B 4.2.3 allows at most 30 min of inactivity at AAL2 |
-//! | absolute lifetime | 8 h | a working day; OWASP suggests 4–8 h; NIST SP 800-63B 4.1.3 caps AAL1 at 30 days, AAL2 at 12 h |
+//! | idle timeout | 30 min | OWASP suggests 15–30 min; NIST SP 800-63B-3 §4.2.3 allows at most 30 min of inactivity at AAL2 |
+//! | absolute lifetime | 8 h | a working day; OWASP suggests 4–8 h; NIST SP 800-63B-3 §4.2.3 caps AAL2 at 12 h |
 //! | touch interval | idle / 20 | activity on reads is written at most this often, so an idle session expires between `idle − idle/20` and `idle` after its last request |
 
 use std::fmt;
@@ -27,6 +27,10 @@ pub const DEFAULT_COOKIE_NAME: &str = "__Host-session";
 pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(30 * 60);
 /// Default absolute lifetime: 8 hours.
 pub const DEFAULT_ABSOLUTE_TIMEOUT: Duration = Duration::from_secs(8 * 60 * 60);
+/// How long a store keeps a record after it expired. The layer refuses it from the first
+/// expired instant either way; keeping it a little longer lets a late request be reported
+/// as `Expired` (with its user) instead of as an unknown token.
+pub const EXPIRED_RETENTION: Duration = Duration::from_secs(60);
 /// Activity is recorded on reads at most once per `idle_timeout / TOUCH_FRACTION`.
 pub const TOUCH_FRACTION: u32 = 20;
 
@@ -52,6 +56,19 @@ pub(crate) struct Config {
 }
 
 impl Config {
+    /// How long the store should keep `record`, from `now`.
+    pub(crate) fn store_ttl(
+        &self,
+        record: &crate::record::SessionRecord,
+        now: std::time::SystemTime,
+    ) -> Duration {
+        record
+            .expires_at(self.idle_timeout, self.absolute_timeout)
+            .duration_since(now)
+            .unwrap_or(Duration::ZERO)
+            + EXPIRED_RETENTION
+    }
+
     pub(crate) fn emit(&self, event: crate::events::SessionEvent) {
         crate::events::emit(self.events.as_deref(), event)
     }
@@ -299,8 +316,10 @@ mod tests {
 
     #[test]
     fn touch_interval_scales_with_idle_timeout() {
-        let mut s = Settings::default();
-        s.idle_timeout = Duration::from_secs(2);
+        let s = Settings {
+            idle_timeout: Duration::from_secs(2),
+            ..Settings::default()
+        };
         assert_eq!(
             s.validate().unwrap().touch_interval,
             Duration::from_millis(100)

@@ -118,9 +118,9 @@ where
 pub(crate) fn emit(sink: Option<&dyn EventSink>, event: SessionEvent) {
     match &event {
         SessionEvent::StoreFailed { .. } => {
-            tracing::warn!(target: "tower_session_guard::event", kind = event.kind(), "{event}")
+            tracing::warn!(target: "tower_session_guard::event", "{event}")
         }
-        _ => tracing::info!(target: "tower_session_guard::event", kind = event.kind(), "{event}"),
+        _ => tracing::info!(target: "tower_session_guard::event", "{event}"),
     }
     if let Some(sink) = sink {
         sink.on_event(&event);

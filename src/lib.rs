@@ -54,3 +54,8 @@ pub use crate::service::{ResponseFuture, SessionGuard};
 pub use crate::session::{Session, SessionError};
 pub use crate::store::{MemoryStore, SessionStore, StoreError, Write};
 pub use ::cookie::SameSite;
+
+/// The README's code blocks, compiled as doc tests so the quick start stays true.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;

@@ -222,10 +222,7 @@ async fn touch<St: SessionStore>(store: &St, config: &Config, live: Live, now: S
     let mut rec = crate::record::SessionRecord::clone(&live.record);
     rec.last_seen = now;
     rec.version += 1;
-    let ttl = rec
-        .expires_at(config.idle_timeout, config.absolute_timeout)
-        .duration_since(now)
-        .unwrap_or(Duration::ZERO);
+    let ttl = config.store_ttl(&rec, now);
     // A conflict means another request wrote meanwhile, which recorded activity too.
     match store
         .update(live.key, live.record.version, Arc::new(rec), ttl)

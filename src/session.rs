@@ -135,11 +135,7 @@ impl Session {
     }
 
     fn ttl(&self, record: &SessionRecord, now: SystemTime) -> Duration {
-        let c = &self.shared.config;
-        record
-            .expires_at(c.idle_timeout, c.absolute_timeout)
-            .duration_since(now)
-            .unwrap_or(Duration::ZERO)
+        self.shared.config.store_ttl(record, now)
     }
 
     fn install(&self, key: SessionKey, record: Arc<SessionRecord>, issued: Option<SessionToken>) {

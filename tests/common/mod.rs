@@ -1,0 +1,420 @@
+//! Shared helpers for the behaviour tests: an axum app behind `SessionGuardLayer`, request
+//! and cookie helpers, an event collector, and store wrappers that count calls or fail.
+//!
+//! Every test file uses a different subset of these helpers.
+#![allow(dead_code)]
+
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::extract::Path;
+use axum::http::{header, HeaderValue, Method, Request, Response, StatusCode};
+use axum::response::IntoResponse;
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use http_body_util::BodyExt;
+use tower::ServiceExt;
+use tower_session_guard::{
+    Fingerprint, Identity, ManualClock, MemoryStore, Session, SessionError, SessionEvent,
+    SessionGuardBuilder, SessionGuardLayer, SessionKey, SessionRecord, SessionStore, StoreError,
+    Write,
+};
+
+/// The default cookie name.
+pub const COOKIE: &str = "__Host-session";
+
+// ----- the app -----
+
+async fn login(session: Session) -> Result<&'static str, SessionError> {
+    session
+        .login(Identity::new("alice").with_roles(["admin"]))
+        .await?;
+    Ok("welcome")
+}
+
+async fn login_as(
+    session: Session,
+    Path(user): Path<String>,
+) -> Result<&'static str, SessionError> {
+    session.login(Identity::new(user)).await?;
+    Ok("welcome")
+}
+
+async fn me(session: Session) -> Response<Body> {
+    match session.identity() {
+        Some(identity) => Json(identity).into_response(),
+        None => StatusCode::UNAUTHORIZED.into_response(),
+    }
+}
+
+async fn logout(session: Session) -> Result<&'static str, SessionError> {
+    session.logout().await?;
+    Ok("bye")
+}
+
+async fn bump(session: Session) -> Result<String, SessionError> {
+    let n: u64 = session
+        .update("count", |n: Option<u64>| n.unwrap_or(0) + 1)
+        .await?;
+    Ok(n.to_string())
+}
+
+async fn count(session: Session) -> Result<String, SessionError> {
+    Ok(session.get::<u64>("count")?.unwrap_or(0).to_string())
+}
+
+async fn set(
+    session: Session,
+    Path((k, v)): Path<(String, String)>,
+) -> Result<&'static str, SessionError> {
+    session.insert(&k, v).await?;
+    Ok("ok")
+}
+
+async fn get_value(
+    session: Session,
+    Path(k): Path<String>,
+) -> Result<Response<Body>, SessionError> {
+    Ok(match session.get::<String>(&k)? {
+        Some(v) => v.into_response(),
+        None => StatusCode::NOT_FOUND.into_response(),
+    })
+}
+
+async fn rotate(session: Session) -> Result<&'static str, SessionError> {
+    session.rotate().await?;
+    Ok("rotated")
+}
+
+/// The routes every test app has (no layer yet), so a test can `merge` its own routes first.
+///
+/// * `POST /login`: logs in alice (role admin); `POST /login/{user}`: logs in `user`
+/// * `GET /me`: the identity as JSON, or 401
+/// * `POST /logout`
+/// * `POST /counter`: atomic increment of `count`, returns the new count
+/// * `GET /counter`: `count`, 0 if absent or no session
+/// * `POST /set/{k}/{v}`, `GET /get/{k}` (404 if absent)
+/// * `POST /rotate`
+/// * `GET /health`: never touches the session
+pub fn routes() -> Router {
+    Router::new()
+        .route("/login", post(login))
+        .route("/login/{user}", post(login_as))
+        .route("/me", get(me))
+        .route("/logout", post(logout))
+        .route("/counter", post(bump).get(count))
+        .route("/set/{k}/{v}", post(set))
+        .route("/get/{k}", get(get_value))
+        .route("/rotate", post(rotate))
+        .route("/health", get(|| async { "ok" }))
+}
+
+/// `routes()` behind `layer`.
+pub fn app<St: SessionStore>(layer: SessionGuardLayer<St>) -> Router {
+    routes().layer(layer)
+}
+
+/// What a test keeps while the layer owns the rest: the clock and the events.
+#[derive(Clone)]
+pub struct Harness {
+    pub clock: ManualClock,
+    pub events: Events,
+}
+
+impl Harness {
+    pub fn new() -> Self {
+        Harness {
+            clock: ManualClock::new(),
+            events: Events::default(),
+        }
+    }
+
+    /// A builder for `store` with this harness's clock and event sink.
+    pub fn builder<St: SessionStore>(&self, store: St) -> SessionGuardBuilder<St> {
+        SessionGuardLayer::builder(store)
+            .clock(self.clock.clone())
+            .event_sink(self.events.sink())
+    }
+
+    /// The standard app on `store`, default settings.
+    pub fn app<St: SessionStore>(&self, store: St) -> Router {
+        app(self.builder(store).build().expect("valid config"))
+    }
+}
+
+/// The standard app on a fresh `MemoryStore`, with its harness.
+pub fn default_app() -> (Router, Harness) {
+    let h = Harness::new();
+    (h.app(MemoryStore::new()), h)
+}
+
+// ----- requests and responses -----
+
+/// A request with an empty body and, if given, the session cookie.
+pub fn request(method: Method, uri: &str, token: Option<&str>) -> Request<Body> {
+    let mut b = Request::builder().method(method).uri(uri);
+    if let Some(t) = token {
+        b = b.header(header::COOKIE, format!("{COOKIE}={t}"));
+    }
+    b.body(Body::empty()).unwrap()
+}
+
+/// A request carrying exactly these `Cookie` header values (one header each).
+pub fn request_with_cookie_headers(
+    method: Method,
+    uri: &str,
+    cookies: Vec<HeaderValue>,
+) -> Request<Body> {
+    let mut req = Request::builder()
+        .method(method)
+        .uri(uri)
+        .body(Body::empty())
+        .unwrap();
+    for c in cookies {
+        req.headers_mut().append(header::COOKIE, c);
+    }
+    req
+}
+
+/// Sends `req` through a clone of `app`.
+pub async fn send(app: &Router, req: Request<Body>) -> Response<Body> {
+    app.clone().oneshot(req).await.expect("infallible")
+}
+
+/// `send(request(method, uri, token))`.
+pub async fn call(app: &Router, method: Method, uri: &str, token: Option<&str>) -> Response<Body> {
+    send(app, request(method, uri, token)).await
+}
+
+/// Status and body text.
+pub async fn call_text(
+    app: &Router,
+    method: Method,
+    uri: &str,
+    token: Option<&str>,
+) -> (StatusCode, String) {
+    let res = call(app, method, uri, token).await;
+    let status = res.status();
+    (status, body_text(res).await)
+}
+
+pub async fn body_text(res: Response<Body>) -> String {
+    let bytes = res.into_body().collect().await.unwrap().to_bytes();
+    String::from_utf8(bytes.to_vec()).unwrap()
+}
+
+/// Every `Set-Cookie` value of the response.
+pub fn set_cookies<B>(res: &Response<B>) -> Vec<String> {
+    res.headers()
+        .get_all(header::SET_COOKIE)
+        .iter()
+        .map(|v| v.to_str().unwrap().to_owned())
+        .collect()
+}
+
+/// The token from `Set-Cookie: __Host-session=<token>; ...`, if the response issued one
+/// (a removal cookie, with its empty value, is not a token).
+pub fn token_of<B>(res: &Response<B>) -> Option<String> {
+    set_cookies(res).into_iter().find_map(|c| {
+        let value = c.strip_prefix(&format!("{COOKIE}="))?;
+        let token = value.split(';').next().unwrap_or("");
+        (!token.is_empty()).then(|| token.to_owned())
+    })
+}
+
+/// Logs in (carrying `token` if given) and returns the new token.
+pub async fn login_token(app: &Router, token: Option<&str>) -> String {
+    let res = call(app, Method::POST, "/login", token).await;
+    assert_eq!(res.status(), StatusCode::OK);
+    token_of(&res).expect("login issues a token")
+}
+
+/// Creates a guest session by writing `k=v` and returns its token.
+pub async fn guest_token(app: &Router, k: &str, v: &str) -> String {
+    let res = call(app, Method::POST, &format!("/set/{k}/{v}"), None).await;
+    assert_eq!(res.status(), StatusCode::OK);
+    token_of(&res).expect("a guest write issues a token")
+}
+
+/// The fingerprint events show for a token.
+pub fn fp(token: &str) -> Fingerprint {
+    SessionKey::from_token_str(token)
+        .expect("well-formed token")
+        .fingerprint()
+}
+
+/// A well-formed token that no session has: 32 fixed bytes, base64url.
+pub const PLANTED: &str = "QXR0YWNrZXJDaG9zZW5TZXNzaW9uSWQtMzItYnl0ZXM";
+
+// ----- events -----
+
+/// Collects every event the layer emits.
+#[derive(Clone, Default)]
+pub struct Events(pub Arc<Mutex<Vec<SessionEvent>>>);
+
+impl Events {
+    pub fn sink(&self) -> impl Fn(&SessionEvent) + Send + Sync + 'static {
+        let events = self.0.clone();
+        move |e: &SessionEvent| events.lock().unwrap().push(e.clone())
+    }
+
+    pub fn all(&self) -> Vec<SessionEvent> {
+        self.0.lock().unwrap().clone()
+    }
+
+    pub fn clear(&self) {
+        self.0.lock().unwrap().clear()
+    }
+
+    pub fn kinds(&self) -> Vec<&'static str> {
+        self.all().iter().map(SessionEvent::kind).collect()
+    }
+}
+
+// ----- stores -----
+
+/// Counts every call to the wrapped store.
+#[derive(Clone)]
+pub struct CountingStore<S> {
+    inner: S,
+    calls: Arc<AtomicUsize>,
+}
+
+impl<S> CountingStore<S> {
+    pub fn new(inner: S) -> Self {
+        CountingStore {
+            inner,
+            calls: Arc::default(),
+        }
+    }
+
+    /// A handle on the count that stays valid after the store moves into the layer.
+    pub fn counter(&self) -> Arc<AtomicUsize> {
+        self.calls.clone()
+    }
+
+    fn hit(&self) {
+        self.calls.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+impl<S: SessionStore> SessionStore for CountingStore<S> {
+    async fn load(&self, key: SessionKey) -> Result<Option<Arc<SessionRecord>>, StoreError> {
+        self.hit();
+        self.inner.load(key).await
+    }
+
+    async fn create(
+        &self,
+        key: SessionKey,
+        record: Arc<SessionRecord>,
+        ttl: Duration,
+    ) -> Result<Write, StoreError> {
+        self.hit();
+        self.inner.create(key, record, ttl).await
+    }
+
+    async fn update(
+        &self,
+        key: SessionKey,
+        expected: u64,
+        record: Arc<SessionRecord>,
+        ttl: Duration,
+    ) -> Result<Write, StoreError> {
+        self.hit();
+        self.inner.update(key, expected, record, ttl).await
+    }
+
+    async fn rotate(
+        &self,
+        old: SessionKey,
+        expected: u64,
+        new: SessionKey,
+        record: Arc<SessionRecord>,
+        ttl: Duration,
+    ) -> Result<Write, StoreError> {
+        self.hit();
+        self.inner.rotate(old, expected, new, record, ttl).await
+    }
+
+    async fn delete(&self, key: SessionKey) -> Result<bool, StoreError> {
+        self.hit();
+        self.inner.delete(key).await
+    }
+}
+
+/// A store that fails every operation while its switch is on.
+#[derive(Clone)]
+pub struct FlakyStore<S> {
+    inner: S,
+    down: Arc<AtomicBool>,
+}
+
+impl<S> FlakyStore<S> {
+    pub fn new(inner: S) -> Self {
+        FlakyStore {
+            inner,
+            down: Arc::default(),
+        }
+    }
+
+    /// The switch, which stays valid after the store moves into the layer.
+    pub fn switch(&self) -> Arc<AtomicBool> {
+        self.down.clone()
+    }
+
+    fn check(&self) -> Result<(), StoreError> {
+        if self.down.load(Ordering::SeqCst) {
+            Err(StoreError::new("down"))
+        } else {
+            Ok(())
+        }
+    }
+}
+
+impl<S: SessionStore> SessionStore for FlakyStore<S> {
+    async fn load(&self, key: SessionKey) -> Result<Option<Arc<SessionRecord>>, StoreError> {
+        self.check()?;
+        self.inner.load(key).await
+    }
+
+    async fn create(
+        &self,
+        key: SessionKey,
+        record: Arc<SessionRecord>,
+        ttl: Duration,
+    ) -> Result<Write, StoreError> {
+        self.check()?;
+        self.inner.create(key, record, ttl).await
+    }
+
+    async fn update(
+        &self,
+        key: SessionKey,
+        expected: u64,
+        record: Arc<SessionRecord>,
+        ttl: Duration,
+    ) -> Result<Write, StoreError> {
+        self.check()?;
+        self.inner.update(key, expected, record, ttl).await
+    }
+
+    async fn rotate(
+        &self,
+        old: SessionKey,
+        expected: u64,
+        new: SessionKey,
+        record: Arc<SessionRecord>,
+        ttl: Duration,
+    ) -> Result<Write, StoreError> {
+        self.check()?;
+        self.inner.rotate(old, expected, new, record, ttl).await
+    }
+
+    async fn delete(&self, key: SessionKey) -> Result<bool, StoreError> {
+        self.check()?;
+        self.inner.delete(key).await
+    }
+}
