@@ -8,6 +8,7 @@
 //! `cargo bench --bench layer -- --quick`
 
 use std::future::Future;
+use std::net::SocketAddr;
 use std::pin::pin;
 use std::task::{Context, Poll, Waker};
 
@@ -17,7 +18,9 @@ use axum::routing::{get, post};
 use axum::Router;
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion};
 use tower::ServiceExt;
-use tower_session_guard::{Identity, MemoryStore, Session, SessionError, SessionGuardLayer};
+use tower_session_guard::{
+    Identity, MemoryStore, PeerAddr, Session, SessionError, SessionGuardLayer,
+};
 
 /// The login bench moves to a fresh application (and store) after this many logins, so a
 /// store stays far below `MemoryStore`'s default capacity (200 000) and no eviction touches
@@ -69,7 +72,10 @@ fn request(method: &str, uri: &str, cookie: Option<&HeaderValue>) -> Request<Bod
     if let Some(cookie) = cookie {
         req = req.header(header::COOKIE, cookie.clone());
     }
-    req.body(Body::empty()).expect("valid request")
+    // Connection info, as axum's `ConnectInfo` or tonic's `TcpConnectInfo` would give it.
+    req.extension(PeerAddr(SocketAddr::from(([127, 0, 0, 1], 40000))))
+        .body(Body::empty())
+        .expect("valid request")
 }
 
 /// The token from the response's session `Set-Cookie`.

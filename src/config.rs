@@ -10,6 +10,10 @@
 //! | persistent | off | a session cookie dies with the browser; no `Max-Age` (OWASP, "Expire and Max-Age Attributes") |
 //! | idle timeout | 30 min | OWASP suggests 15–30 min; NIST SP 800-63B-3 §4.2.3 allows at most 30 min of inactivity at AAL2 |
 //! | absolute lifetime | 8 h | a working day; OWASP suggests 4–8 h; NIST SP 800-63B-3 §4.2.3 caps AAL2 at 12 h |
+//! | pin mode | `Exact` | a session is usable only from the address it logged in from, so a stolen cookie replayed elsewhere is refused and the session destroyed (the session validation context of enterprise identity platforms; OWASP "Binding the Session ID to Other User Properties") |
+//! | allowed ranges | none (any address) | opt-in: authenticated sessions only from these networks |
+//! | trusted proxies | none | forwarding headers are client-controlled unless a proxy you run wrote them; with none trusted they are ignored (OWASP, "X-Forwarded-For" spoofing) |
+//! | policy | `ValidationPolicy::permit_all()` | nothing to enforce until you write rules; pinning works on its own |
 //! | touch interval | idle / 20 | activity on reads is written at most this often, so an idle session expires between `idle − idle/20` and `idle` after its last request |
 
 use std::fmt;
@@ -17,9 +21,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use cookie::SameSite;
+use ipnet::IpNet;
 
 use crate::clock::{Clock, SystemClock};
 use crate::events::EventSink;
+use crate::pin::PinMode;
 
 /// Default cookie name.
 pub const DEFAULT_COOKIE_NAME: &str = "__Host-session";
@@ -51,6 +57,9 @@ pub(crate) struct Config {
     pub(crate) idle_timeout: Duration,
     pub(crate) absolute_timeout: Duration,
     pub(crate) touch_interval: Duration,
+    pub(crate) pin: PinMode,
+    pub(crate) allowed_ranges: Vec<IpNet>,
+    pub(crate) trusted_proxies: Vec<IpNet>,
     pub(crate) clock: Arc<dyn Clock>,
     pub(crate) events: Option<Arc<dyn EventSink>>,
 }
@@ -81,6 +90,9 @@ impl fmt::Debug for Config {
             .field("idle_timeout", &self.idle_timeout)
             .field("absolute_timeout", &self.absolute_timeout)
             .field("touch_interval", &self.touch_interval)
+            .field("pin", &self.pin)
+            .field("allowed_ranges", &self.allowed_ranges)
+            .field("trusted_proxies", &self.trusted_proxies)
             .field("events", &self.events.is_some())
             .finish()
     }
@@ -115,6 +127,12 @@ pub enum ConfigError {
     /// A zero timeout.
     #[error("the {0} timeout must be greater than zero")]
     ZeroTimeout(&'static str),
+    /// A trusted proxy or allowed range is not CIDR notation.
+    #[error("{0:?} is not a CIDR range (expected e.g. 10.0.0.0/8 or ::1/128)")]
+    InvalidCidr(String),
+    /// A subnet pin with a prefix longer than the address.
+    #[error("subnet pin prefixes must be at most /32 for IPv4 and /128 for IPv6")]
+    InvalidPinPrefix,
     /// The idle timeout is longer than the absolute lifetime.
     #[error(
         "the idle timeout ({idle:?}) must not be longer than the absolute lifetime ({absolute:?})"
@@ -133,6 +151,9 @@ pub(crate) struct Settings {
     pub(crate) cookie: CookieConfig,
     pub(crate) idle_timeout: Duration,
     pub(crate) absolute_timeout: Duration,
+    pub(crate) pin: PinMode,
+    pub(crate) allowed_ranges: Vec<String>,
+    pub(crate) trusted_proxies: Vec<String>,
     pub(crate) clock: Arc<dyn Clock>,
     pub(crate) events: Option<Arc<dyn EventSink>>,
 }
@@ -150,6 +171,9 @@ impl Default for Settings {
             },
             idle_timeout: DEFAULT_IDLE_TIMEOUT,
             absolute_timeout: DEFAULT_ABSOLUTE_TIMEOUT,
+            pin: PinMode::Exact,
+            allowed_ranges: Vec::new(),
+            trusted_proxies: Vec::new(),
             clock: Arc::new(SystemClock),
             events: None,
         }
@@ -206,8 +230,14 @@ impl Settings {
                 absolute: self.absolute_timeout,
             });
         }
+        if !self.pin.is_valid() {
+            return Err(ConfigError::InvalidPinPrefix);
+        }
         Ok(Config {
             touch_interval: self.idle_timeout / TOUCH_FRACTION,
+            allowed_ranges: parse_cidrs(&self.allowed_ranges)?,
+            trusted_proxies: parse_cidrs(&self.trusted_proxies)?,
+            pin: self.pin,
             cookie: self.cookie,
             idle_timeout: self.idle_timeout,
             absolute_timeout: self.absolute_timeout,
@@ -226,10 +256,26 @@ impl Config {
             cookie: s.cookie,
             idle_timeout: s.idle_timeout,
             absolute_timeout: s.absolute_timeout,
+            pin: s.pin,
+            allowed_ranges: Vec::new(),
+            trusted_proxies: Vec::new(),
             clock: s.clock,
             events: s.events,
         }
     }
+}
+
+fn parse_cidrs(list: &[String]) -> Result<Vec<IpNet>, ConfigError> {
+    list.iter()
+        .map(|s| {
+            let s = s.trim();
+            // A bare address means that one host.
+            s.parse::<IpNet>()
+                .or_else(|_| s.parse::<std::net::IpAddr>().map(IpNet::from))
+                .map(|net| net.trunc())
+                .map_err(|_| ConfigError::InvalidCidr(s.to_owned()))
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -312,6 +358,27 @@ mod tests {
             }),
             Err(ConfigError::InvalidCookieAttribute(_))
         ));
+    }
+
+    #[test]
+    fn cidrs_and_pins_are_checked() {
+        assert_eq!(
+            check(
+                |s| s.trusted_proxies = vec!["10.0.0.0/8".into(), "192.0.2.7".into(), "::1".into()]
+            ),
+            Ok(())
+        );
+        assert_eq!(
+            check(|s| s.allowed_ranges = vec!["10.0.0.0/40".into()]),
+            Err(ConfigError::InvalidCidr("10.0.0.0/40".into()))
+        );
+        assert_eq!(
+            check(|s| s.pin = PinMode::Subnet {
+                v4_prefix: 33,
+                v6_prefix: 64
+            }),
+            Err(ConfigError::InvalidPinPrefix)
+        );
     }
 
     #[test]

@@ -5,6 +5,7 @@
 //! token never appears in an event or a log line.
 
 use std::fmt;
+use std::net::IpAddr;
 
 use serde::Serialize;
 
@@ -30,6 +31,8 @@ pub enum SessionEvent {
         previous: Option<Fingerprint>,
         /// Who logged in.
         user_id: String,
+        /// Where from: the address the session is pinned to.
+        client_ip: Option<IpAddr>,
     },
     /// The session ID was rotated without a login (privilege change).
     Rotated {
@@ -63,6 +66,40 @@ pub enum SessionEvent {
         /// Fingerprint of the presented token's key.
         session: Fingerprint,
     },
+    /// An authenticated session was used from an address its pin or the allowed ranges do
+    /// not accept. The session was destroyed and the request refused.
+    PinViolation {
+        /// The destroyed session.
+        session: Fingerprint,
+        /// Its user.
+        user_id: String,
+        /// The pinned (login) address.
+        expected: Option<IpAddr>,
+        /// The address the request came from.
+        actual: IpAddr,
+        /// `"address_changed"` or `"outside_allowed_ranges"`.
+        reason: &'static str,
+    },
+    /// The post-authentication policy denied a request. The session was destroyed and the
+    /// request refused.
+    PolicyDenied {
+        /// The destroyed session.
+        session: Fingerprint,
+        /// Its user.
+        user_id: String,
+        /// The address the request came from.
+        client_ip: IpAddr,
+        /// The policy's reason.
+        reason: String,
+    },
+    /// An authenticated request arrived without connection info, so the pin and policy could
+    /// not run; it was refused (the session is kept: this is a server wiring problem).
+    ClientIpUnknown {
+        /// The session concerned (none for a login from a guest without a session).
+        session: Option<Fingerprint>,
+        /// How to provide connection info.
+        error: &'static str,
+    },
     /// The store failed; the layer answered 503 (or gRPC UNAVAILABLE) or skipped a touch.
     StoreFailed {
         /// The session concerned, if known.
@@ -82,6 +119,9 @@ impl SessionEvent {
             SessionEvent::LoggedOut { .. } => "logged_out",
             SessionEvent::Expired { .. } => "expired",
             SessionEvent::UnknownToken { .. } => "unknown_token",
+            SessionEvent::PinViolation { .. } => "pin_violation",
+            SessionEvent::PolicyDenied { .. } => "policy_denied",
+            SessionEvent::ClientIpUnknown { .. } => "client_ip_unknown",
             SessionEvent::StoreFailed { .. } => "store_failed",
         }
     }
@@ -117,8 +157,11 @@ where
 
 pub(crate) fn emit(sink: Option<&dyn EventSink>, event: SessionEvent) {
     match &event {
-        SessionEvent::StoreFailed { .. } => {
+        SessionEvent::PinViolation { .. } | SessionEvent::PolicyDenied { .. } => {
             tracing::warn!(target: "tower_session_guard::event", "{event}")
+        }
+        SessionEvent::StoreFailed { .. } | SessionEvent::ClientIpUnknown { .. } => {
+            tracing::error!(target: "tower_session_guard::event", "{event}")
         }
         _ => tracing::info!(target: "tower_session_guard::event", "{event}"),
     }

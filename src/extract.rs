@@ -1,7 +1,7 @@
 //! `Session` as an axum extractor (feature `axum`).
 
-use axum_core::extract::FromRequestParts;
-use axum_core::response::{IntoResponse, Response};
+use axum::extract::FromRequestParts;
+use axum::response::{IntoResponse, Response};
 use http::request::Parts;
 use http::StatusCode;
 
@@ -36,7 +36,8 @@ impl<S: Send + Sync> FromRequestParts<S> for Session {
 impl IntoResponse for SessionError {
     fn into_response(self) -> Response {
         let status = match self {
-            SessionError::Ended => StatusCode::UNAUTHORIZED,
+            SessionError::Ended | SessionError::NotAuthenticated => StatusCode::UNAUTHORIZED,
+            SessionError::ClientIpUnknown => StatusCode::INTERNAL_SERVER_ERROR,
             SessionError::Store(_) | SessionError::Contention => StatusCode::SERVICE_UNAVAILABLE,
             SessionError::Value { .. } => StatusCode::INTERNAL_SERVER_ERROR,
         };

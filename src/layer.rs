@@ -9,6 +9,8 @@ use tower_layer::Layer;
 use crate::clock::Clock;
 use crate::config::{Config, ConfigError, Settings};
 use crate::events::EventSink;
+use crate::pin::PinMode;
+use crate::policy::{PostAuthPolicy, ValidationPolicy};
 use crate::service::SessionGuard;
 use crate::store::{MemoryStore, SessionStore};
 
@@ -26,21 +28,28 @@ use crate::store::{MemoryStore, SessionStore};
 ///     .route("/", get(|session: Session| async move { format!("{:?}", session.identity()) }))
 ///     .layer(layer);
 /// ```
-pub struct SessionGuardLayer<St = MemoryStore> {
+///
+/// `P` is the post-authentication policy, asked on every request of an authenticated session
+/// after the pin check. It is a type parameter, so a synchronous policy costs no boxing and no
+/// allocation; by default it is the built-in [`ValidationPolicy`] (without rules until you
+/// give it some).
+pub struct SessionGuardLayer<St = MemoryStore, P = ValidationPolicy> {
     store: Arc<St>,
+    policy: Arc<P>,
     config: Arc<Config>,
 }
 
-impl<St> Clone for SessionGuardLayer<St> {
+impl<St, P> Clone for SessionGuardLayer<St, P> {
     fn clone(&self) -> Self {
         SessionGuardLayer {
             store: self.store.clone(),
+            policy: self.policy.clone(),
             config: self.config.clone(),
         }
     }
 }
 
-impl<St> std::fmt::Debug for SessionGuardLayer<St> {
+impl<St, P> std::fmt::Debug for SessionGuardLayer<St, P> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("SessionGuardLayer")
             .field("config", &self.config)
@@ -53,6 +62,7 @@ impl<St: SessionStore> SessionGuardLayer<St> {
     pub fn new(store: St) -> Self {
         SessionGuardLayer {
             store: Arc::new(store),
+            policy: Arc::new(ValidationPolicy::permit_all()),
             config: Arc::new(Config::defaults()),
         }
     }
@@ -61,32 +71,90 @@ impl<St: SessionStore> SessionGuardLayer<St> {
     pub fn builder(store: St) -> SessionGuardBuilder<St> {
         SessionGuardBuilder {
             store,
+            policy: ValidationPolicy::permit_all(),
             settings: Settings::default(),
         }
     }
+}
 
+impl<St, P> SessionGuardLayer<St, P> {
     /// The store, for administration.
     pub fn store(&self) -> &St {
         &self.store
     }
 }
 
-impl<S, St> Layer<S> for SessionGuardLayer<St> {
-    type Service = SessionGuard<S, St>;
+impl<S, St, P> Layer<S> for SessionGuardLayer<St, P> {
+    type Service = SessionGuard<S, St, P>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        SessionGuard::new(inner, self.store.clone(), self.config.clone())
+        SessionGuard::new(
+            inner,
+            self.store.clone(),
+            self.policy.clone(),
+            self.config.clone(),
+        )
     }
 }
 
 /// Configures a [`SessionGuardLayer`]; [`build`](Self::build) checks the result.
 #[must_use]
-pub struct SessionGuardBuilder<St> {
+pub struct SessionGuardBuilder<St, P = ValidationPolicy> {
     store: St,
+    policy: P,
     settings: Settings,
 }
 
-impl<St: SessionStore> SessionGuardBuilder<St> {
+impl<St: SessionStore, P: PostAuthPolicy> SessionGuardBuilder<St, P> {
+    /// How strictly an authenticated session is bound to its login address (default
+    /// [`PinMode::Exact`]). See [`pin`](crate::pin) for choosing a mode.
+    pub fn pin_mode(mut self, mode: PinMode) -> Self {
+        self.settings.pin = mode;
+        self
+    }
+
+    /// Networks from which authenticated sessions may be used at all (CIDR; a bare address is
+    /// one host). Default: any. Parsed by [`build`](Self::build).
+    pub fn allowed_ranges<I, S>(mut self, ranges: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.settings.allowed_ranges = ranges.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// Proxies whose forwarding headers (`X-Forwarded-For`, `Forwarded`) are believed (CIDR;
+    /// a bare address is one host). Default: none, so the client address is the connection's
+    /// peer. List only proxies you run.
+    pub fn trusted_proxies<I, S>(mut self, proxies: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.settings.trusted_proxies = proxies.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// Replaces the post-authentication policy (default: [`ValidationPolicy::permit_all`]).
+    pub fn policy<Q: PostAuthPolicy>(self, policy: Q) -> SessionGuardBuilder<St, Q> {
+        SessionGuardBuilder {
+            store: self.store,
+            policy,
+            settings: self.settings,
+        }
+    }
+
+    /// Adds a second policy after the current one: both must allow. For example the built-in
+    /// validation policy and then a closure of your own.
+    pub fn and_policy<Q: PostAuthPolicy>(self, policy: Q) -> SessionGuardBuilder<St, (P, Q)> {
+        SessionGuardBuilder {
+            store: self.store,
+            policy: (self.policy, policy),
+            settings: self.settings,
+        }
+    }
+
     /// The cookie name (default `__Host-session`). A `__Host-` name requires `Secure`,
     /// `Path=/` and no `Domain`; a `__Secure-` name requires `Secure`.
     pub fn cookie_name(mut self, name: impl Into<String>) -> Self {
@@ -152,9 +220,10 @@ impl<St: SessionStore> SessionGuardBuilder<St> {
     }
 
     /// Checks the configuration and builds the layer.
-    pub fn build(self) -> Result<SessionGuardLayer<St>, ConfigError> {
+    pub fn build(self) -> Result<SessionGuardLayer<St, P>, ConfigError> {
         Ok(SessionGuardLayer {
             store: Arc::new(self.store),
+            policy: Arc::new(self.policy),
             config: Arc::new(self.settings.validate()?),
         })
     }

@@ -26,6 +26,7 @@
 #![deny(missing_docs, unsafe_code)]
 #![warn(rust_2018_idioms)]
 
+mod client_ip;
 mod clock;
 pub mod config;
 mod cookie;
@@ -34,12 +35,15 @@ mod events;
 mod extract;
 mod id;
 mod layer;
+pub mod pin;
+pub mod policy;
 mod record;
 mod rejection;
 mod service;
 mod session;
 pub mod store;
 
+pub use crate::client_ip::{ClientIp, PeerAddr};
 pub use crate::clock::{Clock, ManualClock, SystemClock};
 pub use crate::config::ConfigError;
 pub use crate::cookie::MAX_COOKIE_HEADER;
@@ -48,6 +52,11 @@ pub use crate::events::{EventSink, SessionEvent};
 pub use crate::extract::MissingSessionLayer;
 pub use crate::id::{Fingerprint, SessionKey, SessionToken};
 pub use crate::layer::{SessionGuardBuilder, SessionGuardLayer};
+pub use crate::pin::PinMode;
+pub use crate::policy::{
+    AllowAll, Decision, PolicyContext, PolicyError, PolicyMode, PostAuthPolicy, Rule,
+    ValidationPolicy,
+};
 pub use crate::record::{ExpiryKind, Identity, SessionRecord};
 pub use crate::rejection::{is_grpc, Rejection};
 pub use crate::service::{ResponseFuture, SessionGuard};

@@ -1,6 +1,7 @@
 //! What the store keeps for one session.
 
 use std::collections::HashMap;
+use std::net::IpAddr;
 use std::time::{Duration, SystemTime};
 
 use serde::{Deserialize, Serialize};
@@ -69,6 +70,9 @@ pub struct SessionRecord {
     pub authenticated_at: Option<SystemTime>,
     /// The logged-in user, if any. `None` is a guest session.
     pub identity: Option<Identity>,
+    /// The client address captured at login: the IP pin.
+    #[serde(default)]
+    pub pinned_ip: Option<IpAddr>,
     /// Application data, as JSON values keyed by name.
     pub data: HashMap<String, serde_json::Value>,
 }
@@ -82,6 +86,7 @@ impl SessionRecord {
             last_seen: now,
             authenticated_at: None,
             identity: None,
+            pinned_ip: None,
             data: HashMap::new(),
         }
     }

@@ -13,6 +13,14 @@ pub enum Rejection {
     /// The store failed while the request carried a session: fail closed rather than treat
     /// the request as having no session (which could skip a logout or a pin check).
     StoreUnavailable,
+    /// An authenticated session was used from an address its pin or the allowed ranges do
+    /// not accept; the session was destroyed.
+    PinViolation,
+    /// The post-authentication policy denied the request; the session was destroyed.
+    PolicyDenied,
+    /// An authenticated request came without connection info, so it could not be checked.
+    /// A server wiring problem (see `PeerAddr`), not the client's fault.
+    ClientIpUnknown,
 }
 
 impl Rejection {
@@ -20,6 +28,8 @@ impl Rejection {
     pub fn http_status(self) -> StatusCode {
         match self {
             Rejection::StoreUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+            Rejection::PinViolation | Rejection::PolicyDenied => StatusCode::UNAUTHORIZED,
+            Rejection::ClientIpUnknown => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 
@@ -27,6 +37,9 @@ impl Rejection {
     pub fn grpc_status(self) -> u16 {
         match self {
             Rejection::StoreUnavailable => 14, // UNAVAILABLE
+            Rejection::PinViolation => 16,     // UNAUTHENTICATED
+            Rejection::PolicyDenied => 7,      // PERMISSION_DENIED
+            Rejection::ClientIpUnknown => 13,  // INTERNAL
         }
     }
 
@@ -34,6 +47,9 @@ impl Rejection {
     pub fn message(self) -> &'static str {
         match self {
             Rejection::StoreUnavailable => "session store unavailable",
+            Rejection::PinViolation => "session terminated: used from an unexpected address",
+            Rejection::PolicyDenied => "session terminated by policy",
+            Rejection::ClientIpUnknown => "client address unknown",
         }
     }
 

@@ -1,12 +1,14 @@
 //! The tower [`Service`]: one request, top to bottom.
 //!
 //! ```text
-//! token from Cookie ─► load record ─► expiry ─► Session into extensions ─► inner service
-//!                   ─► commit: Set-Cookie for a new/rotated ID, removal after logout,
-//!                      or a throttled activity touch
+//! client IP ─► token from Cookie ─► load record ─► expiry ─► [authenticated] pin ─► policy
+//!           ─► Session into extensions ─► inner service
+//!           ─► commit: Set-Cookie for a new/rotated ID, removal after logout,
+//!              or a throttled activity touch
 //! ```
 
 use std::future::Future;
+use std::net::IpAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -15,42 +17,49 @@ use std::time::{Duration, SystemTime};
 use http::{HeaderMap, Request, Response};
 use tower_service::Service;
 
+use crate::client_ip::{self, ClientIp};
 use crate::config::Config;
 use crate::cookie;
 use crate::events::SessionEvent;
 use crate::id::SessionKey;
+use crate::pin;
+use crate::policy::{Decision, PolicyContext, PostAuthPolicy};
+use crate::record::Identity;
 use crate::rejection::Rejection;
 use crate::session::{Live, Session};
 use crate::store::{DynStore, SessionStore, Write};
 
 /// The middleware service built by [`SessionGuardLayer`](crate::SessionGuardLayer).
-pub struct SessionGuard<S, St> {
+pub struct SessionGuard<S, St, P> {
     inner: S,
     store: Arc<St>,
+    policy: Arc<P>,
     config: Arc<Config>,
 }
 
-impl<S, St> SessionGuard<S, St> {
-    pub(crate) fn new(inner: S, store: Arc<St>, config: Arc<Config>) -> Self {
+impl<S, St, P> SessionGuard<S, St, P> {
+    pub(crate) fn new(inner: S, store: Arc<St>, policy: Arc<P>, config: Arc<Config>) -> Self {
         SessionGuard {
             inner,
             store,
+            policy,
             config,
         }
     }
 }
 
-impl<S: Clone, St> Clone for SessionGuard<S, St> {
+impl<S: Clone, St, P> Clone for SessionGuard<S, St, P> {
     fn clone(&self) -> Self {
         SessionGuard {
             inner: self.inner.clone(),
             store: self.store.clone(),
+            policy: self.policy.clone(),
             config: self.config.clone(),
         }
     }
 }
 
-impl<S: std::fmt::Debug, St> std::fmt::Debug for SessionGuard<S, St> {
+impl<S: std::fmt::Debug, St, P> std::fmt::Debug for SessionGuard<S, St, P> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("SessionGuard")
             .field("inner", &self.inner)
@@ -78,12 +87,13 @@ impl<B, E> std::fmt::Debug for ResponseFuture<B, E> {
     }
 }
 
-impl<S, St, ReqBody, ResBody> Service<Request<ReqBody>> for SessionGuard<S, St>
+impl<S, St, P, ReqBody, ResBody> Service<Request<ReqBody>> for SessionGuard<S, St, P>
 where
     S: Service<Request<ReqBody>, Response = Response<ResBody>> + Clone + Send + 'static,
     S::Future: Send + 'static,
     S::Error: Send + 'static,
     St: SessionStore,
+    P: PostAuthPolicy,
     ReqBody: Send + 'static,
     ResBody: Default + Send + 'static,
 {
@@ -104,6 +114,7 @@ where
             inner: Box::pin(handle(
                 inner,
                 self.store.clone(),
+                self.policy.clone(),
                 self.config.clone(),
                 key,
                 req,
@@ -112,9 +123,10 @@ where
     }
 }
 
-async fn handle<S, St, ReqBody, ResBody>(
+async fn handle<S, St, P, ReqBody, ResBody>(
     mut inner: S,
     store: Arc<St>,
+    policy: Arc<P>,
     config: Arc<Config>,
     key: Option<SessionKey>,
     mut req: Request<ReqBody>,
@@ -122,14 +134,31 @@ async fn handle<S, St, ReqBody, ResBody>(
 where
     S: Service<Request<ReqBody>, Response = Response<ResBody>>,
     St: SessionStore,
+    P: PostAuthPolicy,
     ResBody: Default,
 {
     let now = config.clock.now();
+    let client_ip = client_ip::resolve(req.headers(), req.extensions(), &config.trusted_proxies);
     let current = match load(&*store, &config, key, now).await {
         Ok(current) => current,
         Err(rejection) => return Ok(rejection.into_response(req.headers())),
     };
-    let session = Session::new(store.clone() as Arc<dyn DynStore>, config.clone(), current);
+    if let Some(live) = &current {
+        let view = RequestView::of(&req);
+        let checked = check_authenticated(&*policy, &config, live, client_ip, view, now).await;
+        if let Err(rejection) = checked {
+            return Ok(terminate(&*store, &config, live, rejection, view.headers).await);
+        }
+    }
+    if let Some(ip) = client_ip {
+        req.extensions_mut().insert(ClientIp(ip));
+    }
+    let session = Session::new(
+        store.clone() as Arc<dyn DynStore>,
+        config.clone(),
+        current,
+        client_ip,
+    );
     req.extensions_mut().insert(session.clone());
     let mut res = inner.call(req).await?;
     commit(&*store, &config, &session, now, res.headers_mut()).await;
@@ -179,6 +208,132 @@ async fn load<St: SessionStore>(
         return Ok(None);
     }
     Ok(Some(Live { key, record }))
+}
+
+/// The pin, then the policy, for an authenticated session; guests pass untouched.
+async fn check_authenticated<P: PostAuthPolicy>(
+    policy: &P,
+    config: &Config,
+    live: &Live,
+    client_ip: Option<IpAddr>,
+    req: RequestView<'_>,
+    now: SystemTime,
+) -> Result<(), Rejection> {
+    let record = &live.record;
+    let Some(identity) = &record.identity else {
+        return Ok(());
+    };
+    let session = live.key.fingerprint();
+    let Some(ip) = client_ip else {
+        config.emit(SessionEvent::ClientIpUnknown {
+            session: Some(session),
+            error: client_ip::HOW_TO_PROVIDE_PEER,
+        });
+        return Err(Rejection::ClientIpUnknown);
+    };
+    if let Some(reason) = pin_failure(config, record.pinned_ip, ip) {
+        config.emit(SessionEvent::PinViolation {
+            session,
+            user_id: identity.user_id.clone(),
+            expected: record.pinned_ip,
+            actual: ip,
+            reason,
+        });
+        return Err(Rejection::PinViolation);
+    }
+    let ctx = policy_context(identity, record, ip, req, now);
+    match policy.evaluate(&ctx).await {
+        Decision::Allow => Ok(()),
+        Decision::Deny { reason } => {
+            config.emit(SessionEvent::PolicyDenied {
+                session,
+                user_id: identity.user_id.clone(),
+                client_ip: ip,
+                reason: reason.into_owned(),
+            });
+            Err(Rejection::PolicyDenied)
+        }
+    }
+}
+
+fn pin_failure(config: &Config, pinned: Option<IpAddr>, actual: IpAddr) -> Option<&'static str> {
+    let pin_ok = match pinned {
+        Some(pinned) => config.pin.allows(pinned, actual),
+        // An authenticated record without a pin cannot be verified: refuse unless pinning is off.
+        None => config.pin == pin::PinMode::Off,
+    };
+    if !pin_ok {
+        Some("address_changed")
+    } else if !pin::in_ranges(&config.allowed_ranges, actual) {
+        Some("outside_allowed_ranges")
+    } else {
+        None
+    }
+}
+
+/// The parts of the request a policy sees. Borrowed separately from the body so the future
+/// stays `Send` for bodies that are not `Sync`.
+#[derive(Clone, Copy)]
+struct RequestView<'a> {
+    method: &'a http::Method,
+    uri: &'a http::Uri,
+    headers: &'a HeaderMap,
+}
+
+impl<'a> RequestView<'a> {
+    fn of<B>(req: &'a Request<B>) -> Self {
+        RequestView {
+            method: req.method(),
+            uri: req.uri(),
+            headers: req.headers(),
+        }
+    }
+}
+
+fn policy_context<'a>(
+    identity: &'a Identity,
+    record: &crate::record::SessionRecord,
+    client_ip: IpAddr,
+    req: RequestView<'a>,
+    now: SystemTime,
+) -> PolicyContext<'a> {
+    let since = |t: SystemTime| now.duration_since(t).unwrap_or(Duration::ZERO);
+    PolicyContext {
+        client_ip,
+        pinned_ip: record.pinned_ip,
+        identity,
+        session_age: since(record.created_at),
+        idle_time: since(record.last_seen),
+        since_authentication: record.authenticated_at.map(since).unwrap_or(Duration::ZERO),
+        method: req.method,
+        uri: req.uri,
+        headers: req.headers,
+    }
+}
+
+/// A pin or policy failure: destroy the session on the server, then refuse with the removal
+/// cookie. A refused request never reaches the handler. If the delete fails the request is
+/// still refused; the record stays expired-by-TTL at worst, and every later request from the
+/// wrong address is refused again.
+async fn terminate<St: SessionStore, B: Default>(
+    store: &St,
+    config: &Config,
+    live: &Live,
+    rejection: Rejection,
+    request_headers: &HeaderMap,
+) -> Response<B> {
+    let mut res = rejection.into_response(request_headers);
+    if rejection == Rejection::ClientIpUnknown {
+        return res;
+    }
+    if let Err(e) = store.delete(live.key).await {
+        config.emit(SessionEvent::StoreFailed {
+            session: Some(live.key.fingerprint()),
+            error: e.to_string(),
+        });
+    }
+    cookie::append(res.headers_mut(), cookie::removal(&config.cookie));
+    res
 }
 
 /// After the handler: hand out a new or rotated ID, remove the cookie after logout, or

@@ -14,6 +14,7 @@
 //! before the handler returns, so the old ID is dead by the time the response leaves; the
 //! layer puts the new ID in the response's `Set-Cookie`.
 
+use std::net::IpAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime};
 
@@ -56,6 +57,13 @@ pub enum SessionError {
     /// Too many concurrent writers kept winning the race for this session.
     #[error("too many concurrent writes to this session")]
     Contention,
+    /// `login` needs the client address to pin the session, and the request has no
+    /// connection info. A server wiring problem: see [`PeerAddr`](crate::PeerAddr).
+    #[error("{}", crate::client_ip::HOW_TO_PROVIDE_PEER)]
+    ClientIpUnknown,
+    /// The operation needs a logged-in session.
+    #[error("no user is logged in on this session")]
+    NotAuthenticated,
 }
 
 #[derive(Clone)]
@@ -79,6 +87,8 @@ pub(crate) struct Shared {
     store: Arc<dyn DynStore>,
     config: Arc<Config>,
     state: Mutex<State>,
+    /// This request's client address (resolved by the layer), pinned at login.
+    client_ip: Option<IpAddr>,
     /// Serialises this request's own writes (e.g. two joined futures), so that a lazy guest
     /// session is created once and a rotation is not raced by a write from the same request.
     writes: tokio::sync::Mutex<()>,
@@ -106,11 +116,13 @@ impl Session {
         store: Arc<dyn DynStore>,
         config: Arc<Config>,
         current: Option<Live>,
+        client_ip: Option<IpAddr>,
     ) -> Self {
         Session {
             shared: Arc::new(Shared {
                 store,
                 config,
+                client_ip,
                 state: Mutex::new(State {
                     current,
                     ..State::default()
@@ -210,6 +222,16 @@ impl Session {
         self.record().map(|r| r.created_at + c.absolute_timeout)
     }
 
+    /// The address the session is pinned to (captured at login).
+    pub fn pinned_ip(&self) -> Option<IpAddr> {
+        self.record().and_then(|r| r.pinned_ip)
+    }
+
+    /// This request's client address, as the layer resolved it.
+    pub fn client_ip(&self) -> Option<IpAddr> {
+        self.shared.client_ip
+    }
+
     /// The session's fingerprint, safe to log or show.
     pub fn fingerprint(&self) -> Option<Fingerprint> {
         self.state().current.as_ref().map(|l| l.key.fingerprint())
@@ -275,12 +297,22 @@ impl Session {
     }
 
     /// Logs `identity` in. The session moves to a fresh ID at once (the old one is dead
-    /// before the response leaves: no fixation), the authentication time is recorded and the
-    /// absolute lifetime starts over. Guest data is kept; data of a different user who was
-    /// logged in on this session is dropped.
+    /// before the response leaves: no fixation), the authentication time is recorded, the
+    /// absolute lifetime starts over and the client address is pinned. Guest data is kept;
+    /// data of a different user who was logged in on this session is dropped.
+    ///
+    /// Fails with [`SessionError::ClientIpUnknown`] if the request has no connection info,
+    /// because an authenticated session must be pinned.
     pub async fn login(&self, identity: Identity) -> Result<(), SessionError> {
         let _w = self.shared.writes.lock().await;
         let now = self.now();
+        let Some(client_ip) = self.shared.client_ip else {
+            self.shared.config.emit(SessionEvent::ClientIpUnknown {
+                session: self.fingerprint(),
+                error: crate::client_ip::HOW_TO_PROVIDE_PEER,
+            });
+            return Err(SessionError::ClientIpUnknown);
+        };
         let user_id = identity.user_id.clone();
         let login = |rec: &mut SessionRecord| {
             let other_user = rec
@@ -293,6 +325,7 @@ impl Session {
             rec.identity = Some(identity.clone());
             rec.authenticated_at = Some(now);
             rec.created_at = now;
+            rec.pinned_ip = Some(client_ip);
         };
         let previous = self.move_to_new_key(now, login).await?;
         let session = match previous {
@@ -308,6 +341,7 @@ impl Session {
                 session,
                 previous,
                 user_id,
+                client_ip: Some(client_ip),
             });
         }
         Ok(())
@@ -316,10 +350,26 @@ impl Session {
     /// Moves the session to a fresh ID, keeping its contents: call it on any privilege change
     /// (OWASP: renew the ID on every privilege level change). Does nothing without a session.
     pub async fn rotate(&self) -> Result<(), SessionError> {
+        self.rotate_with(|_| {}).await
+    }
+
+    /// Changes the logged-in identity (roles, groups) and, since privilege changed, moves the
+    /// session to a fresh ID. The post-authentication policy sees the change on the next
+    /// request. Fails with [`SessionError::NotAuthenticated`] on a guest session.
+    pub async fn update_identity(&self, f: impl FnOnce(&mut Identity)) -> Result<(), SessionError> {
+        let Some(mut identity) = self.identity() else {
+            return Err(SessionError::NotAuthenticated);
+        };
+        f(&mut identity);
+        self.rotate_with(move |rec| rec.identity = Some(identity.clone()))
+            .await
+    }
+
+    async fn rotate_with(&self, edit: impl FnMut(&mut SessionRecord)) -> Result<(), SessionError> {
         let _w = self.shared.writes.lock().await;
         let now = self.now();
         let had_session = self.exists();
-        match self.move_to_new_key(now, |_| {}).await? {
+        match self.move_to_new_key(now, edit).await? {
             Some(from) => {
                 let (to, user_id) = {
                     let st = self.state();

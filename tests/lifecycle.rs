@@ -51,6 +51,7 @@ async fn planted_unknown_token_is_not_adopted_at_login() {
                 session: fp(&token),
                 previous: None,
                 user_id: "alice".into(),
+                client_ip: Some(common::CLIENT.ip()),
             },
         ]
     );
@@ -105,6 +106,7 @@ async fn guest_token_is_dead_after_login_and_the_new_one_works() {
         session: fp(&token),
         previous: Some(fp(&guest)),
         user_id: "alice".into(),
+        client_ip: Some(common::CLIENT.ip()),
     }));
 }
 
@@ -323,6 +325,7 @@ async fn events_carry_fingerprints_and_never_the_raw_token() {
                 session: fp(&user),
                 previous: Some(fp(&guest)),
                 user_id: "alice".into(),
+                client_ip: Some(common::CLIENT.ip()),
             },
             SessionEvent::Rotated {
                 from: fp(&user),
@@ -340,6 +343,7 @@ async fn events_carry_fingerprints_and_never_the_raw_token() {
                 session: fp(&idle),
                 previous: None,
                 user_id: "alice".into(),
+                client_ip: Some(common::CLIENT.ip()),
             },
             SessionEvent::Expired {
                 session: fp(&idle),

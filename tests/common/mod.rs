@@ -4,6 +4,7 @@
 //! Every test file uses a different subset of these helpers.
 #![allow(dead_code)]
 
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -17,7 +18,7 @@ use axum::{Json, Router};
 use http_body_util::BodyExt;
 use tower::ServiceExt;
 use tower_session_guard::{
-    Fingerprint, Identity, ManualClock, MemoryStore, Session, SessionError, SessionEvent,
+    Fingerprint, Identity, ManualClock, MemoryStore, PeerAddr, Session, SessionError, SessionEvent,
     SessionGuardBuilder, SessionGuardLayer, SessionKey, SessionRecord, SessionStore, StoreError,
     Write,
 };
@@ -158,8 +159,11 @@ pub fn request(method: Method, uri: &str, token: Option<&str>) -> Request<Body> 
     if let Some(t) = token {
         b = b.header(header::COOKIE, format!("{COOKIE}={t}"));
     }
-    b.body(Body::empty()).unwrap()
+    b.extension(PeerAddr(CLIENT)).body(Body::empty()).unwrap()
 }
+
+/// The connection address every test request comes from, unless a test says otherwise.
+pub const CLIENT: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 40000);
 
 /// A request carrying exactly these `Cookie` header values (one header each).
 pub fn request_with_cookie_headers(
@@ -170,6 +174,7 @@ pub fn request_with_cookie_headers(
     let mut req = Request::builder()
         .method(method)
         .uri(uri)
+        .extension(PeerAddr(CLIENT))
         .body(Body::empty())
         .unwrap();
     for c in cookies {
