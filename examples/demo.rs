@@ -1,7 +1,13 @@
 //! The demo app: `cargo run --example demo`, then open http://127.0.0.1:3000.
 //!
 //! Flags: `--addr IP:PORT` (default 127.0.0.1:3000), `--idle-timeout SECS` (default 1800),
-//! `--absolute-timeout SECS` (default 28800).
+//! `--absolute-timeout SECS` (default 28800), `--pin exact|subnet|off` (default exact),
+//! `--trusted-proxy CIDR` (repeatable; default none).
+//!
+//! Authenticated sessions are pinned to their login address and checked by a validation
+//! policy in allow mode: "admins from the console host" (role admin from 127.0.0.1 or ::1)
+//! and "users on loopback" (role user from 127.0.0.0/8 or ::1). So alice may use her session
+//! only from 127.0.0.1, and bob from any 127.x address.
 //!
 //! Session events are logged to stdout, with fingerprints, never tokens.
 
@@ -18,7 +24,10 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 use subtle::ConstantTimeEq;
 use tower_session_guard::config::{DEFAULT_ABSOLUTE_TIMEOUT, DEFAULT_IDLE_TIMEOUT};
-use tower_session_guard::{Identity, MemoryStore, Session, SessionError, SessionGuardLayer};
+use tower_session_guard::{
+    Identity, MemoryStore, PinMode, PolicyMode, Rule, Session, SessionError, SessionGuardLayer,
+    ValidationPolicy,
+};
 
 struct DemoUser {
     name: &'static str,
@@ -46,15 +55,20 @@ struct Args {
     addr: SocketAddr,
     idle: Duration,
     absolute: Duration,
+    pin: PinMode,
+    trusted_proxies: Vec<String>,
 }
 
-const USAGE: &str = "usage: demo [--addr IP:PORT] [--idle-timeout SECS] [--absolute-timeout SECS]";
+const USAGE: &str = "usage: demo [--addr IP:PORT] [--idle-timeout SECS] [--absolute-timeout SECS] \
+[--pin exact|subnet|off] [--trusted-proxy CIDR]...";
 
 fn parse_args() -> Result<Args, String> {
     let mut args = Args {
         addr: SocketAddr::from(([127, 0, 0, 1], 3000)),
         idle: DEFAULT_IDLE_TIMEOUT,
         absolute: DEFAULT_ABSOLUTE_TIMEOUT,
+        pin: PinMode::Exact,
+        trusted_proxies: Vec::new(),
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -79,6 +93,17 @@ fn parse_args() -> Result<Args, String> {
             }
             "--idle-timeout" => args.idle = secs(&value)?,
             "--absolute-timeout" => args.absolute = secs(&value)?,
+            "--pin" => {
+                args.pin = match value.as_str() {
+                    "exact" => PinMode::Exact,
+                    "subnet" => PinMode::subnet(),
+                    "off" => PinMode::Off,
+                    other => {
+                        return Err(format!("--pin takes exact, subnet or off, got {other:?}"))
+                    }
+                }
+            }
+            "--trusted-proxy" => args.trusted_proxies.push(value),
             other => return Err(format!("unknown flag {other}\n{USAGE}")),
         }
     }
@@ -102,9 +127,19 @@ async fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    let policy = match demo_policy() {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("invalid policy: {e}");
+            return ExitCode::from(2);
+        }
+    };
     let layer = match SessionGuardLayer::builder(MemoryStore::new())
         .idle_timeout(args.idle)
         .absolute_timeout(args.absolute)
+        .pin_mode(args.pin)
+        .trusted_proxies(args.trusted_proxies.iter().cloned())
+        .policy(policy)
         .build()
     {
         Ok(l) => l,
@@ -135,6 +170,13 @@ async fn main() -> ExitCode {
         args.idle.as_secs(),
         args.absolute.as_secs()
     );
+    println!(
+        "pin {:?}, trusted proxies {:?}",
+        args.pin, args.trusted_proxies
+    );
+    println!(
+        "policy (allow mode): admins only from 127.0.0.1 or ::1; users from 127.0.0.0/8 or ::1"
+    );
     println!("demo users:");
     for u in USERS {
         println!(
@@ -157,6 +199,23 @@ async fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// The session validation policy: allow mode, so a session continues only if a rule holds.
+fn demo_policy() -> Result<ValidationPolicy, tower_session_guard::PolicyError> {
+    ValidationPolicy::builder()
+        .mode(PolicyMode::Allow)
+        .rule(
+            Rule::new("admins from the console host")
+                .roles(["admin"])
+                .ip_ranges(["127.0.0.1/32", "::1/128"]),
+        )
+        .rule(
+            Rule::new("users on loopback")
+                .roles(["user"])
+                .ip_ranges(["127.0.0.0/8", "::1/128"]),
+        )
+        .build()
 }
 
 #[derive(Deserialize)]
@@ -278,6 +337,7 @@ async fn index(session: Session) -> Html<String> {
             r#"<p>Signed in as <b>{user}</b> &mdash; roles {roles}, groups {groups}</p>
 <table>
 <tr><th>session</th><td><code>{fp}</code> (fingerprint; the token itself is in an HttpOnly cookie)</td></tr>
+<tr><th>pinned to</th><td>{pinned} (this request from {client})</td></tr>
 <tr><th>created</th><td>{created}</td></tr>
 <tr><th>authenticated</th><td>{auth}</td></tr>
 <tr><th>last seen</th><td>{seen}</td></tr>
@@ -289,6 +349,8 @@ async fn index(session: Session) -> Html<String> {
             roles = escape(&id.roles.join(", ")),
             groups = escape(&id.groups.join(", ")),
             fp = session.fingerprint().map(|f| f.to_string()).unwrap_or_default(),
+            pinned = session.pinned_ip().map(|ip| ip.to_string()).unwrap_or_else(|| "-".into()),
+            client = session.client_ip().map(|ip| ip.to_string()).unwrap_or_else(|| "-".into()),
             created = when(session.created_at()),
             auth = when(session.authenticated_at()),
             seen = when(session.last_seen()),
