@@ -13,7 +13,7 @@
 
 use std::net::SocketAddr;
 use std::process::ExitCode;
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
 use axum::body::Bytes;
 use axum::http::{header, HeaderMap, StatusCode};
@@ -22,108 +22,24 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
-use subtle::ConstantTimeEq;
-use tower_session_guard::config::{DEFAULT_ABSOLUTE_TIMEOUT, DEFAULT_IDLE_TIMEOUT};
-use tower_session_guard::{
-    Identity, MemoryStore, PinMode, PolicyMode, Rule, Session, SessionError, SessionGuardLayer,
-    ValidationPolicy,
-};
+use tower_session_guard::{Identity, MemoryStore, Session, SessionError, SessionGuardLayer};
 
-struct DemoUser {
-    name: &'static str,
-    password: &'static str,
-    roles: &'static [&'static str],
-    groups: &'static [&'static str],
-}
+mod common;
 
-const USERS: &[DemoUser] = &[
-    DemoUser {
-        name: "alice",
-        password: "alice-pass",
-        roles: &["admin"],
-        groups: &["staff"],
-    },
-    DemoUser {
-        name: "bob",
-        password: "bob-pass",
-        roles: &["user"],
-        groups: &["contractors"],
-    },
-];
-
-struct Args {
-    addr: SocketAddr,
-    idle: Duration,
-    absolute: Duration,
-    pin: PinMode,
-    trusted_proxies: Vec<String>,
-}
-
-const USAGE: &str = "usage: demo [--addr IP:PORT] [--idle-timeout SECS] [--absolute-timeout SECS] \
-[--pin exact|subnet|off] [--trusted-proxy CIDR]...";
-
-fn parse_args() -> Result<Args, String> {
-    let mut args = Args {
-        addr: SocketAddr::from(([127, 0, 0, 1], 3000)),
-        idle: DEFAULT_IDLE_TIMEOUT,
-        absolute: DEFAULT_ABSOLUTE_TIMEOUT,
-        pin: PinMode::Exact,
-        trusted_proxies: Vec::new(),
-    };
-    let mut it = std::env::args().skip(1);
-    while let Some(flag) = it.next() {
-        if flag == "--help" || flag == "-h" {
-            return Err(USAGE.to_owned());
-        }
-        let value = it
-            .next()
-            .ok_or_else(|| format!("{flag} needs a value\n{USAGE}"))?;
-        let secs = |v: &str| {
-            v.parse::<u64>()
-                .ok()
-                .filter(|s| *s > 0)
-                .map(Duration::from_secs)
-                .ok_or_else(|| format!("{flag} takes a whole number of seconds > 0, got {v:?}"))
-        };
-        match flag.as_str() {
-            "--addr" => {
-                args.addr = value
-                    .parse()
-                    .map_err(|_| format!("--addr takes IP:PORT, got {value:?}"))?
-            }
-            "--idle-timeout" => args.idle = secs(&value)?,
-            "--absolute-timeout" => args.absolute = secs(&value)?,
-            "--pin" => {
-                args.pin = match value.as_str() {
-                    "exact" => PinMode::Exact,
-                    "subnet" => PinMode::subnet(),
-                    "off" => PinMode::Off,
-                    other => {
-                        return Err(format!("--pin takes exact, subnet or off, got {other:?}"))
-                    }
-                }
-            }
-            "--trusted-proxy" => args.trusted_proxies.push(value),
-            other => return Err(format!("unknown flag {other}\n{USAGE}")),
-        }
-    }
-    Ok(args)
-}
+use common::{demo_policy, find_user, parse_args, print_banner, FLAGS};
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stdout)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .init();
-
-    let args = match parse_args() {
-        Ok(a) => a,
+    common::init_logging();
+    let default_addr = SocketAddr::from(([127, 0, 0, 1], 3000));
+    let args = match parse_args(std::env::args().skip(1), default_addr) {
+        Ok(a) if a.rest.is_empty() => a,
+        Ok(a) => {
+            eprintln!("unknown argument {:?}\nusage: demo {FLAGS}", a.rest[0]);
+            return ExitCode::from(2);
+        }
         Err(msg) => {
-            eprintln!("{msg}");
+            eprintln!("{msg}\nusage: demo {FLAGS}");
             return ExitCode::from(2);
         }
     };
@@ -164,26 +80,7 @@ async fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    println!("tower-session-guard demo on http://{}", args.addr);
-    println!(
-        "idle timeout {}s, absolute lifetime {}s",
-        args.idle.as_secs(),
-        args.absolute.as_secs()
-    );
-    println!(
-        "pin {:?}, trusted proxies {:?}",
-        args.pin, args.trusted_proxies
-    );
-    println!(
-        "policy (allow mode): admins only from 127.0.0.1 or ::1; users from 127.0.0.0/8 or ::1"
-    );
-    println!("demo users:");
-    for u in USERS {
-        println!(
-            "  {} / {}  roles {:?}  groups {:?}",
-            u.name, u.password, u.roles, u.groups
-        );
-    }
+    print_banner(&format!("http://{}", args.addr), &args);
     let served = axum::serve(
         listener,
         app.into_make_service_with_connect_info::<SocketAddr>(),
@@ -201,34 +98,10 @@ async fn main() -> ExitCode {
     }
 }
 
-/// The session validation policy: allow mode, so a session continues only if a rule holds.
-fn demo_policy() -> Result<ValidationPolicy, tower_session_guard::PolicyError> {
-    ValidationPolicy::builder()
-        .mode(PolicyMode::Allow)
-        .rule(
-            Rule::new("admins from the console host")
-                .roles(["admin"])
-                .ip_ranges(["127.0.0.1/32", "::1/128"]),
-        )
-        .rule(
-            Rule::new("users on loopback")
-                .roles(["user"])
-                .ip_ranges(["127.0.0.0/8", "::1/128"]),
-        )
-        .build()
-}
-
 #[derive(Deserialize)]
 struct Credentials {
     username: String,
     password: String,
-}
-
-fn find_user(c: &Credentials) -> Option<&'static DemoUser> {
-    USERS.iter().find(|u| {
-        // Compare passwords in constant time; names are not secret.
-        u.name == c.username && bool::from(u.password.as_bytes().ct_eq(c.password.as_bytes()))
-    })
 }
 
 /// The JSON of `/login` and `/me`, in the documented field order.
@@ -271,12 +144,10 @@ async fn login(session: Session, headers: HeaderMap, body: Bytes) -> Response {
             )
         }
     };
-    let Some(user) = find_user(&creds) else {
+    let Some(user) = find_user(&creds.username, &creds.password) else {
         return error(StatusCode::UNAUTHORIZED, "invalid username or password");
     };
-    let identity = Identity::new(user.name)
-        .with_roles(user.roles.iter().copied())
-        .with_groups(user.groups.iter().copied());
+    let identity = user.identity();
     match session.login(identity.clone()).await {
         Ok(()) => Json(identity_json(&identity)).into_response(),
         Err(e) => e.into_response(),

@@ -14,6 +14,8 @@
 //! | allowed ranges | none (any address) | opt-in: authenticated sessions only from these networks |
 //! | trusted proxies | none | forwarding headers are client-controlled unless a proxy you run wrote them; with none trusted they are ignored (OWASP, "X-Forwarded-For" spoofing) |
 //! | policy | `ValidationPolicy::permit_all()` | nothing to enforce until you write rules; pinning works on its own |
+//! | token transport | `Both` | browsers keep using the `HttpOnly` cookie; gRPC and native clients, which keep no cookie jar, use the header; each gets its token back the way it sent it |
+//! | token header | `x-session-token` | a custom header is never sent by browsers on their own, so it cannot be abused cross-site; `x-` marks it as application-specific |
 //! | touch interval | idle / 20 | activity on reads is written at most this often, so an idle session expires between `idle − idle/20` and `idle` after its last request |
 
 use std::fmt;
@@ -24,9 +26,13 @@ use cookie::SameSite;
 use ipnet::IpNet;
 
 use crate::clock::{Clock, SystemClock};
+use crate::cookie::TokenTransport;
 use crate::events::EventSink;
 use crate::pin::PinMode;
+use crate::rejection::{DefaultRejectionResponse, ResponseForRejection};
 
+/// Default header for the token of clients without a cookie jar (gRPC metadata key).
+pub const DEFAULT_TOKEN_HEADER: &str = "x-session-token";
 /// Default cookie name.
 pub const DEFAULT_COOKIE_NAME: &str = "__Host-session";
 /// Default idle timeout: 30 minutes.
@@ -60,6 +66,9 @@ pub(crate) struct Config {
     pub(crate) pin: PinMode,
     pub(crate) allowed_ranges: Vec<IpNet>,
     pub(crate) trusted_proxies: Vec<IpNet>,
+    pub(crate) token_transport: TokenTransport,
+    pub(crate) token_header: http::HeaderName,
+    pub(crate) rejections: Arc<dyn ResponseForRejection>,
     pub(crate) clock: Arc<dyn Clock>,
     pub(crate) events: Option<Arc<dyn EventSink>>,
 }
@@ -93,6 +102,8 @@ impl fmt::Debug for Config {
             .field("pin", &self.pin)
             .field("allowed_ranges", &self.allowed_ranges)
             .field("trusted_proxies", &self.trusted_proxies)
+            .field("token_transport", &self.token_transport)
+            .field("token_header", &self.token_header)
             .field("events", &self.events.is_some())
             .finish()
     }
@@ -133,6 +144,9 @@ pub enum ConfigError {
     /// A subnet pin with a prefix longer than the address.
     #[error("subnet pin prefixes must be at most /32 for IPv4 and /128 for IPv6")]
     InvalidPinPrefix,
+    /// The token header is not a valid header name, or is `cookie` / `set-cookie`.
+    #[error("{0:?} cannot carry the session token (need a valid header name other than cookie/set-cookie)")]
+    InvalidTokenHeader(String),
     /// The idle timeout is longer than the absolute lifetime.
     #[error(
         "the idle timeout ({idle:?}) must not be longer than the absolute lifetime ({absolute:?})"
@@ -154,6 +168,9 @@ pub(crate) struct Settings {
     pub(crate) pin: PinMode,
     pub(crate) allowed_ranges: Vec<String>,
     pub(crate) trusted_proxies: Vec<String>,
+    pub(crate) token_transport: TokenTransport,
+    pub(crate) token_header: String,
+    pub(crate) rejections: Arc<dyn ResponseForRejection>,
     pub(crate) clock: Arc<dyn Clock>,
     pub(crate) events: Option<Arc<dyn EventSink>>,
 }
@@ -174,6 +191,9 @@ impl Default for Settings {
             pin: PinMode::Exact,
             allowed_ranges: Vec::new(),
             trusted_proxies: Vec::new(),
+            token_transport: TokenTransport::Both,
+            token_header: DEFAULT_TOKEN_HEADER.to_owned(),
+            rejections: Arc::new(DefaultRejectionResponse),
             clock: Arc::new(SystemClock),
             events: None,
         }
@@ -233,7 +253,14 @@ impl Settings {
         if !self.pin.is_valid() {
             return Err(ConfigError::InvalidPinPrefix);
         }
+        let token_header = http::HeaderName::from_bytes(self.token_header.as_bytes())
+            .ok()
+            .filter(|h| h != http::header::COOKIE && h != http::header::SET_COOKIE)
+            .ok_or_else(|| ConfigError::InvalidTokenHeader(self.token_header.clone()))?;
         Ok(Config {
+            token_transport: self.token_transport,
+            token_header,
+            rejections: self.rejections,
             touch_interval: self.idle_timeout / TOUCH_FRACTION,
             allowed_ranges: parse_cidrs(&self.allowed_ranges)?,
             trusted_proxies: parse_cidrs(&self.trusted_proxies)?,
@@ -259,6 +286,9 @@ impl Config {
             pin: s.pin,
             allowed_ranges: Vec::new(),
             trusted_proxies: Vec::new(),
+            token_transport: s.token_transport,
+            token_header: http::HeaderName::from_static(DEFAULT_TOKEN_HEADER),
+            rejections: s.rejections,
             clock: s.clock,
             events: s.events,
         }

@@ -1,12 +1,99 @@
-//! Reading the token from requests and writing it into responses, with the `cookie` crate.
+//! Reading the token from requests and writing it into responses: the cookie (with the
+//! `cookie` crate) for browsers, and a plain header (default `x-session-token`) for clients
+//! that keep no cookie jar, such as gRPC clients.
 
 use std::time::Duration;
 
 use cookie::Cookie;
-use http::header::{HeaderMap, HeaderValue, CACHE_CONTROL, COOKIE, SET_COOKIE};
+use http::header::{HeaderMap, HeaderName, HeaderValue, CACHE_CONTROL, COOKIE, SET_COOKIE};
 
-use crate::config::CookieConfig;
+use crate::config::{Config, CookieConfig};
 use crate::id::{SessionKey, SessionToken};
+
+/// How the token travels between client and server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum TokenTransport {
+    /// Only the cookie: for browser-only applications.
+    Cookie,
+    /// Only the token header: for APIs whose clients keep no cookie jar.
+    Header,
+    /// Both (the default, for a server with browser and gRPC / native clients). The token
+    /// goes back the way it came; a request without one gets it in the header if it is gRPC
+    /// and in the cookie otherwise. So a browser never receives its token in a header that
+    /// page scripts could read: `HttpOnly` keeps its meaning.
+    #[default]
+    Both,
+}
+
+/// Which way a token is sent back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Via {
+    Cookie,
+    Header,
+}
+
+/// The presented session key, if any, and the way a new token must go back.
+pub(crate) fn read_token(headers: &HeaderMap, config: &Config) -> (Option<SessionKey>, Via) {
+    let (cookie_ok, header_ok) = match config.token_transport {
+        TokenTransport::Cookie => (true, false),
+        TokenTransport::Header => (false, true),
+        TokenTransport::Both => (true, true),
+    };
+    // An explicit header wins over an ambient cookie: only code that holds the token can set it.
+    if header_ok {
+        if let Some(key) = key_from_header(headers, &config.token_header) {
+            return (Some(key), Via::Header);
+        }
+    }
+    if cookie_ok {
+        if let Some(key) = key_from_headers(headers, &config.cookie.name) {
+            return (Some(key), Via::Cookie);
+        }
+    }
+    let reply = match config.token_transport {
+        TokenTransport::Cookie => Via::Cookie,
+        TokenTransport::Header => Via::Header,
+        TokenTransport::Both if crate::rejection::is_grpc(headers) => Via::Header,
+        TokenTransport::Both => Via::Cookie,
+    };
+    (None, reply)
+}
+
+fn key_from_header(headers: &HeaderMap, name: &HeaderName) -> Option<SessionKey> {
+    headers
+        .get_all(name)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find_map(|v| SessionKey::from_token_str(v.trim()))
+}
+
+/// Hands a new token to the client the way it expects it.
+pub(crate) fn issue_token(
+    headers: &mut HeaderMap,
+    config: &Config,
+    via: Via,
+    token: &SessionToken,
+    max_age: Option<Duration>,
+) {
+    let value = match via {
+        Via::Cookie => issue(&config.cookie, token, max_age).map(|v| (SET_COOKIE, v)),
+        Via::Header => HeaderValue::from_str(token.as_str())
+            .ok()
+            .map(|v| (config.token_header.clone(), v)),
+    };
+    if let Some((name, value)) = value {
+        headers.append(name, value);
+        headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    }
+}
+
+/// Tells a cookie client to drop its token. A header client simply stops sending it (its
+/// token is dead on the server either way), so it gets nothing.
+pub(crate) fn remove_token(headers: &mut HeaderMap, config: &Config, via: Via) {
+    if via == Via::Cookie {
+        append(headers, removal(&config.cookie));
+    }
+}
 
 /// `Cookie` header lines longer than this are skipped unparsed. Browsers cap a cookie at
 /// 4 KiB and servers usually cap a header near 8 KiB; this only bounds the work an abusive

@@ -8,9 +8,11 @@ use tower_layer::Layer;
 
 use crate::clock::Clock;
 use crate::config::{Config, ConfigError, Settings};
+use crate::cookie::TokenTransport;
 use crate::events::EventSink;
 use crate::pin::PinMode;
 use crate::policy::{PostAuthPolicy, ValidationPolicy};
+use crate::rejection::ResponseForRejection;
 use crate::service::SessionGuard;
 use crate::store::{MemoryStore, SessionStore};
 
@@ -133,6 +135,26 @@ impl<St: SessionStore, P: PostAuthPolicy> SessionGuardBuilder<St, P> {
         S: Into<String>,
     {
         self.settings.trusted_proxies = proxies.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// How the token travels (default [`TokenTransport::Both`]): see its docs.
+    pub fn token_transport(mut self, transport: TokenTransport) -> Self {
+        self.settings.token_transport = transport;
+        self
+    }
+
+    /// The header that carries the token for clients without a cookie jar (default
+    /// `x-session-token`; in gRPC it is a metadata key).
+    pub fn token_header(mut self, name: impl Into<String>) -> Self {
+        self.settings.token_header = name.into();
+        self
+    }
+
+    /// What the layer answers when it refuses a request (default
+    /// [`DefaultRejectionResponse`](crate::DefaultRejectionResponse)).
+    pub fn rejection_response(mut self, responder: impl ResponseForRejection) -> Self {
+        self.settings.rejections = Arc::new(responder);
         self
     }
 

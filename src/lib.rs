@@ -46,7 +46,7 @@ pub mod store;
 pub use crate::client_ip::{ClientIp, PeerAddr};
 pub use crate::clock::{Clock, ManualClock, SystemClock};
 pub use crate::config::ConfigError;
-pub use crate::cookie::MAX_COOKIE_HEADER;
+pub use crate::cookie::{TokenTransport, MAX_COOKIE_HEADER};
 pub use crate::events::{EventSink, SessionEvent};
 #[cfg(feature = "axum")]
 pub use crate::extract::MissingSessionLayer;
@@ -58,7 +58,7 @@ pub use crate::policy::{
     ValidationPolicy,
 };
 pub use crate::record::{ExpiryKind, Identity, SessionRecord};
-pub use crate::rejection::{is_grpc, Rejection};
+pub use crate::rejection::{is_grpc, DefaultRejectionResponse, Rejection, ResponseForRejection};
 pub use crate::service::{ResponseFuture, SessionGuard};
 pub use crate::session::{Session, SessionError};
 pub use crate::store::{MemoryStore, SessionStore, StoreError, Write};

@@ -79,6 +79,67 @@ impl fmt::Display for Rejection {
     }
 }
 
+/// Decides what the layer answers when it refuses a request, in the style of tower-http's
+/// `ResponseForProtectionError`. The body is always empty (the service's `Default` body);
+/// the layer adds the [`Rejection`] to the response extensions and, where the session was
+/// destroyed, the removal cookie.
+///
+/// Implemented for closures:
+///
+/// ```
+/// use http::{HeaderMap, Response, StatusCode};
+/// use tower_session_guard::{is_grpc, Rejection};
+///
+/// // Answer 403 instead of 401 for policy denials, keep every other default.
+/// let custom = |rejection: Rejection, headers: &HeaderMap| -> Response<()> {
+///     if rejection == Rejection::PolicyDenied && !is_grpc(headers) {
+///         let mut res = Response::new(());
+///         *res.status_mut() = StatusCode::FORBIDDEN;
+///         res
+///     } else {
+///         rejection.into_response(headers)
+///     }
+/// };
+/// # let _ = tower_session_guard::SessionGuardLayer::builder(tower_session_guard::MemoryStore::new())
+/// #     .rejection_response(custom);
+/// ```
+pub trait ResponseForRejection: Send + Sync + 'static {
+    /// The answer to a request with these headers.
+    fn response(&self, rejection: Rejection, request_headers: &HeaderMap) -> Response<()>;
+}
+
+impl<F> ResponseForRejection for F
+where
+    F: Fn(Rejection, &HeaderMap) -> Response<()> + Send + Sync + 'static,
+{
+    fn response(&self, rejection: Rejection, request_headers: &HeaderMap) -> Response<()> {
+        self(rejection, request_headers)
+    }
+}
+
+/// The default answers: [`Rejection::into_response`].
+#[derive(Debug, Clone, Copy, Default)]
+pub struct DefaultRejectionResponse;
+
+impl ResponseForRejection for DefaultRejectionResponse {
+    fn response(&self, rejection: Rejection, request_headers: &HeaderMap) -> Response<()> {
+        rejection.into_response(request_headers)
+    }
+}
+
+/// Builds the layer's own answer with the configured responder.
+pub(crate) fn respond<B: Default>(
+    responder: &dyn ResponseForRejection,
+    rejection: Rejection,
+    request_headers: &HeaderMap,
+) -> Response<B> {
+    let mut res = responder
+        .response(rejection, request_headers)
+        .map(|()| B::default());
+    res.extensions_mut().insert(rejection);
+    res
+}
+
 /// Whether the request speaks gRPC (`application/grpc`, `application/grpc+proto`, ...).
 pub fn is_grpc(headers: &HeaderMap) -> bool {
     headers

@@ -1,7 +1,7 @@
 //! The tower [`Service`]: one request, top to bottom.
 //!
 //! ```text
-//! client IP ─► token from Cookie ─► load record ─► expiry ─► [authenticated] pin ─► policy
+//! client IP ─► token from header or Cookie ─► load record ─► expiry ─► [authenticated] pin ─► policy
 //!           ─► Session into extensions ─► inner service
 //!           ─► commit: Set-Cookie for a new/rotated ID, removal after logout,
 //!              or a throttled activity touch
@@ -19,13 +19,13 @@ use tower_service::Service;
 
 use crate::client_ip::{self, ClientIp};
 use crate::config::Config;
-use crate::cookie;
+use crate::cookie::{self, Via};
 use crate::events::SessionEvent;
 use crate::id::SessionKey;
 use crate::pin;
 use crate::policy::{Decision, PolicyContext, PostAuthPolicy};
 use crate::record::Identity;
-use crate::rejection::Rejection;
+use crate::rejection::{respond, Rejection};
 use crate::session::{Live, Session};
 use crate::store::{DynStore, SessionStore, Write};
 
@@ -109,7 +109,7 @@ where
         // The clone that was driven to readiness is the one that must be called.
         let clone = self.inner.clone();
         let inner = std::mem::replace(&mut self.inner, clone);
-        let key = cookie::key_from_headers(req.headers(), &self.config.cookie.name);
+        let (key, reply) = cookie::read_token(req.headers(), &self.config);
         ResponseFuture {
             inner: Box::pin(handle(
                 inner,
@@ -117,6 +117,7 @@ where
                 self.policy.clone(),
                 self.config.clone(),
                 key,
+                reply,
                 req,
             )),
         }
@@ -129,6 +130,7 @@ async fn handle<S, St, P, ReqBody, ResBody>(
     policy: Arc<P>,
     config: Arc<Config>,
     key: Option<SessionKey>,
+    reply: Via,
     mut req: Request<ReqBody>,
 ) -> Result<Response<ResBody>, S::Error>
 where
@@ -141,13 +143,13 @@ where
     let client_ip = client_ip::resolve(req.headers(), req.extensions(), &config.trusted_proxies);
     let current = match load(&*store, &config, key, now).await {
         Ok(current) => current,
-        Err(rejection) => return Ok(rejection.into_response(req.headers())),
+        Err(rejection) => return Ok(respond(&*config.rejections, rejection, req.headers())),
     };
     if let Some(live) = &current {
         let view = RequestView::of(&req);
         let checked = check_authenticated(&*policy, &config, live, client_ip, view, now).await;
         if let Err(rejection) = checked {
-            return Ok(terminate(&*store, &config, live, rejection, view.headers).await);
+            return Ok(terminate(&*store, &config, live, rejection, reply, view.headers).await);
         }
     }
     if let Some(ip) = client_ip {
@@ -161,7 +163,7 @@ where
     );
     req.extensions_mut().insert(session.clone());
     let mut res = inner.call(req).await?;
-    commit(&*store, &config, &session, now, res.headers_mut()).await;
+    commit(&*store, &config, &session, now, reply, res.headers_mut()).await;
     Ok(res)
 }
 
@@ -320,9 +322,10 @@ async fn terminate<St: SessionStore, B: Default>(
     config: &Config,
     live: &Live,
     rejection: Rejection,
+    reply: Via,
     request_headers: &HeaderMap,
 ) -> Response<B> {
-    let mut res = rejection.into_response(request_headers);
+    let mut res = respond(&*config.rejections, rejection, request_headers);
     if rejection == Rejection::ClientIpUnknown {
         return res;
     }
@@ -332,7 +335,7 @@ async fn terminate<St: SessionStore, B: Default>(
             error: e.to_string(),
         });
     }
-    cookie::append(res.headers_mut(), cookie::removal(&config.cookie));
+    cookie::remove_token(res.headers_mut(), config, reply);
     res
 }
 
@@ -344,6 +347,7 @@ async fn commit<St: SessionStore>(
     config: &Config,
     session: &Session,
     now: SystemTime,
+    reply: Via,
     headers: &mut HeaderMap,
 ) {
     let (live, issued, ended, wrote) = {
@@ -357,9 +361,9 @@ async fn commit<St: SessionStore>(
                     .duration_since(now)
                     .unwrap_or(Duration::ZERO)
             });
-            cookie::append(headers, cookie::issue(&config.cookie, &token, max_age));
+            cookie::issue_token(headers, config, reply, &token, max_age);
         }
-        _ if ended => cookie::append(headers, cookie::removal(&config.cookie)),
+        _ if ended => cookie::remove_token(headers, config, reply),
         (Some(live), None) if !wrote => touch(store, config, live, now).await,
         _ => {}
     }

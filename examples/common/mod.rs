@@ -1,0 +1,170 @@
+//! What the HTTP demo and the gRPC demo share: the demo users, the validation policy and the
+//! command-line flags.
+
+#![allow(dead_code)] // each demo uses a different part
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use subtle::ConstantTimeEq;
+use tower_session_guard::config::{DEFAULT_ABSOLUTE_TIMEOUT, DEFAULT_IDLE_TIMEOUT};
+use tower_session_guard::{Identity, PinMode, PolicyError, PolicyMode, Rule, ValidationPolicy};
+
+/// A demo account.
+pub struct DemoUser {
+    pub name: &'static str,
+    pub password: &'static str,
+    pub roles: &'static [&'static str],
+    pub groups: &'static [&'static str],
+}
+
+pub const USERS: &[DemoUser] = &[
+    DemoUser {
+        name: "alice",
+        password: "alice-pass",
+        roles: &["admin"],
+        groups: &["staff"],
+    },
+    DemoUser {
+        name: "bob",
+        password: "bob-pass",
+        roles: &["user"],
+        groups: &["contractors"],
+    },
+];
+
+/// The user with these credentials. Passwords are compared in constant time; names are not
+/// secret.
+pub fn find_user(username: &str, password: &str) -> Option<&'static DemoUser> {
+    USERS.iter().find(|u| {
+        u.name == username && bool::from(u.password.as_bytes().ct_eq(password.as_bytes()))
+    })
+}
+
+impl DemoUser {
+    pub fn identity(&self) -> Identity {
+        Identity::new(self.name)
+            .with_roles(self.roles.iter().copied())
+            .with_groups(self.groups.iter().copied())
+    }
+}
+
+/// The session validation policy: allow mode, so a session continues only if a rule holds.
+/// Alice (admin) may use her session only from 127.0.0.1 or ::1; bob (user) from 127.0.0.0/8.
+pub fn demo_policy() -> Result<ValidationPolicy, PolicyError> {
+    ValidationPolicy::builder()
+        .mode(PolicyMode::Allow)
+        .rule(
+            Rule::new("admins from the console host")
+                .roles(["admin"])
+                .ip_ranges(["127.0.0.1/32", "::1/128"]),
+        )
+        .rule(
+            Rule::new("users on loopback")
+                .roles(["user"])
+                .ip_ranges(["127.0.0.0/8", "::1/128"]),
+        )
+        .build()
+}
+
+/// The flags both servers take.
+pub struct Args {
+    pub addr: SocketAddr,
+    pub idle: Duration,
+    pub absolute: Duration,
+    pub pin: PinMode,
+    pub trusted_proxies: Vec<String>,
+    /// Flags this parser does not know, for the caller.
+    pub rest: Vec<String>,
+}
+
+pub const FLAGS: &str = "[--addr IP:PORT] [--idle-timeout SECS] [--absolute-timeout SECS] \
+[--pin exact|subnet|off] [--trusted-proxy CIDR]...";
+
+/// Parses the shared flags from `args`; unknown words are left in `rest`.
+pub fn parse_args(
+    args: impl IntoIterator<Item = String>,
+    default_addr: SocketAddr,
+) -> Result<Args, String> {
+    let mut out = Args {
+        addr: default_addr,
+        idle: DEFAULT_IDLE_TIMEOUT,
+        absolute: DEFAULT_ABSOLUTE_TIMEOUT,
+        pin: PinMode::Exact,
+        trusted_proxies: Vec::new(),
+        rest: Vec::new(),
+    };
+    let mut it = args.into_iter();
+    while let Some(flag) = it.next() {
+        let known = matches!(
+            flag.as_str(),
+            "--addr" | "--idle-timeout" | "--absolute-timeout" | "--pin" | "--trusted-proxy"
+        );
+        if !known {
+            out.rest.push(flag);
+            continue;
+        }
+        let value = it.next().ok_or_else(|| format!("{flag} needs a value"))?;
+        let secs = |v: &str| {
+            v.parse::<u64>()
+                .ok()
+                .filter(|s| *s > 0)
+                .map(Duration::from_secs)
+                .ok_or_else(|| format!("{flag} takes a whole number of seconds > 0, got {v:?}"))
+        };
+        match flag.as_str() {
+            "--addr" => {
+                out.addr = value
+                    .parse()
+                    .map_err(|_| format!("--addr takes IP:PORT, got {value:?}"))?
+            }
+            "--idle-timeout" => out.idle = secs(&value)?,
+            "--absolute-timeout" => out.absolute = secs(&value)?,
+            "--pin" => {
+                out.pin = match value.as_str() {
+                    "exact" => PinMode::Exact,
+                    "subnet" => PinMode::subnet(),
+                    "off" => PinMode::Off,
+                    other => {
+                        return Err(format!("--pin takes exact, subnet or off, got {other:?}"))
+                    }
+                }
+            }
+            _ => out.trusted_proxies.push(value),
+        }
+    }
+    Ok(out)
+}
+
+/// Logs to stdout (session events included: fingerprints, never tokens).
+pub fn init_logging() {
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stdout)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .init();
+}
+
+/// Prints what the server is and who can log in.
+pub fn print_banner(url: &str, args: &Args) {
+    println!("tower-session-guard demo on {url}");
+    println!(
+        "idle timeout {}s, absolute lifetime {}s, pin {:?}, trusted proxies {:?}",
+        args.idle.as_secs(),
+        args.absolute.as_secs(),
+        args.pin,
+        args.trusted_proxies
+    );
+    println!(
+        "policy (allow mode): admins only from 127.0.0.1 or ::1; users from 127.0.0.0/8 or ::1"
+    );
+    println!("demo users:");
+    for u in USERS {
+        println!(
+            "  {} / {}  roles {:?}  groups {:?}",
+            u.name, u.password, u.roles, u.groups
+        );
+    }
+}
