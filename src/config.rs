@@ -16,6 +16,7 @@
 //! | policy | `ValidationPolicy::permit_all()` | nothing to enforce until you write rules; pinning works on its own |
 //! | token transport | `Both` | browsers keep using the `HttpOnly` cookie; gRPC and native clients, which keep no cookie jar, use the header; each gets its token back the way it sent it |
 //! | token header | `x-session-token` | a custom header is never sent by browsers on their own, so it cannot be abused cross-site; `x-` marks it as application-specific |
+//! | sessions per user | unlimited | opt-in; OWASP ASVS 3.3.4 asks that users can see and end their other sessions, which the per-user index always allows |
 //! | touch interval | idle / 20 | activity on reads is written at most this often, so an idle session expires between `idle − idle/20` and `idle` after its last request |
 
 use std::fmt;
@@ -30,6 +31,7 @@ use crate::cookie::TokenTransport;
 use crate::events::EventSink;
 use crate::pin::PinMode;
 use crate::rejection::{DefaultRejectionResponse, ResponseForRejection};
+use crate::store::SessionLimit;
 
 /// Default header for the token of clients without a cookie jar (gRPC metadata key).
 pub const DEFAULT_TOKEN_HEADER: &str = "x-session-token";
@@ -68,6 +70,7 @@ pub(crate) struct Config {
     pub(crate) trusted_proxies: Vec<IpNet>,
     pub(crate) token_transport: TokenTransport,
     pub(crate) token_header: http::HeaderName,
+    pub(crate) session_limit: Option<SessionLimit>,
     pub(crate) rejections: Arc<dyn ResponseForRejection>,
     pub(crate) clock: Arc<dyn Clock>,
     pub(crate) events: Option<Arc<dyn EventSink>>,
@@ -104,6 +107,7 @@ impl fmt::Debug for Config {
             .field("trusted_proxies", &self.trusted_proxies)
             .field("token_transport", &self.token_transport)
             .field("token_header", &self.token_header)
+            .field("session_limit", &self.session_limit)
             .field("events", &self.events.is_some())
             .finish()
     }
@@ -144,6 +148,9 @@ pub enum ConfigError {
     /// A subnet pin with a prefix longer than the address.
     #[error("subnet pin prefixes must be at most /32 for IPv4 and /128 for IPv6")]
     InvalidPinPrefix,
+    /// `max_sessions_per_user(0, ..)` would refuse every login.
+    #[error("the per-user session limit must be at least 1")]
+    ZeroSessionLimit,
     /// The token header is not a valid header name, or is `cookie` / `set-cookie`.
     #[error("{0:?} cannot carry the session token (need a valid header name other than cookie/set-cookie)")]
     InvalidTokenHeader(String),
@@ -170,6 +177,7 @@ pub(crate) struct Settings {
     pub(crate) trusted_proxies: Vec<String>,
     pub(crate) token_transport: TokenTransport,
     pub(crate) token_header: String,
+    pub(crate) session_limit: Option<SessionLimit>,
     pub(crate) rejections: Arc<dyn ResponseForRejection>,
     pub(crate) clock: Arc<dyn Clock>,
     pub(crate) events: Option<Arc<dyn EventSink>>,
@@ -193,6 +201,7 @@ impl Default for Settings {
             trusted_proxies: Vec::new(),
             token_transport: TokenTransport::Both,
             token_header: DEFAULT_TOKEN_HEADER.to_owned(),
+            session_limit: None,
             rejections: Arc::new(DefaultRejectionResponse),
             clock: Arc::new(SystemClock),
             events: None,
@@ -257,7 +266,11 @@ impl Settings {
             .ok()
             .filter(|h| h != http::header::COOKIE && h != http::header::SET_COOKIE)
             .ok_or_else(|| ConfigError::InvalidTokenHeader(self.token_header.clone()))?;
+        if self.session_limit.is_some_and(|l| l.max == 0) {
+            return Err(ConfigError::ZeroSessionLimit);
+        }
         Ok(Config {
+            session_limit: self.session_limit,
             token_transport: self.token_transport,
             token_header,
             rejections: self.rejections,
@@ -288,6 +301,7 @@ impl Config {
             trusted_proxies: Vec::new(),
             token_transport: s.token_transport,
             token_header: http::HeaderName::from_static(DEFAULT_TOKEN_HEADER),
+            session_limit: None,
             rejections: s.rejections,
             clock: s.clock,
             events: s.events,

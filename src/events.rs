@@ -66,6 +66,16 @@ pub enum SessionEvent {
         /// Fingerprint of the presented token's key.
         session: Fingerprint,
     },
+    /// A session was ended by revocation: by its user ("log out my other devices"), by an
+    /// administrator, or by the per-user session limit at another login.
+    Revoked {
+        /// The ended session.
+        session: Fingerprint,
+        /// Its user.
+        user_id: String,
+        /// `"user"`, `"admin"` or `"session_limit"`.
+        reason: &'static str,
+    },
     /// An authenticated session was used from an address its pin or the allowed ranges do
     /// not accept. The session was destroyed and the request refused.
     PinViolation {
@@ -119,6 +129,7 @@ impl SessionEvent {
             SessionEvent::LoggedOut { .. } => "logged_out",
             SessionEvent::Expired { .. } => "expired",
             SessionEvent::UnknownToken { .. } => "unknown_token",
+            SessionEvent::Revoked { .. } => "revoked",
             SessionEvent::PinViolation { .. } => "pin_violation",
             SessionEvent::PolicyDenied { .. } => "policy_denied",
             SessionEvent::ClientIpUnknown { .. } => "client_ip_unknown",

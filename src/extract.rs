@@ -38,6 +38,7 @@ impl IntoResponse for SessionError {
         let status = match self {
             SessionError::Ended | SessionError::NotAuthenticated => StatusCode::UNAUTHORIZED,
             SessionError::ClientIpUnknown => StatusCode::INTERNAL_SERVER_ERROR,
+            SessionError::TooManySessions { .. } => StatusCode::CONFLICT,
             SessionError::Store(_) | SessionError::Contention => StatusCode::SERVICE_UNAVAILABLE,
             SessionError::Value { .. } => StatusCode::INTERNAL_SERVER_ERROR,
         };

@@ -121,6 +121,34 @@ impl fmt::Debug for Fingerprint {
     }
 }
 
+impl std::str::FromStr for Fingerprint {
+    type Err = InvalidFingerprint;
+
+    /// Parses the 16 hex characters that `Display` prints.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let b = s.as_bytes();
+        if b.len() != 16 {
+            return Err(InvalidFingerprint);
+        }
+        let nibble = |c: u8| {
+            (c as char)
+                .to_digit(16)
+                .map(|d| d as u8)
+                .ok_or(InvalidFingerprint)
+        };
+        let mut out = [0u8; 8];
+        for (i, pair) in b.chunks_exact(2).enumerate() {
+            out[i] = (nibble(pair[0])? << 4) | nibble(pair[1])?;
+        }
+        Ok(Fingerprint(out))
+    }
+}
+
+/// Text that is not a fingerprint (16 hex characters).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("not a session fingerprint (expected 16 hex characters)")]
+pub struct InvalidFingerprint;
+
 impl serde::Serialize for Fingerprint {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         s.collect_str(self)
@@ -182,6 +210,17 @@ mod tests {
         ] {
             assert_eq!(SessionKey::from_token_str(bad), None, "{bad:?}");
         }
+    }
+
+    #[test]
+    fn fingerprints_round_trip_through_text() {
+        let fp = SessionToken::generate().key().fingerprint();
+        assert_eq!(fp.to_string().parse::<Fingerprint>(), Ok(fp));
+        assert_eq!("zz".parse::<Fingerprint>(), Err(InvalidFingerprint));
+        assert_eq!(
+            "0123456789abcdeg".parse::<Fingerprint>(),
+            Err(InvalidFingerprint)
+        );
     }
 
     #[test]

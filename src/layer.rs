@@ -6,15 +6,18 @@ use std::time::Duration;
 use cookie::SameSite;
 use tower_layer::Layer;
 
+use crate::admin::{self, SessionInfo};
 use crate::clock::Clock;
 use crate::config::{Config, ConfigError, Settings};
 use crate::cookie::TokenTransport;
 use crate::events::EventSink;
+use crate::id::Fingerprint;
 use crate::pin::PinMode;
 use crate::policy::{PostAuthPolicy, ValidationPolicy};
 use crate::rejection::ResponseForRejection;
 use crate::service::SessionGuard;
-use crate::store::{MemoryStore, SessionStore};
+use crate::store::StoreError;
+use crate::store::{LimitPolicy, MemoryStore, SessionLimit, SessionStore};
 
 /// Adds server-side sessions to a service. Cheap to clone.
 ///
@@ -86,6 +89,29 @@ impl<St, P> SessionGuardLayer<St, P> {
     }
 }
 
+/// Administration: what an operator or an admin page does with a user's sessions. These go
+/// through the store's per-user index and emit `Revoked` events like the rest of the layer.
+impl<St: SessionStore, P> SessionGuardLayer<St, P> {
+    /// The user's live sessions, oldest first.
+    pub async fn user_sessions(&self, user_id: &str) -> Result<Vec<SessionInfo>, StoreError> {
+        let list = admin::list(&*self.store, &self.config, user_id, None).await?;
+        Ok(list.into_iter().map(|(_, info)| info).collect())
+    }
+
+    /// Ends every session of the user (an administrator's "log this user out everywhere").
+    /// Returns how many were live. Requests in flight on those sessions can no longer write,
+    /// and every later request is refused, on every instance that shares the store.
+    pub async fn revoke_user(&self, user_id: &str) -> Result<usize, StoreError> {
+        admin::revoke(&*self.store, &self.config, user_id, |_| true, "admin").await
+    }
+
+    /// Ends one session of the user, by fingerprint. Returns whether it was live.
+    pub async fn revoke_session(&self, user_id: &str, id: Fingerprint) -> Result<bool, StoreError> {
+        let n = admin::revoke(&*self.store, &self.config, user_id, |s| s.id == id, "admin").await?;
+        Ok(n > 0)
+    }
+}
+
 impl<S, St, P> Layer<S> for SessionGuardLayer<St, P> {
     type Service = SessionGuard<S, St, P>;
 
@@ -135,6 +161,16 @@ impl<St: SessionStore, P: PostAuthPolicy> SessionGuardBuilder<St, P> {
         S: Into<String>,
     {
         self.settings.trusted_proxies = proxies.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// Caps each user's live authenticated sessions at `max` (default: no cap). At a login
+    /// beyond it, [`LimitPolicy::EvictOldest`] ends the user's oldest sessions and
+    /// [`LimitPolicy::RejectNew`] refuses the login with
+    /// [`SessionError::TooManySessions`](crate::SessionError::TooManySessions). The check is
+    /// atomic in the store, so it holds across instances sharing one.
+    pub fn max_sessions_per_user(mut self, max: usize, policy: LimitPolicy) -> Self {
+        self.settings.session_limit = Some(SessionLimit { max, policy });
         self
     }
 

@@ -26,6 +26,7 @@
 #![deny(missing_docs, unsafe_code)]
 #![warn(rust_2018_idioms)]
 
+mod admin;
 mod client_ip;
 mod clock;
 pub mod config;
@@ -43,6 +44,7 @@ mod service;
 mod session;
 pub mod store;
 
+pub use crate::admin::SessionInfo;
 pub use crate::client_ip::{ClientIp, PeerAddr};
 pub use crate::clock::{Clock, ManualClock, SystemClock};
 pub use crate::config::ConfigError;
@@ -50,7 +52,7 @@ pub use crate::cookie::{TokenTransport, MAX_COOKIE_HEADER};
 pub use crate::events::{EventSink, SessionEvent};
 #[cfg(feature = "axum")]
 pub use crate::extract::MissingSessionLayer;
-pub use crate::id::{Fingerprint, SessionKey, SessionToken};
+pub use crate::id::{Fingerprint, InvalidFingerprint, SessionKey, SessionToken};
 pub use crate::layer::{SessionGuardBuilder, SessionGuardLayer};
 pub use crate::pin::PinMode;
 pub use crate::policy::{
@@ -61,7 +63,9 @@ pub use crate::record::{ExpiryKind, Identity, SessionRecord};
 pub use crate::rejection::{is_grpc, DefaultRejectionResponse, Rejection, ResponseForRejection};
 pub use crate::service::{ResponseFuture, SessionGuard};
 pub use crate::session::{Session, SessionError};
-pub use crate::store::{MemoryStore, SessionStore, StoreError, Write};
+pub use crate::store::{
+    LimitPolicy, LoginWrite, MemoryStore, SessionLimit, SessionStore, StoreError, Write,
+};
 pub use ::cookie::SameSite;
 
 /// The README's code blocks, compiled as doc tests so the quick start stays true.

@@ -73,6 +73,9 @@ pub struct SessionRecord {
     /// The client address captured at login: the IP pin.
     #[serde(default)]
     pub pinned_ip: Option<IpAddr>,
+    /// The `User-Agent` at login (truncated), for "my sessions" lists.
+    #[serde(default)]
+    pub user_agent: Option<String>,
     /// Application data, as JSON values keyed by name.
     pub data: HashMap<String, serde_json::Value>,
 }
@@ -87,6 +90,7 @@ impl SessionRecord {
             authenticated_at: None,
             identity: None,
             pinned_ip: None,
+            user_agent: None,
             data: HashMap::new(),
         }
     }

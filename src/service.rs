@@ -160,6 +160,7 @@ where
         config.clone(),
         current,
         client_ip,
+        req.headers().get(http::header::USER_AGENT).cloned(),
     );
     req.extensions_mut().insert(session.clone());
     let mut res = inner.call(req).await?;

@@ -21,16 +21,19 @@ use std::time::{Duration, SystemTime};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
+use crate::admin::{self, SessionInfo};
 use crate::config::Config;
 use crate::events::SessionEvent;
 use crate::id::{Fingerprint, SessionKey, SessionToken};
 use crate::record::{Identity, SessionRecord};
-use crate::store::{DynStore, StoreError, Write};
+use crate::store::{DynStore, LoginWrite, StoreError, Write};
 
 /// How many times a write re-reads and re-applies itself after losing a compare-and-set race
 /// before giving up with [`SessionError::Contention`]. Each retry means another writer won,
 /// so this bounds the work without starving ordinary contention.
 const MAX_WRITE_ATTEMPTS: usize = 32;
+/// User agents are kept (for session lists) up to this many characters.
+const MAX_USER_AGENT: usize = 256;
 /// Attempts at drawing a fresh key; a 256-bit collision will not happen, but the loop is
 /// bounded anyway.
 const MAX_CREATE_ATTEMPTS: usize = 3;
@@ -53,6 +56,14 @@ pub enum SessionError {
         key: String,
         /// The serde error.
         source: serde_json::Error,
+    },
+    /// The user already holds the most sessions allowed, and the limit policy is
+    /// [`LimitPolicy::RejectNew`](crate::LimitPolicy::RejectNew). With feature `axum` this
+    /// answers 409 Conflict.
+    #[error("too many sessions for this user (limit {limit}); log out elsewhere first")]
+    TooManySessions {
+        /// The configured limit.
+        limit: usize,
     },
     /// Too many concurrent writers kept winning the race for this session.
     #[error("too many concurrent writes to this session")]
@@ -89,6 +100,8 @@ pub(crate) struct Shared {
     state: Mutex<State>,
     /// This request's client address (resolved by the layer), pinned at login.
     client_ip: Option<IpAddr>,
+    /// This request's `User-Agent`, recorded at login for session lists.
+    user_agent: Option<http::HeaderValue>,
     /// Serialises this request's own writes (e.g. two joined futures), so that a lazy guest
     /// session is created once and a rotation is not raced by a write from the same request.
     writes: tokio::sync::Mutex<()>,
@@ -117,12 +130,14 @@ impl Session {
         config: Arc<Config>,
         current: Option<Live>,
         client_ip: Option<IpAddr>,
+        user_agent: Option<http::HeaderValue>,
     ) -> Self {
         Session {
             shared: Arc::new(Shared {
                 store,
                 config,
                 client_ip,
+                user_agent,
                 state: Mutex::new(State {
                     current,
                     ..State::default()
@@ -327,24 +342,72 @@ impl Session {
             rec.created_at = now;
             rec.pinned_ip = Some(client_ip);
         };
-        let previous = self.move_to_new_key(now, login).await?;
-        let session = match previous {
-            Some(_) => self.fingerprint(),
-            None => {
-                let mut rec = SessionRecord::new(now);
-                login(&mut rec);
-                Some(self.create(rec, now).await?)
-            }
+        let user_agent = self.shared.user_agent.as_ref().map(|ua| {
+            // Only for "my sessions" lists; bounded so a huge header cannot bloat the store.
+            let ua = String::from_utf8_lossy(ua.as_bytes());
+            ua.chars().take(MAX_USER_AGENT).collect::<String>()
+        });
+        let login = |rec: &mut SessionRecord| {
+            login(rec);
+            rec.user_agent = user_agent.clone();
         };
-        if let Some(session) = session {
-            self.shared.config.emit(SessionEvent::LoggedIn {
-                session,
-                previous,
-                user_id,
-                client_ip: Some(client_ip),
-            });
+        let limit = self.shared.config.session_limit;
+        let store = &self.shared.store;
+        let mut previous = self.state().current.clone();
+        for _ in 0..MAX_WRITE_ATTEMPTS {
+            let mut rec = match &previous {
+                Some(live) => SessionRecord::clone(&live.record),
+                None => SessionRecord::new(now),
+            };
+            login(&mut rec);
+            rec.version = 1;
+            rec.last_seen = now;
+            let ttl = self.ttl(&rec, now);
+            let rec = Arc::new(rec);
+            let token = SessionToken::generate();
+            let key = token.key();
+            let old = previous.as_ref().map(|l| (l.key, l.record.version));
+            match store.login(old, key, rec.clone(), ttl, limit).await? {
+                LoginWrite::Applied { evicted } => {
+                    self.install(key, rec, Some(token));
+                    self.shared.config.emit(SessionEvent::LoggedIn {
+                        session: key.fingerprint(),
+                        previous: previous.as_ref().map(|l| l.key.fingerprint()),
+                        user_id: user_id.clone(),
+                        client_ip: Some(client_ip),
+                    });
+                    for gone in evicted {
+                        self.shared.config.emit(SessionEvent::Revoked {
+                            session: gone.fingerprint(),
+                            user_id: user_id.clone(),
+                            reason: "session_limit",
+                        });
+                    }
+                    return Ok(());
+                }
+                LoginWrite::LimitReached => {
+                    return Err(SessionError::TooManySessions {
+                        limit: limit.map(|l| l.max).unwrap_or(0),
+                    })
+                }
+                // The old session changed meanwhile: log in from its fresh state; if it ended
+                // (a concurrent logout), log in on a fresh session. A new-key collision simply
+                // retries with another key.
+                LoginWrite::Conflict => {
+                    if let Some(live) = &previous {
+                        previous = match self.reload(live.key, now).await {
+                            Ok(fresh) => Some(Live {
+                                key: live.key,
+                                record: fresh,
+                            }),
+                            Err(SessionError::Ended) => None,
+                            Err(e) => return Err(e),
+                        };
+                    }
+                }
+            }
         }
-        Ok(())
+        Err(SessionError::Contention)
     }
 
     /// Moves the session to a fresh ID, keeping its contents: call it on any privilege change
@@ -414,6 +477,59 @@ impl Session {
             });
         }
         Ok(())
+    }
+
+    // ----- the user's other sessions -----
+
+    fn user(&self) -> Result<(String, Option<SessionKey>), SessionError> {
+        let st = self.state();
+        let live = st.current.as_ref().ok_or(SessionError::NotAuthenticated)?;
+        let identity = live
+            .record
+            .identity
+            .as_ref()
+            .ok_or(SessionError::NotAuthenticated)?;
+        Ok((identity.user_id.clone(), Some(live.key)))
+    }
+
+    /// The logged-in user's live sessions on every device, oldest first, with this one marked
+    /// `current` (OWASP ASVS 3.3.4).
+    pub async fn sessions(&self) -> Result<Vec<SessionInfo>, SessionError> {
+        let (user_id, current) = self.user()?;
+        let c = &self.shared.config;
+        let list = admin::list(&*self.shared.store, c, &user_id, current).await?;
+        Ok(list.into_iter().map(|(_, info)| info).collect())
+    }
+
+    /// Ends one of the user's other sessions, named by its fingerprint (from
+    /// [`sessions`](Self::sessions)). Returns whether it was live. Revoking the current
+    /// session is [`logout`](Self::logout).
+    pub async fn revoke(&self, id: Fingerprint) -> Result<bool, SessionError> {
+        let (user_id, current) = self.user()?;
+        if current.map(|k| k.fingerprint()) == Some(id) {
+            self.logout().await?;
+            return Ok(true);
+        }
+        let c = &self.shared.config;
+        let n = admin::revoke(&*self.shared.store, c, &user_id, |s| s.id == id, "user").await?;
+        Ok(n > 0)
+    }
+
+    /// "Log out my other devices": ends every session of the user but this one. Returns how
+    /// many were ended.
+    pub async fn revoke_others(&self) -> Result<usize, SessionError> {
+        let (user_id, current) = self.user()?;
+        let current = current.map(|k| k.fingerprint());
+        let c = &self.shared.config;
+        let n = admin::revoke(
+            &*self.shared.store,
+            c,
+            &user_id,
+            |s| Some(s.id) != current,
+            "user",
+        )
+        .await?;
+        Ok(n)
     }
 
     // ----- machinery -----

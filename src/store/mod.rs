@@ -38,6 +38,43 @@ pub enum Write {
     Conflict,
 }
 
+/// A cap on how many live sessions one user may hold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SessionLimit {
+    /// The most live authenticated sessions per user (at least 1).
+    pub max: usize,
+    /// What happens at a login beyond it.
+    pub policy: LimitPolicy,
+}
+
+/// What a login beyond [`SessionLimit::max`] does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum LimitPolicy {
+    /// The login succeeds and the user's oldest sessions (by creation) are ended (the default:
+    /// a user who lost a device can always log in again).
+    #[default]
+    EvictOldest,
+    /// The login fails with [`SessionError::TooManySessions`](crate::SessionError::TooManySessions)
+    /// and nothing changes.
+    RejectNew,
+}
+
+/// The outcome of [`SessionStore::login`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[must_use]
+pub enum LoginWrite {
+    /// The session is logged in under the new key; these other sessions of the user were
+    /// ended to respect the limit.
+    Applied {
+        /// Keys of the sessions ended by [`LimitPolicy::EvictOldest`].
+        evicted: Vec<SessionKey>,
+    },
+    /// `old` changed or ended meanwhile, or `new` is taken; nothing changed.
+    Conflict,
+    /// [`LimitPolicy::RejectNew`] and the user is at the limit; nothing changed.
+    LimitReached,
+}
+
 /// A store could not be reached or answered nonsense. The layer fails closed on it.
 #[derive(Debug)]
 pub struct StoreError(Box<dyn StdError + Send + Sync + 'static>);
@@ -66,6 +103,11 @@ impl StdError for StoreError {
 /// `ttl` on writes is how long the record stays valid from now (the earlier of its idle and
 /// absolute deadlines, computed by the layer from its clock); a store should drop the record
 /// after it, but the layer checks expiry itself on every load, so a late drop is harmless.
+///
+/// **Per-user index.** A store keeps, per user id, the keys of that user's sessions:
+/// `create`, `rotate` and `login` of a record with an identity add the new key; `rotate`,
+/// `login` and `delete` (and expiry) remove the old one. `update` never changes a record's
+/// identity: the layer changes identities only through `rotate` and `login`.
 pub trait SessionStore: Send + Sync + 'static {
     /// Reads a record.
     fn load(
@@ -103,6 +145,26 @@ pub trait SessionStore: Send + Sync + 'static {
 
     /// Removes a record. Returns whether it existed.
     fn delete(&self, key: SessionKey) -> impl Future<Output = Result<bool, StoreError>> + Send;
+
+    /// Logs a session in, atomically with respect to other logins of the same user:
+    /// `record` (which has an identity) appears under `new`; `old`, if given, disappears if it
+    /// is still at the expected version; `new` joins the user's index; and the user's live
+    /// sessions are held to `limit`.
+    fn login(
+        &self,
+        old: Option<(SessionKey, u64)>,
+        new: SessionKey,
+        record: Arc<SessionRecord>,
+        ttl: Duration,
+        limit: Option<SessionLimit>,
+    ) -> impl Future<Output = Result<LoginWrite, StoreError>> + Send;
+
+    /// The live sessions of a user, from the per-user index. Index entries of sessions that
+    /// ended or expired are dropped, so the index does not grow without bound.
+    fn user_sessions(
+        &self,
+        user_id: &str,
+    ) -> impl Future<Output = Result<Vec<(SessionKey, Arc<SessionRecord>)>, StoreError>> + Send;
 }
 
 type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -136,6 +198,19 @@ pub(crate) trait DynStore: Send + Sync + 'static {
         ttl: Duration,
     ) -> BoxFuture<'_, Result<Write, StoreError>>;
     fn delete(&self, key: SessionKey) -> BoxFuture<'_, Result<bool, StoreError>>;
+    fn login(
+        &self,
+        old: Option<(SessionKey, u64)>,
+        new: SessionKey,
+        record: Arc<SessionRecord>,
+        ttl: Duration,
+        limit: Option<SessionLimit>,
+    ) -> BoxFuture<'_, Result<LoginWrite, StoreError>>;
+    #[allow(clippy::type_complexity)]
+    fn user_sessions<'a>(
+        &'a self,
+        user_id: &'a str,
+    ) -> BoxFuture<'a, Result<Vec<(SessionKey, Arc<SessionRecord>)>, StoreError>>;
 }
 
 impl<T: SessionStore> DynStore for T {
@@ -174,5 +249,21 @@ impl<T: SessionStore> DynStore for T {
     }
     fn delete(&self, key: SessionKey) -> BoxFuture<'_, Result<bool, StoreError>> {
         Box::pin(SessionStore::delete(self, key))
+    }
+    fn login(
+        &self,
+        old: Option<(SessionKey, u64)>,
+        new: SessionKey,
+        record: Arc<SessionRecord>,
+        ttl: Duration,
+        limit: Option<SessionLimit>,
+    ) -> BoxFuture<'_, Result<LoginWrite, StoreError>> {
+        Box::pin(SessionStore::login(self, old, new, record, ttl, limit))
+    }
+    fn user_sessions<'a>(
+        &'a self,
+        user_id: &'a str,
+    ) -> BoxFuture<'a, Result<Vec<(SessionKey, Arc<SessionRecord>)>, StoreError>> {
+        Box::pin(SessionStore::user_sessions(self, user_id))
     }
 }

@@ -10,17 +10,18 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::body::Body;
-use axum::extract::Path;
+use axum::extract::{Path, Query};
 use axum::http::{header, HeaderValue, Method, Request, Response, StatusCode};
 use axum::response::IntoResponse;
 use axum::routing::{get, post};
-use axum::{Json, Router};
+use axum::{Extension, Json, Router};
 use http_body_util::BodyExt;
 use tower::ServiceExt;
 use tower_session_guard::{
-    Fingerprint, Identity, ManualClock, MemoryStore, PeerAddr, Session, SessionError, SessionEvent,
-    SessionGuardBuilder, SessionGuardLayer, SessionKey, SessionRecord, SessionStore, StoreError,
-    Write,
+    ClientIp, Fingerprint, Identity, LoginWrite, ManualClock, MemoryStore, PeerAddr,
+    PostAuthPolicy, Rule, Session, SessionError, SessionEvent, SessionGuardBuilder,
+    SessionGuardLayer, SessionKey, SessionLimit, SessionRecord, SessionStore, StoreError,
+    ValidationPolicy, Write,
 };
 
 /// The default cookie name.
@@ -41,6 +42,56 @@ async fn login_as(
 ) -> Result<&'static str, SessionError> {
     session.login(Identity::new(user)).await?;
     Ok("welcome")
+}
+
+/// The query of `POST /login-with`: comma-separated roles and groups, either may be absent.
+#[derive(serde::Deserialize)]
+struct LoginWith {
+    user: String,
+    #[serde(default)]
+    roles: String,
+    #[serde(default)]
+    groups: String,
+}
+
+fn list(s: &str) -> impl Iterator<Item = &str> {
+    s.split(',').filter(|x| !x.is_empty())
+}
+
+async fn login_with(
+    session: Session,
+    Query(q): Query<LoginWith>,
+) -> Result<&'static str, SessionError> {
+    let identity = Identity::new(q.user)
+        .with_roles(list(&q.roles))
+        .with_groups(list(&q.groups));
+    session.login(identity).await?;
+    Ok("welcome")
+}
+
+/// Replaces the roles of the logged-in identity (comma-separated; `-` for none).
+async fn set_roles(
+    session: Session,
+    Path(roles): Path<String>,
+) -> Result<&'static str, SessionError> {
+    let roles: Vec<String> = list(&roles)
+        .filter(|r| *r != "-")
+        .map(str::to_owned)
+        .collect();
+    session.update_identity(|id| id.roles = roles).await?;
+    Ok("updated")
+}
+
+/// What the handler sees of the client address: the session's view and the extension.
+async fn show_ip(session: Session, ext: Option<Extension<ClientIp>>) -> String {
+    let session_ip = session
+        .client_ip()
+        .map_or_else(|| "none".to_owned(), |ip| ip.to_string());
+    let ext_ip = ext.map_or_else(
+        || "none".to_owned(),
+        |Extension(ClientIp(ip))| ip.to_string(),
+    );
+    format!("{session_ip} {ext_ip}")
 }
 
 async fn me(session: Session) -> Response<Body> {
@@ -99,6 +150,10 @@ async fn rotate(session: Session) -> Result<&'static str, SessionError> {
 /// * `POST /set/{k}/{v}`, `GET /get/{k}` (404 if absent)
 /// * `POST /rotate`
 /// * `GET /health`: never touches the session
+/// * `POST /login-with?user=U&roles=a,b&groups=c`: logs in `U` with those roles and groups
+/// * `POST /roles/{roles}`: replaces the logged-in user's roles (comma-separated, `-` for
+///   none) through `Session::update_identity`, which rotates the token
+/// * `GET /ip`: `"<session.client_ip()> <ClientIp extension>"`, `none` for an absent one
 pub fn routes() -> Router {
     Router::new()
         .route("/login", post(login))
@@ -110,10 +165,13 @@ pub fn routes() -> Router {
         .route("/get/{k}", get(get_value))
         .route("/rotate", post(rotate))
         .route("/health", get(|| async { "ok" }))
+        .route("/login-with", post(login_with))
+        .route("/roles/{roles}", post(set_roles))
+        .route("/ip", get(show_ip))
 }
 
-/// `routes()` behind `layer`.
-pub fn app<St: SessionStore>(layer: SessionGuardLayer<St>) -> Router {
+/// `routes()` behind `layer`, whatever its policy.
+pub fn app<St: SessionStore, P: PostAuthPolicy>(layer: SessionGuardLayer<St, P>) -> Router {
     routes().layer(layer)
 }
 
@@ -160,6 +218,50 @@ pub fn request(method: Method, uri: &str, token: Option<&str>) -> Request<Body> 
         b = b.header(header::COOKIE, format!("{COOKIE}={t}"));
     }
     b.extension(PeerAddr(CLIENT)).body(Body::empty()).unwrap()
+}
+
+/// A request from `from` (`None`: no connection info at all), with the session cookie if
+/// given and these extra headers.
+pub fn request_from(
+    method: Method,
+    uri: &str,
+    token: Option<&str>,
+    from: Option<SocketAddr>,
+    headers: &[(&str, &str)],
+) -> Request<Body> {
+    let mut b = Request::builder().method(method).uri(uri);
+    if let Some(t) = token {
+        b = b.header(header::COOKIE, format!("{COOKIE}={t}"));
+    }
+    for (k, v) in headers {
+        b = b.header(*k, *v);
+    }
+    if let Some(addr) = from {
+        b = b.extension(PeerAddr(addr));
+    }
+    b.body(Body::empty()).unwrap()
+}
+
+/// `send(request_from(..))`.
+pub async fn call_from(
+    app: &Router,
+    method: Method,
+    uri: &str,
+    token: Option<&str>,
+    from: Option<SocketAddr>,
+    headers: &[(&str, &str)],
+) -> Response<Body> {
+    send(app, request_from(method, uri, token, from, headers)).await
+}
+
+/// `ip` on port 40000, as a connection's peer address.
+pub fn peer(ip: &str) -> SocketAddr {
+    SocketAddr::new(ip.parse().expect("an IP address"), 40000)
+}
+
+/// `ip` parsed.
+pub fn ip(ip: &str) -> IpAddr {
+    ip.parse().expect("an IP address")
 }
 
 /// The connection address every test request comes from, unless a test says otherwise.
@@ -227,6 +329,49 @@ pub fn token_of<B>(res: &Response<B>) -> Option<String> {
         let token = value.split(';').next().unwrap_or("");
         (!token.is_empty()).then(|| token.to_owned())
     })
+}
+
+/// Whether the response carries the removal cookie (empty value, `Max-Age=0`).
+pub fn has_removal_cookie<B>(res: &Response<B>) -> bool {
+    set_cookies(res)
+        .iter()
+        .any(|c| c.starts_with(&format!("{COOKIE}=;")) && c.contains("Max-Age=0"))
+}
+
+/// Logs in `user` with `roles` and `groups` from `from` and returns the new token.
+pub async fn login_from(
+    app: &Router,
+    from: SocketAddr,
+    user: &str,
+    roles: &[&str],
+    groups: &[&str],
+) -> String {
+    let uri = format!(
+        "/login-with?user={user}&roles={}&groups={}",
+        roles.join(","),
+        groups.join(",")
+    );
+    let res = call_from(app, Method::POST, &uri, None, Some(from), &[]).await;
+    assert_eq!(res.status(), StatusCode::OK, "login of {user} from {from}");
+    token_of(&res).expect("login issues a token")
+}
+
+/// The demo's validation policy (allow mode): "admins from the console host" (role admin,
+/// 127.0.0.1/32 and ::1/128) and "users on loopback" (role user, 127.0.0.0/8 and ::1/128).
+pub fn demo_policy() -> ValidationPolicy {
+    ValidationPolicy::builder()
+        .rule(
+            Rule::new("admins from the console host")
+                .roles(["admin"])
+                .ip_ranges(["127.0.0.1/32", "::1/128"]),
+        )
+        .rule(
+            Rule::new("users on loopback")
+                .roles(["user"])
+                .ip_ranges(["127.0.0.0/8", "::1/128"]),
+        )
+        .build()
+        .expect("valid demo policy")
 }
 
 /// Logs in (carrying `token` if given) and returns the new token.
@@ -348,6 +493,26 @@ impl<S: SessionStore> SessionStore for CountingStore<S> {
         self.hit();
         self.inner.delete(key).await
     }
+
+    async fn login(
+        &self,
+        old: Option<(SessionKey, u64)>,
+        new: SessionKey,
+        record: Arc<SessionRecord>,
+        ttl: Duration,
+        limit: Option<SessionLimit>,
+    ) -> Result<LoginWrite, StoreError> {
+        self.hit();
+        self.inner.login(old, new, record, ttl, limit).await
+    }
+
+    async fn user_sessions(
+        &self,
+        user_id: &str,
+    ) -> Result<Vec<(SessionKey, Arc<SessionRecord>)>, StoreError> {
+        self.hit();
+        self.inner.user_sessions(user_id).await
+    }
 }
 
 /// A store that fails every operation while its switch is on.
@@ -421,5 +586,25 @@ impl<S: SessionStore> SessionStore for FlakyStore<S> {
     async fn delete(&self, key: SessionKey) -> Result<bool, StoreError> {
         self.check()?;
         self.inner.delete(key).await
+    }
+
+    async fn login(
+        &self,
+        old: Option<(SessionKey, u64)>,
+        new: SessionKey,
+        record: Arc<SessionRecord>,
+        ttl: Duration,
+        limit: Option<SessionLimit>,
+    ) -> Result<LoginWrite, StoreError> {
+        self.check()?;
+        self.inner.login(old, new, record, ttl, limit).await
+    }
+
+    async fn user_sessions(
+        &self,
+        user_id: &str,
+    ) -> Result<Vec<(SessionKey, Arc<SessionRecord>)>, StoreError> {
+        self.check()?;
+        self.inner.user_sessions(user_id).await
     }
 }

@@ -1,0 +1,86 @@
+//! Per-user session control: "my sessions", "log out my other devices", and an administrator
+//! ending all of a user's sessions. Works on every store through its per-user index.
+
+use std::net::IpAddr;
+use std::time::SystemTime;
+
+use serde::Serialize;
+
+use crate::config::Config;
+use crate::events::SessionEvent;
+use crate::id::{Fingerprint, SessionKey};
+use crate::store::{DynStore, StoreError};
+
+/// One live session of a user, as a session list shows it. It names the session by
+/// fingerprint only, so a list can be shown to the user or an administrator without leaking
+/// anything replayable.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
+pub struct SessionInfo {
+    /// The session's fingerprint (what `revoke` takes).
+    pub id: Fingerprint,
+    /// When the session began (its login).
+    pub created_at: SystemTime,
+    /// The last recorded activity.
+    pub last_seen: SystemTime,
+    /// The address it is pinned to.
+    pub ip: Option<IpAddr>,
+    /// The `User-Agent` at login.
+    pub user_agent: Option<String>,
+    /// Whether this is the session of the request asking.
+    pub current: bool,
+}
+
+/// The user's live sessions, oldest first; expired ones are left out.
+pub(crate) async fn list(
+    store: &dyn DynStore,
+    config: &Config,
+    user_id: &str,
+    current: Option<SessionKey>,
+) -> Result<Vec<(SessionKey, SessionInfo)>, StoreError> {
+    let now = config.clock.now();
+    let mut out: Vec<_> = store
+        .user_sessions(user_id)
+        .await?
+        .into_iter()
+        .filter(|(_, r)| {
+            r.expiry(now, config.idle_timeout, config.absolute_timeout)
+                .is_none()
+        })
+        .map(|(key, r)| {
+            let info = SessionInfo {
+                id: key.fingerprint(),
+                created_at: r.created_at,
+                last_seen: r.last_seen,
+                ip: r.pinned_ip,
+                user_agent: r.user_agent.clone(),
+                current: Some(key) == current,
+            };
+            (key, info)
+        })
+        .collect();
+    out.sort_by_key(|(_, i)| i.created_at);
+    Ok(out)
+}
+
+/// Ends the user's sessions that `which` selects; returns how many were live.
+pub(crate) async fn revoke(
+    store: &dyn DynStore,
+    config: &Config,
+    user_id: &str,
+    which: impl Fn(&SessionInfo) -> bool,
+    reason: &'static str,
+) -> Result<usize, StoreError> {
+    let mut count = 0;
+    for (key, info) in list(store, config, user_id, None).await? {
+        if which(&info) && store.delete(key).await? {
+            count += 1;
+            config.emit(SessionEvent::Revoked {
+                session: info.id,
+                user_id: user_id.to_owned(),
+                reason,
+            });
+        }
+    }
+    Ok(count)
+}
