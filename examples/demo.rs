@@ -16,17 +16,20 @@ use std::process::ExitCode;
 use std::time::SystemTime;
 
 use axum::body::Bytes;
+use axum::extract::Path;
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
-use tower_session_guard::{Identity, MemoryStore, Session, SessionError, SessionGuardLayer};
+use tower_session_guard::{
+    Fingerprint, Identity, MemoryStore, Session, SessionError, SessionStore,
+};
 
 mod common;
 
-use common::{demo_policy, find_user, parse_args, print_banner, FLAGS};
+use common::{find_user, parse_args, print_banner, FLAGS};
 
 #[tokio::main]
 async fn main() -> ExitCode {
@@ -43,58 +46,98 @@ async fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let policy = match demo_policy() {
-        Ok(p) => p,
-        Err(e) => {
-            eprintln!("invalid policy: {e}");
-            return ExitCode::from(2);
-        }
+    let result = match &args.redis {
+        Some(url) => match common::connect_redis(url).await {
+            Ok(store) => serve(store, &args).await,
+            Err(e) => Err(format!("cannot use Redis at {url}: {e}")),
+        },
+        None => serve(MemoryStore::new(), &args).await,
     };
-    let layer = match SessionGuardLayer::builder(MemoryStore::new())
-        .idle_timeout(args.idle)
-        .absolute_timeout(args.absolute)
-        .pin_mode(args.pin)
-        .trusted_proxies(args.trusted_proxies.iter().cloned())
-        .policy(policy)
-        .build()
-    {
-        Ok(l) => l,
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("invalid session settings: {e}");
-            return ExitCode::from(2);
+            eprintln!("{e}");
+            ExitCode::FAILURE
         }
-    };
+    }
+}
 
+async fn serve<St: SessionStore>(store: St, args: &common::Args) -> Result<(), String> {
+    let layer = common::layer(store, args)?;
     let app = Router::new()
         .route("/", get(index))
         .route("/login", post(login))
         .route("/me", get(me))
         .route("/logout", post(logout))
         .route("/counter", get(read_counter).post(bump_counter))
+        .route("/sessions", get(list_sessions))
+        .route("/sessions/revoke-others", post(revoke_others))
+        .route("/sessions/{id}/revoke", post(revoke_one))
         .layer(layer);
 
-    let listener = match tokio::net::TcpListener::bind(args.addr).await {
-        Ok(l) => l,
-        Err(e) => {
-            eprintln!("cannot listen on {}: {e}", args.addr);
-            return ExitCode::FAILURE;
-        }
-    };
-    print_banner(&format!("http://{}", args.addr), &args);
-    let served = axum::serve(
+    let listener = tokio::net::TcpListener::bind(args.addr)
+        .await
+        .map_err(|e| format!("cannot listen on {}: {e}", args.addr))?;
+    print_banner(&format!("http://{}", args.addr), args);
+    axum::serve(
         listener,
         app.into_make_service_with_connect_info::<SocketAddr>(),
     )
     .with_graceful_shutdown(async {
         let _ = tokio::signal::ctrl_c().await;
     })
-    .await;
-    match served {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("server error: {e}");
-            ExitCode::FAILURE
-        }
+    .await
+    .map_err(|e| format!("server error: {e}"))
+}
+
+/// One entry of `GET /sessions`.
+#[derive(Serialize)]
+struct SessionJson {
+    id: String,
+    created_at: u64,
+    last_seen: u64,
+    ip: Option<String>,
+    user_agent: Option<String>,
+    current: bool,
+}
+
+fn unix(t: SystemTime) -> u64 {
+    t.duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// `GET /sessions`: the logged-in user's sessions on every device, or 401.
+async fn list_sessions(session: Session) -> Result<Json<Vec<SessionJson>>, SessionError> {
+    let list = session.sessions().await?;
+    Ok(Json(
+        list.into_iter()
+            .map(|s| SessionJson {
+                id: s.id.to_string(),
+                created_at: unix(s.created_at),
+                last_seen: unix(s.last_seen),
+                ip: s.ip.map(|ip| ip.to_string()),
+                user_agent: s.user_agent,
+                current: s.current,
+            })
+            .collect(),
+    ))
+}
+
+/// `POST /sessions/revoke-others`: "log out my other devices".
+async fn revoke_others(session: Session) -> Result<Json<serde_json::Value>, SessionError> {
+    let revoked = session.revoke_others().await?;
+    Ok(Json(json!({ "revoked": revoked })))
+}
+
+/// `POST /sessions/{id}/revoke`: ends one of the user's sessions.
+async fn revoke_one(session: Session, Path(id): Path<String>) -> Response {
+    let Ok(id) = id.parse::<Fingerprint>() else {
+        return error(StatusCode::BAD_REQUEST, "not a session id");
+    };
+    match session.revoke(id).await {
+        Ok(found) => Json(json!({ "revoked": usize::from(found) })).into_response(),
+        Err(e) => e.into_response(),
     }
 }
 
@@ -200,6 +243,40 @@ fn secs_until(t: Option<SystemTime>) -> String {
         .unwrap_or_default()
 }
 
+/// The user's sessions on every device, each with a revoke button.
+async fn sessions_table(session: &Session) -> String {
+    let list = match session.sessions().await {
+        Ok(list) => list,
+        Err(e) => return format!("<p>cannot list sessions: {}</p>", escape(&e.to_string())),
+    };
+    let mut rows = String::new();
+    for s in &list {
+        let action = if s.current {
+            "this session".to_owned()
+        } else {
+            format!(
+                r#"<button onclick="post('/sessions/{}/revoke')">Revoke</button>"#,
+                s.id
+            )
+        };
+        rows.push_str(&format!(
+            "<tr><td><code>{}</code></td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>\n",
+            s.id,
+            s.ip.map(|ip| ip.to_string()).unwrap_or_else(|| "-".into()),
+            escape(s.user_agent.as_deref().unwrap_or("-")),
+            when(Some(s.created_at)),
+            when(Some(s.last_seen)),
+            action,
+        ));
+    }
+    format!(
+        r#"<table>
+<tr><th>id</th><th>address</th><th>user agent</th><th>created</th><th>last seen</th><th></th></tr>
+{rows}</table>
+<button onclick="post('/sessions/revoke-others')">Log out my other devices</button>"#
+    )
+}
+
 /// `GET /`: a login form, or who you are and your session's times.
 async fn index(session: Session) -> Html<String> {
     let count = session.get::<u64>("count").ok().flatten().unwrap_or(0);
@@ -215,7 +292,10 @@ async fn index(session: Session) -> Html<String> {
 <tr><th>expires if idle</th><td>{exp}{exp_in}</td></tr>
 <tr><th>absolute end</th><td>{abs}{abs_in}</td></tr>
 </table>
-<button onclick="post('/logout')">Log out</button>"#,
+<button onclick="post('/logout')">Log out</button>
+<h2>Your sessions</h2>
+{sessions}"#,
+            sessions = sessions_table(&session).await,
             user = escape(&id.user_id),
             roles = escape(&id.roles.join(", ")),
             groups = escape(&id.groups.join(", ")),

@@ -20,9 +20,9 @@ use std::process::ExitCode;
 use tonic::metadata::MetadataValue;
 use tonic::transport::{Endpoint, Server};
 use tonic::{Code, Request};
-use tower_session_guard::{MemoryStore, SessionGuardLayer};
+use tower_session_guard::{MemoryStore, SessionStore};
 
-use common::{demo_policy, parse_args, print_banner, FLAGS};
+use common::{parse_args, print_banner, FLAGS};
 use grpc::auth::auth_client::AuthClient;
 use grpc::auth::auth_server::AuthServer;
 use grpc::auth::{Empty, LoginRequest};
@@ -58,15 +58,17 @@ async fn main() -> ExitCode {
 
 async fn server(args: &common::Args) -> Result<(), String> {
     common::init_logging();
-    let policy = demo_policy().map_err(|e| format!("invalid policy: {e}"))?;
-    let layer = SessionGuardLayer::builder(MemoryStore::new())
-        .idle_timeout(args.idle)
-        .absolute_timeout(args.absolute)
-        .pin_mode(args.pin)
-        .trusted_proxies(args.trusted_proxies.iter().cloned())
-        .policy(policy)
-        .build()
-        .map_err(|e| format!("invalid session settings: {e}"))?;
+    match &args.redis {
+        Some(url) => match common::connect_redis(url).await {
+            Ok(store) => serve(store, args).await,
+            Err(e) => Err(format!("cannot use Redis at {url}: {e}")),
+        },
+        None => serve(MemoryStore::new(), args).await,
+    }
+}
+
+async fn serve<St: SessionStore>(store: St, args: &common::Args) -> Result<(), String> {
+    let layer = common::layer(store, args)?;
     print_banner(
         &format!("grpc://{} (service demo.auth.v1.Auth)", args.addr),
         args,

@@ -8,7 +8,10 @@ use std::time::Duration;
 
 use subtle::ConstantTimeEq;
 use tower_session_guard::config::{DEFAULT_ABSOLUTE_TIMEOUT, DEFAULT_IDLE_TIMEOUT};
-use tower_session_guard::{Identity, PinMode, PolicyError, PolicyMode, Rule, ValidationPolicy};
+use tower_session_guard::{
+    Identity, LimitPolicy, PinMode, PolicyError, PolicyMode, Rule, SessionGuardLayer, SessionStore,
+    ValidationPolicy,
+};
 
 /// A demo account.
 pub struct DemoUser {
@@ -74,12 +77,16 @@ pub struct Args {
     pub absolute: Duration,
     pub pin: PinMode,
     pub trusted_proxies: Vec<String>,
+    /// `--redis URL`: sessions in Redis instead of in memory.
+    pub redis: Option<String>,
+    /// `--max-sessions N`: cap each user's live sessions (the oldest are evicted).
+    pub max_sessions: Option<usize>,
     /// Flags this parser does not know, for the caller.
     pub rest: Vec<String>,
 }
 
 pub const FLAGS: &str = "[--addr IP:PORT] [--idle-timeout SECS] [--absolute-timeout SECS] \
-[--pin exact|subnet|off] [--trusted-proxy CIDR]...";
+[--pin exact|subnet|off] [--trusted-proxy CIDR]... [--redis URL] [--max-sessions N]";
 
 /// Parses the shared flags from `args`; unknown words are left in `rest`.
 pub fn parse_args(
@@ -92,13 +99,21 @@ pub fn parse_args(
         absolute: DEFAULT_ABSOLUTE_TIMEOUT,
         pin: PinMode::Exact,
         trusted_proxies: Vec::new(),
+        redis: None,
+        max_sessions: None,
         rest: Vec::new(),
     };
     let mut it = args.into_iter();
     while let Some(flag) = it.next() {
         let known = matches!(
             flag.as_str(),
-            "--addr" | "--idle-timeout" | "--absolute-timeout" | "--pin" | "--trusted-proxy"
+            "--addr"
+                | "--idle-timeout"
+                | "--absolute-timeout"
+                | "--pin"
+                | "--trusted-proxy"
+                | "--redis"
+                | "--max-sessions"
         );
         if !known {
             out.rest.push(flag);
@@ -129,6 +144,12 @@ pub fn parse_args(
                         return Err(format!("--pin takes exact, subnet or off, got {other:?}"))
                     }
                 }
+            }
+            "--redis" => out.redis = Some(value),
+            "--max-sessions" => {
+                out.max_sessions = Some(value.parse::<usize>().ok().filter(|n| *n > 0).ok_or_else(
+                    || format!("--max-sessions takes a whole number > 0, got {value:?}"),
+                )?)
             }
             _ => out.trusted_proxies.push(value),
         }
@@ -167,4 +188,30 @@ pub fn print_banner(url: &str, args: &Args) {
             u.name, u.password, u.roles, u.groups
         );
     }
+}
+
+/// The session layer both demos use: the flags' timeouts, pin, proxies and session cap, and
+/// the demo policy.
+pub fn layer<St: SessionStore>(
+    store: St,
+    args: &Args,
+) -> Result<SessionGuardLayer<St, ValidationPolicy>, String> {
+    let policy = demo_policy().map_err(|e| format!("invalid policy: {e}"))?;
+    let mut builder = SessionGuardLayer::builder(store)
+        .idle_timeout(args.idle)
+        .absolute_timeout(args.absolute)
+        .pin_mode(args.pin)
+        .trusted_proxies(args.trusted_proxies.iter().cloned());
+    if let Some(n) = args.max_sessions {
+        builder = builder.max_sessions_per_user(n, LimitPolicy::EvictOldest);
+    }
+    builder
+        .policy(policy)
+        .build()
+        .map_err(|e| format!("invalid session settings: {e}"))
+}
+
+/// Placeholder until the Redis store lands: refuses `--redis`.
+pub async fn connect_redis(_url: &str) -> Result<tower_session_guard::MemoryStore, String> {
+    Err("this build has no Redis store".into())
 }
