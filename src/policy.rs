@@ -37,7 +37,8 @@ pub struct PolicyContext<'a> {
     pub method: &'a Method,
     /// The request URI.
     pub uri: &'a Uri,
-    /// The request headers.
+    /// The request headers. They include the session cookie or token header: never log
+    /// them whole.
     pub headers: &'a HeaderMap,
 }
 
@@ -146,7 +147,8 @@ impl Rule {
         }
     }
 
-    /// The client address must lie in one of these CIDR ranges (`"10.0.0.0/8"`, `"::1/128"`).
+    /// The client address must lie in one of these CIDR ranges (`"10.0.0.0/8"`, `"::1/128"`;
+    /// a bare address is that one host).
     #[must_use]
     pub fn ip_ranges<I, S>(mut self, ranges: I) -> Self
     where
@@ -333,8 +335,11 @@ impl ValidationPolicyBuilder {
                 Some(list) => Some(
                     list.iter()
                         .map(|s| {
-                            s.trim()
-                                .parse::<IpNet>()
+                            let text = s.trim();
+                            // A bare address means that one host, as for the layer's ranges.
+                            text.parse::<IpNet>()
+                                .or_else(|_| text.parse::<IpAddr>().map(IpNet::from))
+                                .map(|n| n.trunc())
                                 .map_err(|_| PolicyError::InvalidCidr {
                                     rule: r.name.clone(),
                                     value: s.clone(),
@@ -468,6 +473,15 @@ mod tests {
             .rule(Rule::new("r").ip_ranges(["nope"]))
             .build()
             .is_err());
+        let bare = ValidationPolicy::builder()
+            .rule(Rule::new("host").ip_ranges(["192.0.2.7"]))
+            .build()
+            .unwrap();
+        assert_eq!(bare.decide(ip("192.0.2.7"), &bob()), Decision::Allow);
+        assert!(matches!(
+            bare.decide(ip("192.0.2.8"), &bob()),
+            Decision::Deny { .. }
+        ));
         assert_eq!(
             ValidationPolicy::builder()
                 .rule(Rule::new("r"))
