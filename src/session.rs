@@ -153,10 +153,6 @@ impl Session {
         self.shared.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn record(&self) -> Option<Arc<SessionRecord>> {
-        self.state().current.as_ref().map(|l| l.record.clone())
-    }
-
     fn now(&self) -> SystemTime {
         self.shared.config.clock.now()
     }
@@ -196,6 +192,12 @@ impl Session {
     /// Whether a live session is attached to this request (guest or authenticated).
     pub fn exists(&self) -> bool {
         self.state().current.is_some()
+    }
+
+    /// The whole record as loaded (identity, times, pin, data), shared rather than copied:
+    /// the cheapest way for a hot handler to read several fields.
+    pub fn record(&self) -> Option<Arc<SessionRecord>> {
+        self.state().current.as_ref().map(|l| l.record.clone())
     }
 
     /// The logged-in identity, if any.
