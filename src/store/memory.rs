@@ -1,73 +1,127 @@
-//! The embedded store: a bounded moka cache with per-entry expiry.
+//! The embedded store: compact records in sharded maps, with a bounded moka cache of decoded
+//! records as the hot path.
+//!
+//! Why two tiers: moka costs about 480 bytes per entry with per-entry expiry, before the
+//! record itself (identity strings, vectors, a map: another few hundred bytes and a dozen
+//! allocations). A million live sessions would then need around a gigabyte. Here every
+//! session is one compact heap block ([`compact`](super::compact)) in a plain hash map keyed
+//! by 64 bits of its key, about 200 bytes all told, while the sessions that are actually in
+//! use sit decoded in moka, so a request on a hot session costs one moka lookup and no
+//! decoding. See `docs/ARCHITECTURE.md` and `BENCHMARKS.md` for the measurements.
+//!
+//! Consistency between the tiers: every write to a shard updates or invalidates the moka
+//! entry while it still holds the shard's write lock, and a read that misses moka fills it
+//! while it holds the shard's read lock, so a stale record can never be put back into moka
+//! after a write (in particular, a deleted session can never reappear).
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::future::{ready, Future};
-use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, Instant};
+use std::hash::{BuildHasherDefault, Hasher};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use moka::notification::RemovalCause;
-use moka::ops::compute::{CompResult, Op};
 use moka::sync::Cache;
-use moka::Expiry;
 
+use super::compact::Blob;
 use super::{LimitPolicy, LoginWrite, SessionLimit, SessionStore, StoreError, Write};
 use crate::id::SessionKey;
 use crate::record::SessionRecord;
 
-/// Default capacity: enough for a busy single instance; each live session costs a few hundred
-/// bytes, so this bounds the store near 100 MB in the worst case.
+/// Default capacity: enough for a busy single instance; a live session costs about 200 bytes
+/// here, so this bounds the store near 40 MB.
 pub const DEFAULT_CAPACITY: u64 = 200_000;
+/// Default number of decoded sessions kept in the moka hot cache.
+pub const DEFAULT_HOT_CAPACITY: u64 = 16_384;
 
-#[derive(Clone)]
-struct Stored {
-    record: Arc<SessionRecord>,
-    ttl: Duration,
-}
+const SHARDS: usize = 64;
+/// A shard is swept for expired sessions after this many writes (or when full), so expiry
+/// costs a few entry checks per write and needs no background thread.
+const SWEEP_EVERY: u32 = 1024;
+/// Entries looked at to pick an eviction victim when a shard is full of live sessions.
+const EVICTION_SAMPLE: usize = 16;
 
-/// Each entry lives exactly as long as the layer said it is valid, so moka drops expired
-/// sessions during its normal maintenance, with no sweeper thread.
-struct PerEntryTtl;
+/// Session keys are SHA-256 outputs, already uniform: one multiply spreads 64 of their bits
+/// over the table, where SipHash would cost ~20 ns for nothing. Nobody can plant keys: the
+/// store only ever holds keys of tokens the layer generated.
+#[derive(Default, Clone, Copy)]
+pub(crate) struct KeyHasher(u64);
 
-impl Expiry<SessionKey, Stored> for PerEntryTtl {
-    fn expire_after_create(&self, _: &SessionKey, value: &Stored, _: Instant) -> Option<Duration> {
-        Some(value.ttl)
+impl Hasher for KeyHasher {
+    fn finish(&self) -> u64 {
+        self.0
     }
 
-    fn expire_after_update(
-        &self,
-        _: &SessionKey,
-        value: &Stored,
-        _: Instant,
-        _: Option<Duration>,
-    ) -> Option<Duration> {
-        Some(value.ttl)
+    fn write(&mut self, bytes: &[u8]) {
+        for chunk in bytes.chunks(8) {
+            let mut w = [0u8; 8];
+            w[..chunk.len()].copy_from_slice(chunk);
+            self.write_u64(u64::from_le_bytes(w));
+        }
+    }
+
+    fn write_u64(&mut self, x: u64) {
+        self.0 = (self.0 ^ x).wrapping_mul(0x9E37_79B9_7F4A_7C15);
     }
 }
 
-/// user id → keys of that user's sessions.
-type UserIndex = Arc<Mutex<HashMap<Arc<str>, HashSet<SessionKey>>>>;
+type BuildKeyHasher = BuildHasherDefault<KeyHasher>;
 
-fn lock(
-    index: &Mutex<HashMap<Arc<str>, HashSet<SessionKey>>>,
-) -> MutexGuard<'_, HashMap<Arc<str>, HashSet<SessionKey>>> {
-    // Every critical section is a single insert or remove, so a poisoned map is consistent.
-    index.lock().unwrap_or_else(|p| p.into_inner())
+fn prefix(key: &SessionKey) -> u64 {
+    let mut w = [0u8; 8];
+    w.copy_from_slice(&key.as_bytes()[..8]);
+    u64::from_le_bytes(w)
 }
 
-/// Sessions in process memory, on [moka](https://docs.rs/moka).
+fn now_ns() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
+}
+
+#[derive(Default)]
+struct Shard {
+    /// First 64 bits of the key → the session; the blob holds the full key, checked on
+    /// every lookup.
+    map: HashMap<u64, Blob, BuildKeyHasher>,
+    writes: u32,
+}
+
+/// user id → 64-bit key prefixes of that user's sessions.
+type UserIndex = HashMap<Box<str>, Vec<u64>>;
+
+struct Inner {
+    shards: Box<[RwLock<Shard>]>,
+    hot: Cache<SessionKey, Arc<SessionRecord>, BuildKeyHasher>,
+    index: Mutex<UserIndex>,
+    /// Serialises logins, so the session limit holds under concurrent logins of one user.
+    logins: Mutex<()>,
+    per_shard: usize,
+}
+
+/// Sessions in process memory.
 ///
-/// Bounded: when full, moka evicts the least valuable entries (TinyLFU), which logs those
-/// users out; size the capacity for your peak of live sessions. Expired entries are evicted by
-/// their own TTL. Every write is a per-key atomic compute, which gives the compare-and-set the
-/// [`SessionStore`] contract asks for. The per-user index is kept by moka's eviction
-/// listener, so expiry, eviction and deletion all leave it in step. Clones share the same
-/// sessions.
+/// Bounded: when a shard is full, expired sessions go first, then the live session nearest
+/// to its expiry among a small sample (which logs that user out); size the capacity for your
+/// peak of live sessions. Expired sessions are swept as writes go by, with no background
+/// thread. Writes are compare-and-set under a shard lock, which gives the [`SessionStore`]
+/// contract. The per-user index is kept in step by every write, delete, sweep and eviction.
+/// Clones share the same sessions.
 #[derive(Clone)]
 pub struct MemoryStore {
-    cache: Cache<SessionKey, Stored>,
-    index: UserIndex,
-    /// Serialises logins, so the session limit holds under concurrent logins of one user.
-    logins: Arc<Mutex<()>>,
+    inner: Arc<Inner>,
+}
+
+// Locks only guard plain maps updated by single operations, so a poisoned lock still holds a
+// consistent map.
+fn read(s: &RwLock<Shard>) -> RwLockReadGuard<'_, Shard> {
+    s.read().unwrap_or_else(|p| p.into_inner())
+}
+fn write(s: &RwLock<Shard>) -> RwLockWriteGuard<'_, Shard> {
+    s.write().unwrap_or_else(|p| p.into_inner())
+}
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 impl MemoryStore {
@@ -76,72 +130,193 @@ impl MemoryStore {
         Self::with_capacity(DEFAULT_CAPACITY)
     }
 
-    /// A store holding at most `max_sessions` sessions.
+    /// A store holding at most `max_sessions` sessions, with the default hot cache.
     pub fn with_capacity(max_sessions: u64) -> Self {
-        let index = UserIndex::default();
-        let listener_index = Arc::downgrade(&index);
-        let cache = Cache::builder()
-            .max_capacity(max_sessions)
-            .expire_after(PerEntryTtl)
-            .eviction_listener(move |key: Arc<SessionKey>, value: Stored, cause| {
-                if cause == RemovalCause::Replaced {
-                    return; // same key, new value: still indexed
-                }
-                let (Some(index), Some(identity)) =
-                    (listener_index.upgrade(), &value.record.identity)
-                else {
-                    return;
-                };
-                let mut map = lock(&index);
-                if let Some(keys) = map.get_mut(identity.user_id.as_str()) {
-                    keys.remove(&*key);
-                    if keys.is_empty() {
-                        map.remove(identity.user_id.as_str());
-                    }
-                }
-            })
-            .build();
+        Self::with_capacities(max_sessions, DEFAULT_HOT_CAPACITY.min(max_sessions.max(1)))
+    }
+
+    /// A store holding at most `max_sessions` sessions, of which up to `hot_sessions` are
+    /// kept decoded in moka for the hot path. Size `hot_sessions` for the sessions active
+    /// within a few minutes.
+    pub fn with_capacities(max_sessions: u64, hot_sessions: u64) -> Self {
+        let per_shard =
+            usize::try_from(max_sessions.max(1).div_ceil(SHARDS as u64)).unwrap_or(usize::MAX);
         MemoryStore {
-            cache,
-            index,
-            logins: Arc::default(),
+            inner: Arc::new(Inner {
+                shards: (0..SHARDS).map(|_| RwLock::new(Shard::default())).collect(),
+                hot: Cache::builder()
+                    .max_capacity(hot_sessions.max(1))
+                    .build_with_hasher(BuildKeyHasher::default()),
+                index: Mutex::new(UserIndex::default()),
+                logins: Mutex::new(()),
+                per_shard,
+            }),
         }
     }
 
-    fn index_add(&self, key: SessionKey, record: &SessionRecord) {
+    /// How many sessions are held (including expired ones not yet swept).
+    pub fn len(&self) -> u64 {
+        self.inner
+            .shards
+            .iter()
+            .map(|s| read(s).map.len() as u64)
+            .sum()
+    }
+
+    /// Whether no session is held.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn shard(&self, p: u64) -> &RwLock<Shard> {
+        // The low bits pick the shard; the hasher mixes all 64 bits for the map itself.
+        &self.inner.shards[(p as usize) % SHARDS]
+    }
+
+    fn index_add(&self, p: u64, record: &SessionRecord) {
         if let Some(identity) = &record.identity {
-            lock(&self.index)
-                .entry(Arc::from(identity.user_id.as_str()))
-                .or_default()
-                .insert(key);
+            let mut index = lock(&self.inner.index);
+            let keys = index.entry(identity.user_id.as_str().into()).or_default();
+            if !keys.contains(&p) {
+                keys.push(p);
+            }
         }
     }
 
-    /// The user's live sessions, oldest first.
-    fn live_sessions(&self, user_id: &str) -> Vec<(SessionKey, Arc<SessionRecord>)> {
-        let keys: Vec<SessionKey> = lock(&self.index)
-            .get(user_id)
-            .map(|k| k.iter().copied().collect())
-            .unwrap_or_default();
-        let mut live: Vec<_> = keys
-            .into_iter()
-            .filter_map(|k| self.cache.get(&k).map(|s| (k, s.record)))
-            .filter(|(_, r)| r.identity.as_ref().is_some_and(|i| i.user_id == user_id))
-            .collect();
-        live.sort_by_key(|(_, r)| r.created_at);
-        live
+    fn index_remove(index: &mut UserIndex, p: u64, blob: &Blob) {
+        if let Some(user) = blob.user_id() {
+            if let Some(keys) = index.get_mut(user) {
+                keys.retain(|k| *k != p);
+                if keys.is_empty() {
+                    index.remove(user);
+                }
+            }
+        }
     }
 
-    /// Removes `old` if it is at version `expected`.
-    fn remove_if(&self, old: SessionKey, expected: u64) -> bool {
-        let removed = self
-            .cache
-            .entry(old)
-            .and_compute_with(|existing| match existing {
-                Some(e) if e.value().record.version == expected => Op::Remove,
-                _ => Op::Nop,
-            });
-        matches!(removed, CompResult::Removed(_))
+    /// Removes `p` from a shard the caller holds, with the hot entry and the index entry.
+    fn remove_locked(&self, shard: &mut Shard, p: u64) -> Option<Blob> {
+        let blob = shard.map.remove(&p)?;
+        if let Ok(bytes) = <[u8; 32]>::try_from(blob.key()) {
+            self.inner.hot.invalidate(&SessionKey::from_bytes(bytes));
+        }
+        Self::index_remove(&mut lock(&self.inner.index), p, &blob);
+        Some(blob)
+    }
+
+    /// Sweeps expired sessions now and then, and makes room when the shard is full.
+    fn maintain(&self, shard: &mut Shard) {
+        shard.writes += 1;
+        let full = shard.map.len() >= self.inner.per_shard;
+        if shard.writes < SWEEP_EVERY && !full {
+            return;
+        }
+        shard.writes = 0;
+        let now = now_ns();
+        let expired: Vec<u64> = shard
+            .map
+            .iter()
+            .filter(|(_, b)| b.expires_at() <= now)
+            .map(|(p, _)| *p)
+            .collect();
+        for p in expired {
+            self.remove_locked(shard, p);
+        }
+        while shard.map.len() >= self.inner.per_shard {
+            let victim = shard
+                .map
+                .iter()
+                .take(EVICTION_SAMPLE)
+                .min_by_key(|(_, b)| b.expires_at())
+                .map(|(p, _)| *p);
+            match victim {
+                Some(p) => {
+                    self.remove_locked(shard, p);
+                }
+                None => break,
+            }
+        }
+    }
+
+    /// When the store may drop a record written now. The layer computes `ttl` from its own
+    /// clock; the store only needs it as a duration on the real clock that sweeps use.
+    fn expires(ttl: Duration) -> SystemTime {
+        SystemTime::now() + ttl
+    }
+
+    fn create_now(&self, key: SessionKey, record: Arc<SessionRecord>, ttl: Duration) -> Write {
+        let p = prefix(&key);
+        let mut shard = write(self.shard(p));
+        if shard.map.contains_key(&p) {
+            // Taken (by this key, or, once in 2^64, by another with the same 64 bits).
+            return Write::Conflict;
+        }
+        self.maintain(&mut shard);
+        shard
+            .map
+            .insert(p, Blob::encode(&key, &record, Self::expires(ttl)));
+        self.index_add(p, &record);
+        self.inner.hot.insert(key, record);
+        Write::Applied
+    }
+
+    fn update_now(
+        &self,
+        key: SessionKey,
+        expected: u64,
+        record: Arc<SessionRecord>,
+        ttl: Duration,
+    ) -> Write {
+        let p = prefix(&key);
+        let mut shard = write(self.shard(p));
+        match shard.map.get_mut(&p) {
+            Some(blob) if blob.key() == key.as_bytes() && blob.version() == expected => {
+                *blob = Blob::encode(&key, &record, Self::expires(ttl));
+                self.inner.hot.insert(key, record);
+                Write::Applied
+            }
+            _ => Write::Conflict,
+        }
+    }
+
+    /// Removes `key` if it is at version `expected`.
+    fn remove_if(&self, key: SessionKey, expected: u64) -> bool {
+        let p = prefix(&key);
+        let mut shard = write(self.shard(p));
+        let matches = shard
+            .map
+            .get(&p)
+            .is_some_and(|b| b.key() == key.as_bytes() && b.version() == expected);
+        matches && self.remove_locked(&mut shard, p).is_some()
+    }
+
+    fn delete_now(&self, key: SessionKey) -> bool {
+        let p = prefix(&key);
+        let mut shard = write(self.shard(p));
+        let matches = shard.map.get(&p).is_some_and(|b| b.key() == key.as_bytes());
+        matches && self.remove_locked(&mut shard, p).is_some()
+    }
+
+    fn load_now(&self, key: SessionKey) -> Result<Option<Arc<SessionRecord>>, StoreError> {
+        if let Some(hit) = self.inner.hot.get(&key) {
+            return Ok(Some(hit));
+        }
+        let p = prefix(&key);
+        let shard = read(self.shard(p));
+        let Some(blob) = shard.map.get(&p).filter(|b| b.key() == key.as_bytes()) else {
+            return Ok(None);
+        };
+        if blob.expires_at() <= now_ns() {
+            return Ok(None);
+        }
+        let record = Arc::new(
+            blob.decode()
+                .ok_or_else(|| StoreError::new("memory store: undecodable record"))?,
+        );
+        // Filled under the read lock: a writer cannot change or remove the entry until we
+        // are done, so moka never receives a record older than the shard's.
+        self.inner.hot.insert(key, record.clone());
+        Ok(Some(record))
     }
 
     fn rotate_now(
@@ -161,57 +336,34 @@ impl MemoryStore {
             Write::Applied
         } else {
             // The old session changed or ended meanwhile (a concurrent logout, say): undo.
-            self.cache.invalidate(&new);
+            self.delete_now(new);
             Write::Conflict
         }
     }
 
-    /// How many sessions are held (approximate until moka's pending work runs).
-    pub fn len(&self) -> u64 {
-        self.cache.run_pending_tasks();
-        self.cache.entry_count()
-    }
-
-    /// Whether no session is held.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
-    fn create_now(&self, key: SessionKey, record: Arc<SessionRecord>, ttl: Duration) -> Write {
-        // Indexed before it is visible, so a concurrent listing never misses a live session;
-        // an index entry whose record never appears is skipped and pruned by `user_sessions`.
-        self.index_add(key, &record);
-        let result = self
-            .cache
-            .entry(key)
-            .and_compute_with(|existing| match existing {
-                Some(_) => Op::Nop,
-                None => Op::Put(Stored { record, ttl }),
-            });
-        match result {
-            CompResult::Inserted(_) => Write::Applied,
-            _ => Write::Conflict,
-        }
-    }
-
-    fn update_now(
-        &self,
-        key: SessionKey,
-        expected: u64,
-        record: Arc<SessionRecord>,
-        ttl: Duration,
-    ) -> Write {
-        let result = self
-            .cache
-            .entry(key)
-            .and_compute_with(|existing| match existing {
-                Some(e) if e.value().record.version == expected => Op::Put(Stored { record, ttl }),
-                _ => Op::Nop,
-            });
-        match result {
-            CompResult::ReplacedWith(_) => Write::Applied,
-            _ => Write::Conflict,
-        }
+    /// The user's live sessions, oldest first.
+    fn live_sessions(&self, user_id: &str) -> Vec<(SessionKey, Arc<SessionRecord>)> {
+        let prefixes = lock(&self.inner.index)
+            .get(user_id)
+            .cloned()
+            .unwrap_or_default();
+        let now = now_ns();
+        let mut live: Vec<_> = prefixes
+            .into_iter()
+            .filter_map(|p| {
+                let shard = read(self.shard(p));
+                let blob = shard.map.get(&p).filter(|b| b.expires_at() > now)?;
+                let key = SessionKey::from_bytes(<[u8; 32]>::try_from(blob.key()).ok()?);
+                let record = blob.decode()?;
+                record
+                    .identity
+                    .as_ref()
+                    .is_some_and(|i| i.user_id == user_id)
+                    .then(|| (key, Arc::new(record)))
+            })
+            .collect();
+        live.sort_by_key(|(_, r)| r.created_at);
+        live
     }
 }
 
@@ -224,7 +376,8 @@ impl Default for MemoryStore {
 impl std::fmt::Debug for MemoryStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("MemoryStore")
-            .field("entries", &self.cache.entry_count())
+            .field("sessions", &self.len())
+            .field("hot", &self.inner.hot.entry_count())
             .finish()
     }
 }
@@ -234,7 +387,7 @@ impl SessionStore for MemoryStore {
         &self,
         key: SessionKey,
     ) -> impl Future<Output = Result<Option<Arc<SessionRecord>>, StoreError>> + Send {
-        ready(Ok(self.cache.get(&key).map(|s| s.record)))
+        ready(self.load_now(key))
     }
 
     fn create(
@@ -268,7 +421,7 @@ impl SessionStore for MemoryStore {
     }
 
     fn delete(&self, key: SessionKey) -> impl Future<Output = Result<bool, StoreError>> + Send {
-        ready(Ok(self.cache.remove(&key).is_some()))
+        ready(Ok(self.delete_now(key)))
     }
 
     fn login(
@@ -279,7 +432,7 @@ impl SessionStore for MemoryStore {
         ttl: Duration,
         limit: Option<SessionLimit>,
     ) -> impl Future<Output = Result<LoginWrite, StoreError>> + Send {
-        let _serial = self.logins.lock().unwrap_or_else(|p| p.into_inner());
+        let _serial = lock(&self.inner.logins);
         let user_id = record
             .identity
             .as_ref()
@@ -316,7 +469,7 @@ impl SessionStore for MemoryStore {
             // `others` is oldest first; keep room for the new session.
             let excess = (others.len() + 1).saturating_sub(max.max(1));
             for (key, _) in others.into_iter().take(excess) {
-                if self.cache.remove(&key).is_some() {
+                if self.delete_now(key) {
                     evicted.push(key);
                 }
             }
@@ -330,16 +483,15 @@ impl SessionStore for MemoryStore {
     ) -> impl Future<Output = Result<Vec<(SessionKey, Arc<SessionRecord>)>, StoreError>> + Send
     {
         let live = self.live_sessions(user_id);
-        // Prune index entries whose sessions are gone (expired entries that moka has not
-        // yet reported, or creations that lost a race).
-        let mut map = lock(&self.index);
-        if let Some(keys) = map.get_mut(user_id) {
-            keys.retain(|k| live.iter().any(|(l, _)| l == k));
+        // Prune index entries whose sessions are gone (expired, not yet swept).
+        let mut index = lock(&self.inner.index);
+        if let Some(keys) = index.get_mut(user_id) {
+            keys.retain(|p| live.iter().any(|(k, _)| prefix(k) == *p));
             if keys.is_empty() {
-                map.remove(user_id);
+                index.remove(user_id);
             }
         }
-        drop(map);
+        drop(index);
         ready(Ok(live))
     }
 }
@@ -348,7 +500,7 @@ impl SessionStore for MemoryStore {
 mod tests {
     use super::*;
     use crate::id::SessionToken;
-    use std::time::SystemTime;
+    use crate::record::Identity;
 
     fn rec(version: u64) -> Arc<SessionRecord> {
         let mut r = SessionRecord::new(SystemTime::now());
@@ -356,7 +508,18 @@ mod tests {
         Arc::new(r)
     }
 
+    fn user_rec(user: &str) -> Arc<SessionRecord> {
+        let mut r = SessionRecord::new(SystemTime::now());
+        r.identity = Some(Identity::new(user));
+        Arc::new(r)
+    }
+
     const TTL: Duration = Duration::from_secs(60);
+
+    fn cold_version(s: &MemoryStore, k: SessionKey) -> Option<u64> {
+        s.inner.hot.invalidate(&k);
+        s.load_now(k).unwrap().map(|r| r.version)
+    }
 
     #[test]
     fn create_refuses_existing_key() {
@@ -364,7 +527,7 @@ mod tests {
         let k = SessionToken::generate().key();
         assert_eq!(s.create_now(k, rec(1), TTL), Write::Applied);
         assert_eq!(s.create_now(k, rec(7), TTL), Write::Conflict);
-        assert_eq!(s.cache.get(&k).map(|e| e.record.version), Some(1));
+        assert_eq!(cold_version(&s, k), Some(1));
     }
 
     #[test]
@@ -376,7 +539,7 @@ mod tests {
             Write::Conflict,
             "absent stays absent"
         );
-        assert!(s.cache.get(&k).is_none());
+        assert_eq!(cold_version(&s, k), None);
         let _ = s.create_now(k, rec(1), TTL);
         assert_eq!(s.update_now(k, 1, rec(2), TTL), Write::Applied);
         assert_eq!(
@@ -384,29 +547,70 @@ mod tests {
             Write::Conflict,
             "stale version"
         );
+        assert_eq!(cold_version(&s, k), Some(2));
     }
 
-    #[tokio::test]
-    async fn rotate_moves_only_from_expected_version() {
+    #[test]
+    fn rotate_moves_only_from_expected_version() {
         let s = MemoryStore::new();
         let (old, new) = (
             SessionToken::generate().key(),
             SessionToken::generate().key(),
         );
         let _ = s.create_now(old, rec(3), TTL);
+        assert_eq!(s.rotate_now(old, 2, new, rec(1), TTL), Write::Conflict);
         assert_eq!(
-            s.rotate(old, 2, new, rec(1), TTL).await.unwrap(),
-            Write::Conflict
-        );
-        assert!(
-            s.cache.get(&new).is_none(),
+            cold_version(&s, new),
+            None,
             "a failed rotation leaves no new record"
         );
-        assert_eq!(
-            s.rotate(old, 3, new, rec(1), TTL).await.unwrap(),
-            Write::Applied
-        );
-        assert!(s.cache.get(&old).is_none());
-        assert!(s.cache.get(&new).is_some());
+        assert_eq!(s.rotate_now(old, 3, new, rec(1), TTL), Write::Applied);
+        assert_eq!(cold_version(&s, old), None);
+        assert_eq!(cold_version(&s, new), Some(1));
+    }
+
+    #[test]
+    fn delete_removes_hot_copy_and_index_entry() {
+        let s = MemoryStore::new();
+        let k = SessionToken::generate().key();
+        let _ = s.create_now(k, user_rec("u"), TTL);
+        assert!(s.load_now(k).unwrap().is_some(), "hot");
+        assert_eq!(s.live_sessions("u").len(), 1);
+        assert!(s.delete_now(k));
+        assert!(s.load_now(k).unwrap().is_none());
+        assert!(s.live_sessions("u").is_empty());
+        assert!(lock(&s.inner.index).get("u").is_none());
+        assert!(!s.delete_now(k));
+    }
+
+    #[test]
+    fn capacity_is_a_bound_and_evictions_leave_the_index_consistent() {
+        let s = MemoryStore::with_capacity(SHARDS as u64 * 4);
+        let keys: Vec<_> = (0..SHARDS * 10)
+            .map(|_| SessionToken::generate().key())
+            .collect();
+        for k in &keys {
+            let _ = s.create_now(*k, user_rec("many"), TTL);
+        }
+        assert!(s.len() <= SHARDS as u64 * 4, "{} sessions", s.len());
+        let indexed = lock(&s.inner.index).get("many").map(Vec::len).unwrap_or(0) as u64;
+        assert_eq!(indexed, s.len());
+    }
+
+    #[test]
+    fn expired_sessions_are_not_served_and_are_swept() {
+        let s = MemoryStore::new();
+        let k = SessionToken::generate().key();
+        let _ = s.create_now(k, user_rec("gone"), Duration::ZERO);
+        s.inner.hot.invalidate(&k);
+        assert!(s.load_now(k).unwrap().is_none());
+        // Enough writes to the same shard trigger a sweep.
+        let p = prefix(&k);
+        let mut shard = write(s.shard(p));
+        shard.writes = SWEEP_EVERY;
+        s.maintain(&mut shard);
+        assert!(!shard.map.contains_key(&p));
+        drop(shard);
+        assert!(lock(&s.inner.index).get("gone").is_none());
     }
 }

@@ -13,6 +13,7 @@
 //!
 //! Stores see only [`SessionKey`]s (SHA-256 of tokens), never tokens.
 
+mod compact;
 mod memory;
 
 use std::error::Error as StdError;

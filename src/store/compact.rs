@@ -1,0 +1,302 @@
+//! The memory store's compact record encoding: one heap block per session instead of a
+//! struct with a dozen allocations (identity strings, vectors, a map), so a million live
+//! sessions fit in a couple of hundred megabytes.
+//!
+//! Layout (little-endian), fixed header first so that sweeps and compare-and-set read the
+//! expiry and the version without decoding anything:
+//!
+//! ```text
+//! 0      format (1)
+//! 1..33  the full session key (the map is keyed by its first 8 bytes)
+//! 33..41 expires_at, ns since the epoch (when the store may drop it)
+//! 41..49 version
+//! 49..57 created_at ns   57..65 last_seen ns   65..73 authenticated_at ns (u64::MAX = none)
+//! 73..   pinned ip (tag 0 | 4 + 4 bytes | 6 + 16 bytes)
+//!        identity (tag 0 | 1, user id, roles, groups as u16-length strings / u16 counts)
+//!        user agent (tag 0 | 1 + u16-length string)
+//!        data: the rest, a JSON object (empty when there is no data)
+//! ```
+
+use std::collections::HashMap;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use crate::id::SessionKey;
+use crate::record::{Identity, SessionRecord};
+
+const FORMAT: u8 = 1;
+const KEY_AT: usize = 1;
+const EXPIRES_AT: usize = 33;
+const VERSION_AT: usize = 41;
+const HEADER: usize = 73;
+const NO_TIME: u64 = u64::MAX;
+
+/// One encoded session.
+pub(crate) struct Blob(Box<[u8]>);
+
+fn nanos(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_nanos()).unwrap_or(NO_TIME - 1))
+        .unwrap_or(0)
+}
+
+fn time(n: u64) -> SystemTime {
+    UNIX_EPOCH + Duration::from_nanos(n)
+}
+
+fn u64_at(b: &[u8], at: usize) -> u64 {
+    let mut w = [0u8; 8];
+    w.copy_from_slice(&b[at..at + 8]);
+    u64::from_le_bytes(w)
+}
+
+fn put_str(out: &mut Vec<u8>, s: &str) {
+    // Strings longer than 64 KiB are cut (identities and user agents are far shorter).
+    let bytes = &s.as_bytes()[..s.len().min(usize::from(u16::MAX))];
+    out.extend_from_slice(&(bytes.len() as u16).to_le_bytes());
+    out.extend_from_slice(bytes);
+}
+
+fn put_strs(out: &mut Vec<u8>, list: &[String]) {
+    let n = list.len().min(usize::from(u16::MAX));
+    out.extend_from_slice(&(n as u16).to_le_bytes());
+    for s in &list[..n] {
+        put_str(out, s);
+    }
+}
+
+impl Blob {
+    pub(crate) fn encode(key: &SessionKey, record: &SessionRecord, expires_at: SystemTime) -> Blob {
+        let mut out = Vec::with_capacity(HEADER + 48);
+        out.push(FORMAT);
+        out.extend_from_slice(key.as_bytes());
+        out.extend_from_slice(&nanos(expires_at).to_le_bytes());
+        out.extend_from_slice(&record.version.to_le_bytes());
+        out.extend_from_slice(&nanos(record.created_at).to_le_bytes());
+        out.extend_from_slice(&nanos(record.last_seen).to_le_bytes());
+        out.extend_from_slice(
+            &record
+                .authenticated_at
+                .map(nanos)
+                .unwrap_or(NO_TIME)
+                .to_le_bytes(),
+        );
+        match record.pinned_ip {
+            None => out.push(0),
+            Some(IpAddr::V4(ip)) => {
+                out.push(4);
+                out.extend_from_slice(&ip.octets());
+            }
+            Some(IpAddr::V6(ip)) => {
+                out.push(6);
+                out.extend_from_slice(&ip.octets());
+            }
+        }
+        match &record.identity {
+            None => out.push(0),
+            Some(id) => {
+                out.push(1);
+                put_str(&mut out, &id.user_id);
+                put_strs(&mut out, &id.roles);
+                put_strs(&mut out, &id.groups);
+            }
+        }
+        match &record.user_agent {
+            None => out.push(0),
+            Some(ua) => {
+                out.push(1);
+                put_str(&mut out, ua);
+            }
+        }
+        if !record.data.is_empty() {
+            // Serialising a map of JSON values to JSON cannot fail.
+            if let Ok(json) = serde_json::to_vec(&record.data) {
+                out.extend_from_slice(&json);
+            }
+        }
+        Blob(out.into_boxed_slice())
+    }
+
+    pub(crate) fn key(&self) -> &[u8] {
+        &self.0[KEY_AT..KEY_AT + 32]
+    }
+
+    pub(crate) fn expires_at(&self) -> u64 {
+        u64_at(&self.0, EXPIRES_AT)
+    }
+
+    pub(crate) fn version(&self) -> u64 {
+        u64_at(&self.0, VERSION_AT)
+    }
+
+    /// The user this session belongs to, without decoding the rest.
+    pub(crate) fn user_id(&self) -> Option<&str> {
+        let mut r = Reader {
+            b: &self.0,
+            at: HEADER,
+        };
+        r.skip_ip()?;
+        (r.u8()? == 1).then(|| r.str()).flatten()
+    }
+
+    pub(crate) fn decode(&self) -> Option<SessionRecord> {
+        let b = &self.0;
+        if b.first() != Some(&FORMAT) || b.len() < HEADER {
+            return None;
+        }
+        let mut record = SessionRecord::new(time(u64_at(b, 49)));
+        record.version = u64_at(b, VERSION_AT);
+        record.last_seen = time(u64_at(b, 57));
+        let auth = u64_at(b, 65);
+        record.authenticated_at = (auth != NO_TIME).then(|| time(auth));
+        let mut r = Reader { b, at: HEADER };
+        record.pinned_ip = match r.u8()? {
+            0 => None,
+            4 => Some(IpAddr::V4(Ipv4Addr::from(
+                <[u8; 4]>::try_from(r.take(4)?).ok()?,
+            ))),
+            6 => Some(IpAddr::V6(Ipv6Addr::from(
+                <[u8; 16]>::try_from(r.take(16)?).ok()?,
+            ))),
+            _ => return None,
+        };
+        if r.u8()? == 1 {
+            record.identity = Some(Identity {
+                user_id: r.str()?.to_owned(),
+                roles: r.strs()?,
+                groups: r.strs()?,
+            });
+        }
+        if r.u8()? == 1 {
+            record.user_agent = Some(r.str()?.to_owned());
+        }
+        let rest = &b[r.at..];
+        if !rest.is_empty() {
+            record.data =
+                serde_json::from_slice::<HashMap<String, serde_json::Value>>(rest).ok()?;
+        }
+        Some(record)
+    }
+
+    /// Heap bytes held by this blob.
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
+        self.0.len()
+    }
+}
+
+struct Reader<'a> {
+    b: &'a [u8],
+    at: usize,
+}
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, n: usize) -> Option<&'a [u8]> {
+        let s = self.b.get(self.at..self.at.checked_add(n)?)?;
+        self.at += n;
+        Some(s)
+    }
+
+    fn u8(&mut self) -> Option<u8> {
+        self.take(1).map(|s| s[0])
+    }
+
+    fn u16(&mut self) -> Option<usize> {
+        self.take(2)
+            .map(|s| usize::from(u16::from_le_bytes([s[0], s[1]])))
+    }
+
+    fn str(&mut self) -> Option<&'a str> {
+        let n = self.u16()?;
+        std::str::from_utf8(self.take(n)?).ok()
+    }
+
+    fn strs(&mut self) -> Option<Vec<String>> {
+        let n = self.u16()?;
+        (0..n).map(|_| self.str().map(str::to_owned)).collect()
+    }
+
+    fn skip_ip(&mut self) -> Option<()> {
+        match self.u8()? {
+            0 => {}
+            4 => {
+                self.take(4)?;
+            }
+            6 => {
+                self.take(16)?;
+            }
+            _ => return None,
+        }
+        Some(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::id::SessionToken;
+
+    fn full() -> SessionRecord {
+        let now = SystemTime::now();
+        let mut r = SessionRecord::new(now);
+        r.version = 42;
+        r.last_seen = now + Duration::from_nanos(1234);
+        r.authenticated_at = Some(now);
+        r.pinned_ip = Some("2001:db8::7".parse().unwrap());
+        r.identity = Some(
+            Identity::new("alice")
+                .with_roles(["admin", "ops"])
+                .with_groups(["staff"]),
+        );
+        r.user_agent = Some("curl/8.5".into());
+        r.data.insert("count".into(), serde_json::json!(3));
+        r.data
+            .insert("cart".into(), serde_json::json!({"items": ["a", "b"]}));
+        r
+    }
+
+    #[test]
+    fn round_trips_every_field_exactly() {
+        let key = SessionToken::generate().key();
+        for r in [full(), SessionRecord::new(SystemTime::now())] {
+            let exp = SystemTime::now() + Duration::from_secs(60);
+            let blob = Blob::encode(&key, &r, exp);
+            assert_eq!(blob.decode().as_ref(), Some(&r));
+            assert_eq!(blob.key(), key.as_bytes());
+            assert_eq!(blob.version(), r.version);
+            assert_eq!(blob.expires_at(), nanos(exp));
+            assert_eq!(
+                blob.user_id(),
+                r.identity.as_ref().map(|i| i.user_id.as_str())
+            );
+        }
+        let mut v4 = full();
+        v4.pinned_ip = Some("127.0.0.1".parse().unwrap());
+        let blob = Blob::encode(&key, &v4, SystemTime::now());
+        assert_eq!(blob.decode(), Some(v4));
+    }
+
+    #[test]
+    fn an_authenticated_session_is_small() {
+        let mut r = full();
+        r.data.clear();
+        r.user_agent = None;
+        r.identity = Some(
+            Identity::new("alice")
+                .with_roles(["admin"])
+                .with_groups(["staff"]),
+        );
+        r.pinned_ip = Some("127.0.0.1".parse().unwrap());
+        let blob = Blob::encode(&SessionToken::generate().key(), &r, SystemTime::now());
+        assert!(blob.len() <= 112, "{} bytes", blob.len());
+    }
+
+    #[test]
+    fn truncated_blobs_do_not_decode() {
+        let blob = Blob::encode(&SessionToken::generate().key(), &full(), SystemTime::now());
+        for cut in [0, 10, HEADER, HEADER + 3] {
+            let short = Blob(blob.0[..cut].to_vec().into_boxed_slice());
+            assert!(short.decode().is_none(), "cut at {cut}");
+        }
+    }
+}
