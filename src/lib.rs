@@ -66,6 +66,8 @@ pub use crate::session::{Session, SessionError};
 pub use crate::store::{
     LimitPolicy, LoginWrite, MemoryStore, SessionLimit, SessionStore, StoreError, Write,
 };
+#[cfg(feature = "redis")]
+pub use crate::store::{NearCacheStats, RedisStore, RedisStoreBuilder, RedisStoreError};
 pub use ::cookie::SameSite;
 
 /// The README's code blocks, compiled as doc tests so the quick start stays true.

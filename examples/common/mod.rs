@@ -211,7 +211,9 @@ pub fn layer<St: SessionStore>(
         .map_err(|e| format!("invalid session settings: {e}"))
 }
 
-/// Placeholder until the Redis store lands: refuses `--redis`.
-pub async fn connect_redis(_url: &str) -> Result<tower_session_guard::MemoryStore, String> {
-    Err("this build has no Redis store".into())
+/// `--redis URL`: sessions in Redis, with a moka near-cache kept coherent across instances.
+pub async fn connect_redis(url: &str) -> Result<tower_session_guard::RedisStore, String> {
+    tower_session_guard::RedisStore::connect(url)
+        .await
+        .map_err(|e| e.to_string())
 }

@@ -1,4 +1,5 @@
-//! Where sessions live: the [`SessionStore`] trait and the embedded [`MemoryStore`].
+//! Where sessions live: the [`SessionStore`] trait, the embedded [`MemoryStore`], and (feature
+//! `redis`) the shared `RedisStore` for applications that run on several instances.
 //!
 //! The trait is small (five operations) but every write is conditional, so that the layer's
 //! invariants hold for a remote store shared by many instances too:
@@ -15,6 +16,8 @@
 
 mod compact;
 mod memory;
+#[cfg(feature = "redis")]
+pub mod redis;
 
 use std::error::Error as StdError;
 use std::fmt;
@@ -24,6 +27,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub use memory::MemoryStore;
+#[cfg(feature = "redis")]
+pub use redis::{NearCacheStats, RedisStore, RedisStoreBuilder, RedisStoreError};
 
 use crate::id::SessionKey;
 use crate::record::SessionRecord;

@@ -1,0 +1,1491 @@
+//! The Redis store against a real Redis: the store contract, two instances (two layers, each
+//! with its own `RedisStore` and near-cache) sharing one Redis, round trips counted with
+//! `MONITOR` on a private server, an outage and recovery of a private `redis-server`, and (with
+//! `REDIS_CLUSTER_TEST=1`) a three-node Redis Cluster on loopback ports.
+//!
+//! Needs `REDIS_URL` (e.g. `redis://127.0.0.1:6379`); without it every test prints
+//! `skipped: REDIS_URL not set` and passes. Each test works under its own random key prefix,
+//! so tests run in parallel on one Redis, and deletes its keys when done. Tests that need a
+//! server of their own (round trips, outage, cluster) start `redis-server` on spare loopback
+//! ports and kill it when they end.
+
+mod common;
+
+use std::io::{self, BufRead, BufReader, Read, Write as _};
+use std::net::{TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use axum::http::{Method, StatusCode};
+use axum::Router;
+use common::*;
+use tower_session_guard::{
+    Identity, LimitPolicy, LoginWrite, RedisStore, SessionGuardLayer, SessionKey, SessionLimit,
+    SessionRecord, SessionStore, SessionToken, StoreError, Write,
+};
+
+// ----- environment -----
+
+fn redis_url() -> Option<String> {
+    std::env::var("REDIS_URL").ok().filter(|u| !u.is_empty())
+}
+
+/// Returns the URL, or prints that the test is skipped and returns from the test.
+macro_rules! require_redis {
+    () => {
+        match redis_url() {
+            Some(url) => url,
+            None => {
+                println!("skipped: REDIS_URL not set");
+                return;
+            }
+        }
+    };
+}
+
+/// Returns from the test (printing why) if `redis-server` is not installed.
+macro_rules! require_redis_server {
+    () => {
+        if !have_binary("redis-server") {
+            println!("skipped: redis-server not found on PATH");
+            return;
+        }
+    };
+}
+
+fn have_binary(name: &str) -> bool {
+    Command::new(name)
+        .arg("--version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// 16 random hex characters.
+fn random_id() -> String {
+    SessionToken::generate().key().fingerprint().to_string()
+}
+
+/// A key prefix no other test uses, with a hash tag like the default's.
+fn unique_prefix() -> String {
+    format!("{{tsg-test-{}}}:", random_id())
+}
+
+// ----- a minimal RESP client, for inspecting and cleaning up Redis from the test -----
+
+#[derive(Debug, Clone, PartialEq)]
+enum Reply {
+    Status(String),
+    Error(String),
+    Int(i64),
+    Bulk(Option<Vec<u8>>),
+    Array(Vec<Reply>),
+}
+
+impl Reply {
+    fn int(&self) -> i64 {
+        match self {
+            Reply::Int(n) => *n,
+            other => panic!("expected an integer, got {other:?}"),
+        }
+    }
+
+    fn bytes(&self) -> Option<Vec<u8>> {
+        match self {
+            Reply::Bulk(b) => b.clone(),
+            other => panic!("expected a bulk string, got {other:?}"),
+        }
+    }
+
+    fn text(&self) -> String {
+        String::from_utf8(self.bytes().expect("a string")).expect("UTF-8")
+    }
+}
+
+struct Raw {
+    writer: TcpStream,
+    reader: BufReader<TcpStream>,
+}
+
+impl Raw {
+    /// Connects to a `redis://[user:password@]host:port[/db]` URL.
+    fn connect(url: &str) -> io::Result<Raw> {
+        let rest = url
+            .strip_prefix("redis://")
+            .ok_or_else(|| io::Error::other(format!("not a redis:// URL: {url}")))?;
+        let (auth, rest) = match rest.rfind('@') {
+            Some(at) => (Some(&rest[..at]), &rest[at + 1..]),
+            None => (None, rest),
+        };
+        let (addr, db) = match rest.split_once('/') {
+            Some((a, d)) => (a, Some(d).filter(|d| !d.is_empty())),
+            None => (rest, None),
+        };
+        let stream = TcpStream::connect(addr)?;
+        stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+        let mut raw = Raw {
+            reader: BufReader::new(stream.try_clone()?),
+            writer: stream,
+        };
+        if let Some(auth) = auth {
+            let reply = match auth.split_once(':') {
+                Some(("", pass)) => raw.cmd(&["AUTH", pass])?,
+                Some((user, pass)) => raw.cmd(&["AUTH", user, pass])?,
+                None => raw.cmd(&["AUTH", auth])?,
+            };
+            assert_eq!(reply, Reply::Status("OK".into()), "AUTH");
+        }
+        if let Some(db) = db {
+            raw.cmd(&["SELECT", db])?;
+        }
+        Ok(raw)
+    }
+
+    fn cmd(&mut self, args: &[&str]) -> io::Result<Reply> {
+        let args: Vec<&[u8]> = args.iter().map(|a| a.as_bytes()).collect();
+        self.cmd_bytes(&args)
+    }
+
+    fn cmd_bytes(&mut self, args: &[&[u8]]) -> io::Result<Reply> {
+        let mut out = format!("*{}\r\n", args.len()).into_bytes();
+        for a in args {
+            out.extend_from_slice(format!("${}\r\n", a.len()).as_bytes());
+            out.extend_from_slice(a);
+            out.extend_from_slice(b"\r\n");
+        }
+        self.writer.write_all(&out)?;
+        self.read()
+    }
+
+    fn line(&mut self) -> io::Result<String> {
+        let mut line = String::new();
+        self.reader.read_line(&mut line)?;
+        if !line.ends_with("\r\n") {
+            return Err(io::Error::other("connection closed"));
+        }
+        line.truncate(line.len() - 2);
+        Ok(line)
+    }
+
+    fn read(&mut self) -> io::Result<Reply> {
+        let line = self.line()?;
+        let (kind, rest) = line.split_at(1);
+        let num = || {
+            rest.parse::<i64>()
+                .map_err(|e| io::Error::other(format!("bad length {rest:?}: {e}")))
+        };
+        Ok(match kind {
+            "+" => Reply::Status(rest.to_owned()),
+            "-" => Reply::Error(rest.to_owned()),
+            ":" => Reply::Int(num()?),
+            "$" => match num()? {
+                n if n < 0 => Reply::Bulk(None),
+                n => {
+                    let mut buf = vec![0; n as usize + 2];
+                    self.reader.read_exact(&mut buf)?;
+                    buf.truncate(n as usize);
+                    Reply::Bulk(Some(buf))
+                }
+            },
+            "*" => match num()? {
+                n if n < 0 => Reply::Array(Vec::new()),
+                n => (0..n)
+                    .map(|_| self.read())
+                    .collect::<io::Result<_>>()
+                    .map(Reply::Array)?,
+            },
+            other => return Err(io::Error::other(format!("unknown reply type {other:?}"))),
+        })
+    }
+
+    /// Deletes every key under `prefix`; returns how many there were.
+    fn delete_prefix(&mut self, prefix: &str) -> i64 {
+        const DEL: &str = "local n = 0 \
+            for _, k in ipairs(redis.call('KEYS', ARGV[1])) do redis.call('DEL', k) n = n + 1 end \
+            return n";
+        match self.cmd(&["EVAL", DEL, "0", &format!("{prefix}*")]) {
+            Ok(Reply::Int(n)) => n,
+            _ => 0,
+        }
+    }
+}
+
+/// Deletes the test's keys when the test ends, pass or fail.
+struct Cleanup {
+    url: String,
+    prefix: String,
+}
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        if let Ok(mut raw) = Raw::connect(&self.url) {
+            raw.delete_prefix(&self.prefix);
+        }
+    }
+}
+
+// ----- private redis-server processes -----
+
+fn spare_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a spare loopback port")
+}
+
+/// A `redis-server` child on a loopback port, killed (and its directory removed) on drop.
+struct Server {
+    port: u16,
+    dir: PathBuf,
+    extra: Vec<String>,
+    child: Option<Child>,
+}
+
+impl Server {
+    fn start(extra: &[&str]) -> Server {
+        let dir = std::env::temp_dir().join(format!("tsg-redis-{}", random_id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let mut server = Server {
+            port: spare_port(),
+            dir,
+            extra: extra.iter().map(|s| s.to_string()).collect(),
+            child: None,
+        };
+        server.spawn();
+        server
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    fn spawn(&mut self) {
+        let child = Command::new("redis-server")
+            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--dir"])
+            .arg(&self.dir)
+            .args(&self.extra)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server starts");
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Ok(mut raw) = Raw::connect(&self.url()) {
+                if raw
+                    .cmd(&["PING"])
+                    .is_ok_and(|r| r == Reply::Status("PONG".into()))
+                {
+                    return;
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "redis-server on port {} did not come up",
+                self.port
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// SIGKILL, and wait until the process is gone.
+    fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts the server again on the same port, with the same directory.
+    fn restart(&mut self) {
+        self.kill();
+        self.spawn();
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.kill();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+// ----- helpers -----
+
+fn record(user: Option<&str>, version: u64) -> Arc<SessionRecord> {
+    let mut r = SessionRecord::new(SystemTime::now());
+    r.version = version;
+    r.identity = user.map(Identity::new);
+    if user.is_some() {
+        r.authenticated_at = Some(r.created_at);
+    }
+    Arc::new(r)
+}
+
+fn aged(user: &str, created: SystemTime) -> Arc<SessionRecord> {
+    let mut r = SessionRecord::new(created);
+    r.identity = Some(Identity::new(user));
+    Arc::new(r)
+}
+
+fn new_key() -> SessionKey {
+    SessionToken::generate().key()
+}
+
+const TTL: Duration = Duration::from_secs(600);
+
+async fn store(url: &str, prefix: &str) -> RedisStore {
+    RedisStore::builder(url)
+        .prefix(prefix)
+        .build()
+        .await
+        .expect("RedisStore connects")
+}
+
+/// Polls `check` every 10 ms until it holds, for at most `limit`; returns how long it took.
+async fn within<F, Fut>(limit: Duration, mut check: F) -> Option<Duration>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let start = Instant::now();
+    loop {
+        if check().await {
+            return Some(start.elapsed());
+        }
+        if start.elapsed() >= limit {
+            return None;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+async fn status(app: &Router, method: Method, uri: &str, token: Option<&str>) -> StatusCode {
+    call(app, method, uri, token).await.status()
+}
+
+async fn login_user(app: &Router, user: &str) -> String {
+    let res = call(app, Method::POST, &format!("/login/{user}"), None).await;
+    assert_eq!(res.status(), StatusCode::OK, "login of {user}");
+    token_of(&res).expect("login issues a token")
+}
+
+// ----- the store contract -----
+
+/// Waits (at most 1 s) until `store` sees `key` at `version` (`None`: gone). Another
+/// instance's write reaches this one's near-cache through pub/sub, asynchronously.
+async fn eventually(store: &RedisStore, key: SessionKey, version: Option<u64>) {
+    let seen = within(Duration::from_secs(1), || async {
+        store.load(key).await.unwrap().map(|r| r.version) == version
+    })
+    .await;
+    assert!(seen.is_some(), "{key:?} never reached version {version:?}");
+}
+
+/// The `SessionStore` contract on two stores (two instances) sharing one Redis.
+async fn contract(a: &RedisStore, b: &RedisStore) {
+    // create refuses collisions
+    let k = new_key();
+    assert_eq!(
+        a.create(k, record(None, 1), TTL).await.unwrap(),
+        Write::Applied
+    );
+    assert_eq!(
+        a.create(k, record(None, 7), TTL).await.unwrap(),
+        Write::Conflict
+    );
+    assert_eq!(
+        b.create(k, record(None, 7), TTL).await.unwrap(),
+        Write::Conflict
+    );
+    assert_eq!(b.load(k).await.unwrap().map(|r| r.version), Some(1));
+
+    // update is compare-and-set, and the other instance sees the new version
+    assert_eq!(
+        a.update(k, 2, record(None, 3), TTL).await.unwrap(),
+        Write::Conflict
+    );
+    assert_eq!(
+        a.update(k, 1, record(None, 2), TTL).await.unwrap(),
+        Write::Applied
+    );
+    assert_eq!(
+        a.update(k, 1, record(None, 2), TTL).await.unwrap(),
+        Write::Conflict
+    );
+    // B sees A's update; B's stale compare-and-set fails, then succeeds on the fresh version
+    eventually(b, k, Some(2)).await;
+    assert_eq!(
+        b.update(k, 1, record(None, 2), TTL).await.unwrap(),
+        Write::Conflict
+    );
+    assert_eq!(
+        b.update(k, 2, record(None, 3), TTL).await.unwrap(),
+        Write::Applied
+    );
+    eventually(a, k, Some(3)).await;
+
+    // an update of an absent key creates nothing
+    let ghost = new_key();
+    assert_eq!(
+        a.update(ghost, 1, record(None, 2), TTL).await.unwrap(),
+        Write::Conflict
+    );
+    assert!(a.load(ghost).await.unwrap().is_none());
+
+    // rotate: only from the expected version, never onto an existing key
+    let new = new_key();
+    assert_eq!(
+        a.rotate(k, 2, new, record(None, 1), TTL).await.unwrap(),
+        Write::Conflict
+    );
+    assert!(
+        b.load(new).await.unwrap().is_none(),
+        "a failed rotation leaves no new record"
+    );
+    let taken = new_key();
+    assert_eq!(
+        a.create(taken, record(None, 1), TTL).await.unwrap(),
+        Write::Applied
+    );
+    assert_eq!(
+        a.rotate(k, 3, taken, record(None, 1), TTL).await.unwrap(),
+        Write::Conflict
+    );
+    assert_eq!(
+        b.load(k).await.unwrap().map(|r| r.version),
+        Some(3),
+        "old intact"
+    );
+    assert_eq!(
+        a.rotate(k, 3, new, record(None, 1), TTL).await.unwrap(),
+        Write::Applied
+    );
+    assert!(a.load(k).await.unwrap().is_none(), "old gone on A");
+    eventually(b, k, None).await; // and on B
+    assert_eq!(b.load(new).await.unwrap().map(|r| r.version), Some(1));
+
+    // delete is final: no stale compare-and-set brings it back
+    assert!(b.delete(new).await.unwrap());
+    assert!(!a.delete(new).await.unwrap());
+    assert_eq!(
+        a.update(new, 1, record(None, 2), TTL).await.unwrap(),
+        Write::Conflict
+    );
+    assert_eq!(
+        a.rotate(new, 1, new_key(), record(None, 1), TTL)
+            .await
+            .unwrap(),
+        Write::Conflict
+    );
+    eventually(a, new, None).await;
+    assert!(b.load(new).await.unwrap().is_none());
+
+    // login, the per-user index and the limit
+    let user = format!("user-{}", random_id());
+    let t0 = SystemTime::now();
+    let s1 = new_key();
+    let at = |secs| aged(&user, t0 + Duration::from_secs(secs));
+    assert_eq!(
+        a.login(None, s1, at(0), TTL, None).await.unwrap(),
+        LoginWrite::Applied { evicted: vec![] }
+    );
+    // a guest session logs in: the guest key disappears, the new one is indexed
+    let guest = new_key();
+    assert_eq!(
+        b.create(guest, record(None, 1), TTL).await.unwrap(),
+        Write::Applied
+    );
+    let s2 = new_key();
+    assert_eq!(
+        b.login(Some((guest, 2)), s2, at(1), TTL, None)
+            .await
+            .unwrap(),
+        LoginWrite::Conflict,
+        "stale version of the old session"
+    );
+    assert!(a.load(s2).await.unwrap().is_none());
+    assert_eq!(
+        b.login(Some((guest, 1)), s2, at(1), TTL, None)
+            .await
+            .unwrap(),
+        LoginWrite::Applied { evicted: vec![] }
+    );
+    assert!(a.load(guest).await.unwrap().is_none());
+    let listed: Vec<SessionKey> = a
+        .user_sessions(&user)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|(k, _)| k)
+        .collect();
+    assert_eq!(listed, vec![s1, s2], "oldest first");
+
+    let limit = |max, policy| Some(SessionLimit { max, policy });
+    let s3 = new_key();
+    assert_eq!(
+        a.login(None, s3, at(2), TTL, limit(2, LimitPolicy::RejectNew))
+            .await
+            .unwrap(),
+        LoginWrite::LimitReached
+    );
+    assert!(
+        b.load(s3).await.unwrap().is_none(),
+        "a rejected login writes nothing"
+    );
+    // re-logging in an existing session of the user does not count against the limit
+    let s2b = new_key();
+    assert_eq!(
+        a.login(
+            Some((s2, 1)),
+            s2b,
+            at(3),
+            TTL,
+            limit(2, LimitPolicy::RejectNew)
+        )
+        .await
+        .unwrap(),
+        LoginWrite::Applied { evicted: vec![] }
+    );
+    eventually(b, s2, None).await;
+    // evict the oldest beyond the limit
+    assert_eq!(
+        b.login(None, s3, at(4), TTL, limit(2, LimitPolicy::EvictOldest))
+            .await
+            .unwrap(),
+        LoginWrite::Applied { evicted: vec![s1] }
+    );
+    eventually(a, s1, None).await;
+    let s4 = new_key();
+    assert_eq!(
+        a.login(None, s4, at(5), TTL, limit(1, LimitPolicy::EvictOldest))
+            .await
+            .unwrap(),
+        LoginWrite::Applied {
+            evicted: vec![s2b, s3]
+        }
+    );
+    let listed: Vec<SessionKey> = b
+        .user_sessions(&user)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|(k, _)| k)
+        .collect();
+    assert_eq!(listed, vec![s4]);
+
+    // deleting leaves the index; nothing is listed for a user without sessions
+    assert!(b.delete(s4).await.unwrap());
+    assert!(a.user_sessions(&user).await.unwrap().is_empty());
+    assert!(a.user_sessions("nobody").await.unwrap().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn store_contract_on_one_redis() {
+    let url = require_redis!();
+    let prefix = unique_prefix();
+    let _cleanup = Cleanup {
+        url: url.clone(),
+        prefix: prefix.clone(),
+    };
+    let (a, b) = (store(&url, &prefix).await, store(&url, &prefix).await);
+    contract(&a, &b).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn records_are_versioned_blobs_with_ttls_and_fail_closed() {
+    let url = require_redis!();
+    let prefix = unique_prefix();
+    let _cleanup = Cleanup {
+        url: url.clone(),
+        prefix: prefix.clone(),
+    };
+    let a = store(&url, &prefix).await;
+    let mut raw = Raw::connect(&url).unwrap();
+    let user = format!("user-{}", random_id());
+    let k = new_key();
+    let name = format!("{prefix}s:{}", k.to_hex());
+    let index = format!("{prefix}u:{user}");
+    assert!(matches!(
+        a.login(
+            None,
+            k,
+            record(Some(&user), 1),
+            Duration::from_secs(60),
+            None
+        )
+        .await
+        .unwrap(),
+        LoginWrite::Applied { .. }
+    ));
+
+    // the hash: version, blob with format byte 1, user, creation
+    assert_eq!(raw.cmd(&["HGET", &name, "v"]).unwrap().text(), "1");
+    assert_eq!(raw.cmd(&["HGET", &name, "u"]).unwrap().text(), user);
+    let blob = raw.cmd(&["HGET", &name, "d"]).unwrap().bytes().unwrap();
+    assert_eq!(blob[0], 1, "format byte");
+    let pttl = raw.cmd(&["PTTL", &name]).unwrap().int();
+    assert!((55_000..=60_000).contains(&pttl), "record PTTL {pttl}");
+
+    // the index: the member's score is the record's expiry deadline, the index expires with it
+    let score = |raw: &mut Raw| {
+        raw.cmd(&["ZSCORE", &index, &name])
+            .unwrap()
+            .text()
+            .parse::<f64>()
+            .unwrap()
+    };
+    let now_ms = |raw: &mut Raw| match raw.cmd(&["TIME"]).unwrap() {
+        Reply::Array(t) => t[0].text().parse::<f64>().unwrap() * 1000.0,
+        other => panic!("{other:?}"),
+    };
+    let first = score(&mut raw) - now_ms(&mut raw);
+    assert!(
+        (55_000.0..=61_000.0).contains(&first),
+        "score - now = {first}"
+    );
+    let index_ttl = raw.cmd(&["PTTL", &index]).unwrap().int();
+    assert!(
+        (55_000..=60_000).contains(&index_ttl),
+        "index PTTL {index_ttl}"
+    );
+    // a touch with a longer TTL raises the score (the session lives longer), never lowers it
+    let mut touched = SessionRecord::clone(&record(Some(&user), 2));
+    touched.created_at = SystemTime::now();
+    assert_eq!(
+        a.update(k, 1, Arc::new(touched.clone()), Duration::from_secs(600))
+            .await
+            .unwrap(),
+        Write::Applied
+    );
+    let raised = score(&mut raw) - now_ms(&mut raw);
+    assert!(
+        raised > 590_000.0,
+        "score raised to the new deadline: {raised}"
+    );
+    touched.version = 3;
+    assert_eq!(
+        a.update(k, 2, Arc::new(touched), Duration::from_secs(60))
+            .await
+            .unwrap(),
+        Write::Applied
+    );
+    assert!(
+        score(&mut raw) - now_ms(&mut raw) > 590_000.0,
+        "never lowered"
+    );
+
+    // an index entry whose record vanished is pruned when the index is next read
+    let gone = new_key();
+    assert!(matches!(
+        a.login(None, gone, record(Some(&user), 1), TTL, None)
+            .await
+            .unwrap(),
+        LoginWrite::Applied { .. }
+    ));
+    raw.cmd(&["DEL", &format!("{prefix}s:{}", gone.to_hex())])
+        .unwrap();
+    assert_eq!(raw.cmd(&["ZCARD", &index]).unwrap().int(), 2);
+    let listed = a.user_sessions(&user).await.unwrap();
+    assert_eq!(listed.len(), 1);
+    assert_eq!(raw.cmd(&["ZCARD", &index]).unwrap().int(), 1, "pruned");
+
+    // deleting the last session deletes the index
+    assert!(a.delete(k).await.unwrap());
+    assert_eq!(raw.cmd(&["EXISTS", &index]).unwrap().int(), 0);
+
+    // an unknown format or a corrupt blob is an error (fail closed), for every instance
+    let fresh = store(&url, &prefix).await;
+    for (i, bad) in [&b"\x02future"[..], b"\x01\xc1garbage", b""]
+        .into_iter()
+        .enumerate()
+    {
+        let k = new_key();
+        let name = format!("{prefix}s:{}", k.to_hex());
+        raw.cmd_bytes(&[b"HSET", name.as_bytes(), b"v", b"1", b"d", bad])
+            .unwrap();
+        let err: StoreError = fresh.load(k).await.expect_err("fails closed");
+        assert!(!err.to_string().is_empty(), "case {i}");
+    }
+    // and a layer answers 503 for such a session
+    let k = SessionToken::generate();
+    let name = format!("{prefix}s:{}", k.key().to_hex());
+    raw.cmd_bytes(&[b"HSET", name.as_bytes(), b"v", b"1", b"d", b"\x09"])
+        .unwrap();
+    let h = Harness::new();
+    let app = h.app(fresh);
+    assert_eq!(
+        status(&app, Method::GET, "/me", Some(k.as_str())).await,
+        StatusCode::SERVICE_UNAVAILABLE
+    );
+}
+
+// ----- two instances -----
+
+struct Pair {
+    a: SessionGuardLayer<RedisStore>,
+    b: SessionGuardLayer<RedisStore>,
+    app_a: Router,
+    app_b: Router,
+    harness: Harness,
+    _cleanup: Cleanup,
+}
+
+async fn pair(url: &str, limit: Option<(usize, LimitPolicy)>) -> Pair {
+    let prefix = unique_prefix();
+    let harness = Harness::new();
+    let layer = |store| {
+        let mut b = harness.builder(store);
+        if let Some((max, policy)) = limit {
+            b = b.max_sessions_per_user(max, policy);
+        }
+        b.build().expect("valid config")
+    };
+    let a = layer(store(url, &prefix).await);
+    let b = layer(store(url, &prefix).await);
+    Pair {
+        app_a: app(a.clone()),
+        app_b: app(b.clone()),
+        a,
+        b,
+        harness,
+        _cleanup: Cleanup {
+            url: url.to_owned(),
+            prefix,
+        },
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn login_on_a_is_usable_on_b_and_logout_on_b_is_refused_on_a_at_once() {
+    let url = require_redis!();
+    let p = pair(&url, None).await;
+    let token = login_token(&p.app_a, None).await;
+    assert_eq!(
+        status(&p.app_b, Method::GET, "/me", Some(&token)).await,
+        StatusCode::OK
+    );
+    // writes on either instance are seen by the other
+    assert_eq!(
+        call_text(&p.app_b, Method::POST, "/counter", Some(&token))
+            .await
+            .1,
+        "1"
+    );
+    let next = within(Duration::from_secs(1), || async {
+        call_text(&p.app_a, Method::POST, "/counter", Some(&token))
+            .await
+            .1
+            == "2"
+    })
+    .await;
+    assert!(next.is_some(), "A increments B's write, without losing it");
+    // B reads A's write as soon as the invalidation arrives
+    let seen = within(Duration::from_secs(1), || async {
+        call_text(&p.app_b, Method::GET, "/counter", Some(&token))
+            .await
+            .1
+            == "2"
+    })
+    .await;
+    assert!(seen.is_some(), "B reads A's write");
+
+    // A serves the session from its near-cache...
+    assert_eq!(
+        status(&p.app_a, Method::GET, "/me", Some(&token)).await,
+        StatusCode::OK
+    );
+    let before = p.a.store().near_cache_stats();
+    assert_eq!(
+        status(&p.app_a, Method::GET, "/me", Some(&token)).await,
+        StatusCode::OK
+    );
+    assert_eq!(
+        p.a.store().near_cache_stats().hits,
+        before.hits + 1,
+        "a near-cache hit"
+    );
+
+    // ...until B logs it out
+    assert_eq!(
+        status(&p.app_b, Method::POST, "/logout", Some(&token)).await,
+        StatusCode::OK
+    );
+    let start = Instant::now();
+    let mut attempts = 0;
+    let delay = loop {
+        attempts += 1;
+        if status(&p.app_a, Method::GET, "/me", Some(&token)).await == StatusCode::UNAUTHORIZED {
+            break start.elapsed();
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(1),
+            "A refuses the session within 1 s of B's logout"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    println!(
+        "logout on B refused on A after {delay:?}, on request {attempts} after the logout response"
+    );
+    // and it stays refused, whatever the request
+    assert_eq!(
+        status(&p.app_a, Method::POST, "/counter", Some(&token)).await,
+        StatusCode::OK
+    );
+    assert_eq!(
+        call_text(&p.app_a, Method::GET, "/counter", Some(&token))
+            .await
+            .1,
+        "0"
+    );
+}
+
+/// Logs out on B, `TRIALS` times, sessions that A serves from its near-cache, and measures
+/// how long A keeps accepting each one: the pub/sub invalidation delay.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invalidation_delay_across_instances() {
+    const TRIALS: usize = 20;
+    let url = require_redis!();
+    let p = pair(&url, None).await;
+    let mut delays = Vec::new();
+    let mut next_request_refused = 0;
+    for _ in 0..TRIALS {
+        let token = login_token(&p.app_a, None).await;
+        assert_eq!(
+            status(&p.app_a, Method::GET, "/me", Some(&token)).await,
+            StatusCode::OK
+        );
+        assert_eq!(
+            status(&p.app_b, Method::POST, "/logout", Some(&token)).await,
+            StatusCode::OK
+        );
+        let start = Instant::now();
+        let mut first = true;
+        loop {
+            if status(&p.app_a, Method::GET, "/me", Some(&token)).await == StatusCode::UNAUTHORIZED
+            {
+                next_request_refused += usize::from(first);
+                delays.push(start.elapsed());
+                break;
+            }
+            first = false;
+            assert!(
+                start.elapsed() < Duration::from_secs(1),
+                "refused within 1 s"
+            );
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    }
+    delays.sort();
+    println!(
+        "invalidation delay over {TRIALS} logouts: median {:?}, max {:?}; \
+         refused on the very next request {next_request_refused}/{TRIALS}",
+        delays[TRIALS / 2],
+        delays[TRIALS - 1]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn revoking_a_user_on_a_is_refused_on_b() {
+    let url = require_redis!();
+    let p = pair(&url, None).await;
+    let user = format!("bob-{}", random_id());
+    let mut tokens = Vec::new();
+    for i in 0..4 {
+        let app = if i % 2 == 0 { &p.app_a } else { &p.app_b };
+        tokens.push(login_user(app, &user).await);
+        p.harness.clock.advance(Duration::from_secs(1));
+    }
+    let other = login_user(&p.app_a, "carol").await;
+    // B has every session in its near-cache
+    for t in &tokens {
+        assert_eq!(
+            status(&p.app_b, Method::GET, "/me", Some(t)).await,
+            StatusCode::OK
+        );
+        assert_eq!(
+            status(&p.app_b, Method::GET, "/me", Some(t)).await,
+            StatusCode::OK
+        );
+    }
+    assert_eq!(p.b.user_sessions(&user).await.unwrap().len(), 4);
+
+    assert_eq!(p.a.revoke_user(&user).await.unwrap(), 4);
+    let start = Instant::now();
+    for t in &tokens {
+        let refused = within(Duration::from_secs(1), || async {
+            status(&p.app_b, Method::GET, "/me", Some(t)).await == StatusCode::UNAUTHORIZED
+        })
+        .await;
+        assert!(refused.is_some(), "B refuses a revoked session within 1 s");
+    }
+    println!(
+        "all 4 revoked sessions refused on B within {:?}",
+        start.elapsed()
+    );
+    assert!(p.b.user_sessions(&user).await.unwrap().is_empty());
+    assert_eq!(
+        status(&p.app_b, Method::GET, "/me", Some(&other)).await,
+        StatusCode::OK
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn session_cap_evicts_the_oldest_across_instances() {
+    let url = require_redis!();
+    let p = pair(&url, Some((2, LimitPolicy::EvictOldest))).await;
+    let user = format!("dave-{}", random_id());
+    let s1 = login_user(&p.app_a, &user).await;
+    p.harness.clock.advance(Duration::from_secs(1));
+    let s2 = login_user(&p.app_b, &user).await;
+    p.harness.clock.advance(Duration::from_secs(1));
+    // both instances have s1 cached
+    for app in [&p.app_a, &p.app_b] {
+        assert_eq!(
+            status(app, Method::GET, "/me", Some(&s1)).await,
+            StatusCode::OK
+        );
+        assert_eq!(
+            status(app, Method::GET, "/me", Some(&s1)).await,
+            StatusCode::OK
+        );
+    }
+    let s3 = login_user(&p.app_b, &user).await;
+    for app in [&p.app_a, &p.app_b] {
+        let refused = within(Duration::from_secs(1), || async {
+            status(app, Method::GET, "/me", Some(&s1)).await == StatusCode::UNAUTHORIZED
+        })
+        .await;
+        assert!(
+            refused.is_some(),
+            "the evicted session is refused on both instances"
+        );
+    }
+    for t in [&s2, &s3] {
+        assert_eq!(
+            status(&p.app_a, Method::GET, "/me", Some(t)).await,
+            StatusCode::OK
+        );
+    }
+    assert_eq!(p.a.user_sessions(&user).await.unwrap().len(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn session_cap_rejects_new_logins_across_instances() {
+    let url = require_redis!();
+    let p = pair(&url, Some((2, LimitPolicy::RejectNew))).await;
+    let user = format!("erin-{}", random_id());
+    let s1 = login_user(&p.app_a, &user).await;
+    let s2 = login_user(&p.app_b, &user).await;
+    let res = call(&p.app_a, Method::POST, &format!("/login/{user}"), None).await;
+    assert_eq!(
+        res.status(),
+        StatusCode::CONFLICT,
+        "the third login is refused"
+    );
+    assert!(token_of(&res).is_none());
+    let res = call(&p.app_b, Method::POST, &format!("/login/{user}"), None).await;
+    assert_eq!(res.status(), StatusCode::CONFLICT);
+    // logging out elsewhere makes room
+    assert_eq!(
+        status(&p.app_a, Method::POST, "/logout", Some(&s1)).await,
+        StatusCode::OK
+    );
+    let s3 = login_user(&p.app_b, &user).await;
+    for t in [&s2, &s3] {
+        assert_eq!(
+            status(&p.app_a, Method::GET, "/me", Some(t)).await,
+            StatusCode::OK
+        );
+    }
+}
+
+// ----- round trips -----
+
+/// The commands that clients send to a server (not those its scripts run), from `MONITOR`.
+/// `INFO commandstats` would count the commands inside scripts as well, so it over-counts
+/// round trips; `MONITOR` tags those with `lua` instead of a client address.
+struct Monitor {
+    lines: std::sync::mpsc::Receiver<String>,
+    marker: Raw,
+    markers: u64,
+}
+
+impl Monitor {
+    fn start(url: &str) -> Monitor {
+        let mut feed = Raw::connect(url).unwrap();
+        assert_eq!(feed.cmd(&["MONITOR"]).unwrap(), Reply::Status("OK".into()));
+        let (tx, lines) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            while let Ok(line) = feed.line() {
+                if tx.send(line).is_err() {
+                    return;
+                }
+            }
+        });
+        Monitor {
+            lines,
+            marker: Raw::connect(url).unwrap(),
+            markers: 0,
+        }
+    }
+
+    /// The names of the commands clients sent since the previous call. A marker command
+    /// sent after them bounds the read: the server handles commands in order.
+    fn client_commands(&mut self) -> Vec<String> {
+        self.markers += 1;
+        let marker = format!("tsg-marker-{}", self.markers);
+        self.marker.cmd(&["ECHO", &marker]).unwrap();
+        let mut out = Vec::new();
+        loop {
+            let line = self
+                .lines
+                .recv_timeout(Duration::from_secs(5))
+                .expect("MONITOR shows the marker");
+            if line.contains(&marker) {
+                return out;
+            }
+            // +1700000000.123456 [0 127.0.0.1:5000] "HGET" "key" "d"
+            let Some((client, rest)) = line.split_once('[').and_then(|(_, r)| r.split_once("] "))
+            else {
+                continue;
+            };
+            if client.ends_with(" lua") {
+                continue;
+            }
+            let name = rest
+                .split('"')
+                .nth(1)
+                .unwrap_or_default()
+                .to_ascii_lowercase();
+            out.push(name);
+        }
+    }
+}
+
+/// Sends one request and returns the response and the commands the server got meanwhile.
+async fn measure(
+    monitor: &mut Monitor,
+    what: &str,
+    app: &Router,
+    method: Method,
+    uri: &str,
+    token: Option<&str>,
+) -> (axum::http::Response<axum::body::Body>, Vec<String>) {
+    monitor.client_commands();
+    let res = call(app, method, uri, token).await;
+    let sent = monitor.client_commands();
+    println!("{what}: {} round trip(s) {sent:?}", sent.len());
+    (res, sent)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn round_trips_hit_0_miss_1_login_at_most_2() {
+    let _url = require_redis!();
+    require_redis_server!();
+    let server = Server::start(&["--appendonly", "no"]);
+    let url = server.url();
+    let p = pair(&url, Some((3, LimitPolicy::EvictOldest))).await;
+    let mut monitor = Monitor::start(&url);
+
+    let (res, d) = measure(
+        &mut monitor,
+        "login without a session",
+        &p.app_a,
+        Method::POST,
+        "/login",
+        None,
+    )
+    .await;
+    assert_eq!(res.status(), StatusCode::OK);
+    assert_eq!(d, ["evalsha"]);
+    let token = token_of(&res).unwrap();
+
+    let (res, d) = measure(
+        &mut monitor,
+        "load on A, near-cache hit",
+        &p.app_a,
+        Method::GET,
+        "/me",
+        Some(&token),
+    )
+    .await;
+    assert_eq!(res.status(), StatusCode::OK);
+    assert!(d.is_empty(), "{d:?}");
+
+    let (res, d) = measure(
+        &mut monitor,
+        "load on B, near-cache miss",
+        &p.app_b,
+        Method::GET,
+        "/me",
+        Some(&token),
+    )
+    .await;
+    assert_eq!(res.status(), StatusCode::OK);
+    assert_eq!(d, ["hget"]);
+
+    let (res, d) = measure(
+        &mut monitor,
+        "load on B again, hit",
+        &p.app_b,
+        Method::GET,
+        "/me",
+        Some(&token),
+    )
+    .await;
+    assert_eq!(res.status(), StatusCode::OK);
+    assert!(d.is_empty(), "{d:?}");
+
+    // a guest session (created on A) logs in on B: load (miss) + login script
+    let (res, d) = measure(
+        &mut monitor,
+        "guest write on A",
+        &p.app_a,
+        Method::POST,
+        "/set/k/v",
+        None,
+    )
+    .await;
+    assert_eq!(d, ["evalsha"]);
+    let guest = token_of(&res).unwrap();
+    let (res, d) = measure(
+        &mut monitor,
+        "login of a guest session, miss",
+        &p.app_b,
+        Method::POST,
+        "/login",
+        Some(&guest),
+    )
+    .await;
+    assert_eq!(res.status(), StatusCode::OK);
+    assert!(d.len() <= 2, "a login costs at most 2 round trips: {d:?}");
+    assert_eq!(d, ["hget", "evalsha"]);
+    let (res, d) = measure(
+        &mut monitor,
+        "guest write on A",
+        &p.app_a,
+        Method::POST,
+        "/set/k/v",
+        None,
+    )
+    .await;
+    assert_eq!(d, ["evalsha"]);
+    let guest = token_of(&res).unwrap();
+    let (res, d) = measure(
+        &mut monitor,
+        "login of a guest session, hit",
+        &p.app_a,
+        Method::POST,
+        "/login",
+        Some(&guest),
+    )
+    .await;
+    assert_eq!(res.status(), StatusCode::OK);
+    assert_eq!(d, ["evalsha"]);
+
+    // a logout is one script (and so is a session list, below)
+    let (res, d) = measure(
+        &mut monitor,
+        "logout",
+        &p.app_a,
+        Method::POST,
+        "/logout",
+        Some(&token),
+    )
+    .await;
+    assert_eq!(res.status(), StatusCode::OK);
+    assert_eq!(d, ["evalsha"]);
+
+    monitor.client_commands();
+    assert_eq!(p.a.user_sessions("alice").await.unwrap().len(), 2);
+    assert_eq!(monitor.client_commands(), ["evalsha"], "user_sessions");
+
+    // after a script cache flush (as after a Redis restart) EVALSHA answers NOSCRIPT and the
+    // store falls back to EVAL once, which caches the script again
+    let mut raw = Raw::connect(&url).unwrap();
+    assert_eq!(
+        raw.cmd(&["SCRIPT", "FLUSH"]).unwrap(),
+        Reply::Status("OK".into())
+    );
+    let (res, d) = measure(
+        &mut monitor,
+        "login after SCRIPT FLUSH",
+        &p.app_a,
+        Method::POST,
+        "/login",
+        None,
+    )
+    .await;
+    assert_eq!(res.status(), StatusCode::OK);
+    assert_eq!(d, ["evalsha", "eval"]);
+    let (res, d) = measure(
+        &mut monitor,
+        "login after that",
+        &p.app_b,
+        Method::POST,
+        "/login",
+        None,
+    )
+    .await;
+    assert_eq!(res.status(), StatusCode::OK);
+    assert_eq!(d, ["evalsha"]);
+
+    let stats = p.b.store().near_cache_stats();
+    println!("near-cache on B: {stats:?}");
+    assert!(stats.hits >= 1 && stats.misses >= 1);
+}
+
+// ----- outage -----
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn outage_fails_closed_and_recovers() {
+    let _url = require_redis!();
+    require_redis_server!();
+    // The append-only file (fsynced on every write) makes sessions survive the SIGKILL, so
+    // that "recovered" can be told apart from "everything forgotten".
+    let mut server = Server::start(&["--appendonly", "yes", "--appendfsync", "always"]);
+    let url = server.url();
+    let p = pair(&url, None).await;
+
+    let live = login_token(&p.app_a, None).await;
+    let revoked = login_user(&p.app_a, "mallory").await;
+    for t in [&live, &revoked] {
+        assert_eq!(
+            status(&p.app_a, Method::GET, "/me", Some(t)).await,
+            StatusCode::OK
+        );
+        assert_eq!(
+            status(&p.app_a, Method::GET, "/me", Some(t)).await,
+            StatusCode::OK
+        );
+    }
+    assert!(p.a.store().near_cache_active());
+    // revoked on B before the outage; A, which had it cached, refuses it
+    assert_eq!(p.b.revoke_user("mallory").await.unwrap(), 1);
+    let refused = within(Duration::from_secs(1), || async {
+        status(&p.app_a, Method::GET, "/me", Some(&revoked)).await == StatusCode::UNAUTHORIZED
+    })
+    .await;
+    assert!(refused.is_some());
+
+    server.kill();
+    let killed = Instant::now();
+    // the near-cache goes out of use, and requests with a session fail closed, fast
+    let down = within(Duration::from_secs(2), || async {
+        status(&p.app_a, Method::GET, "/me", Some(&live)).await == StatusCode::SERVICE_UNAVAILABLE
+    })
+    .await
+    .expect("a session request gets 503 while Redis is down");
+    println!("first 503 {down:?} after the kill");
+    assert!(!p.a.store().near_cache_active());
+    for t in [&live, &revoked] {
+        let start = Instant::now();
+        assert_eq!(
+            status(&p.app_a, Method::GET, "/me", Some(t)).await,
+            StatusCode::SERVICE_UNAVAILABLE
+        );
+        assert!(
+            start.elapsed() < Duration::from_millis(500),
+            "fails fast: {:?}",
+            start.elapsed()
+        );
+        assert_eq!(
+            status(&p.app_b, Method::GET, "/me", Some(t)).await,
+            StatusCode::SERVICE_UNAVAILABLE
+        );
+    }
+    // requests without a session never touch the store
+    assert_eq!(
+        status(&p.app_a, Method::GET, "/health", None).await,
+        StatusCode::OK
+    );
+    assert_eq!(
+        call_text(&p.app_b, Method::GET, "/counter", None).await,
+        (StatusCode::OK, "0".into())
+    );
+    // a login cannot happen without the store
+    assert_eq!(
+        status(&p.app_a, Method::POST, "/login", None).await,
+        StatusCode::SERVICE_UNAVAILABLE
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    server.restart();
+    let restarted = Instant::now();
+    let back = within(Duration::from_secs(10), || async {
+        status(&p.app_a, Method::GET, "/me", Some(&live)).await == StatusCode::OK
+    })
+    .await
+    .expect("the layer recovers within 10 s of Redis coming back");
+    println!(
+        "outage: down {:?}, A serves the session again {back:?} after the restart",
+        restarted - killed
+    );
+    assert!(within(Duration::from_secs(10), || async {
+        status(&p.app_b, Method::GET, "/me", Some(&live)).await == StatusCode::OK
+    })
+    .await
+    .is_some());
+    for app in [&p.app_a, &p.app_b] {
+        assert_eq!(
+            status(app, Method::GET, "/me", Some(&revoked)).await,
+            StatusCode::UNAUTHORIZED,
+            "revoked before the outage stays revoked after it"
+        );
+    }
+    // coherence is back too: a logout on B is refused on A
+    let active = within(Duration::from_secs(5), || async {
+        p.a.store().near_cache_active()
+    })
+    .await;
+    assert!(active.is_some(), "the near-cache is back in use");
+    assert_eq!(
+        status(&p.app_a, Method::GET, "/me", Some(&live)).await,
+        StatusCode::OK
+    );
+    assert_eq!(
+        status(&p.app_b, Method::POST, "/logout", Some(&live)).await,
+        StatusCode::OK
+    );
+    let refused = within(Duration::from_secs(1), || async {
+        status(&p.app_a, Method::GET, "/me", Some(&live)).await == StatusCode::UNAUTHORIZED
+    })
+    .await;
+    assert!(refused.is_some());
+    let fresh = login_token(&p.app_b, None).await;
+    assert_eq!(
+        status(&p.app_a, Method::GET, "/me", Some(&fresh)).await,
+        StatusCode::OK
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connecting_to_nothing_fails_with_a_store_error() {
+    let port = spare_port();
+    let start = Instant::now();
+    let err = RedisStore::connect(&format!("redis://127.0.0.1:{port}"))
+        .await
+        .expect_err("nothing listens there");
+    assert!(start.elapsed() < Duration::from_secs(5));
+    println!("{err}");
+    let err = RedisStore::builder("redis-cluster://127.0.0.1:1")
+        .prefix("no-tag:")
+        .build()
+        .await
+        .expect_err("a cluster prefix needs a hash tag");
+    assert!(err.to_string().contains("hash tag"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dropping_a_store_closes_its_connections() {
+    let _url = require_redis!();
+    require_redis_server!();
+    let server = Server::start(&["--appendonly", "no"]);
+    let mut raw = Raw::connect(&server.url()).unwrap();
+    let mut clients = || raw.cmd(&["CLIENT", "LIST"]).unwrap().text().lines().count();
+    let alone = clients();
+    let store = RedisStore::connect(&server.url()).await.unwrap();
+    let clone = store.clone();
+    assert_eq!(clients(), alone + 2, "a main connection and a subscriber");
+    drop(store);
+    assert_eq!(clients(), alone + 2, "clones share the connections");
+    drop(clone);
+    let closed = within(Duration::from_secs(2), || {
+        let n = clients();
+        async move { n == alone }
+    })
+    .await;
+    assert!(closed.is_some(), "the last drop closes both connections");
+}
+
+// ----- Redis Cluster -----
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn store_contract_on_a_three_node_cluster() {
+    if std::env::var("REDIS_CLUSTER_TEST").as_deref() != Ok("1") {
+        println!("skipped: REDIS_CLUSTER_TEST=1 not set");
+        return;
+    }
+    require_redis_server!();
+    assert!(
+        have_binary("redis-cli"),
+        "redis-cli is needed to create the cluster"
+    );
+    let nodes: Vec<Server> = (0..3)
+        .map(|_| {
+            Server::start(&[
+                "--cluster-enabled",
+                "yes",
+                "--cluster-config-file",
+                "nodes.conf",
+                "--appendonly",
+                "no",
+            ])
+        })
+        .collect();
+    let addrs: Vec<String> = nodes
+        .iter()
+        .map(|n| format!("127.0.0.1:{}", n.port))
+        .collect();
+    let created = Command::new("redis-cli")
+        .args(["--cluster", "create"])
+        .args(&addrs)
+        .args(["--cluster-replicas", "0", "--cluster-yes"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .expect("redis-cli runs");
+    assert!(created.success(), "redis-cli --cluster create");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    for n in &nodes {
+        loop {
+            let info = Raw::connect(&n.url())
+                .unwrap()
+                .cmd(&["CLUSTER", "INFO"])
+                .unwrap()
+                .text();
+            if info.contains("cluster_state:ok") {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the cluster did not become ready"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+    let url = format!("redis-cluster://{}", addrs.join(","));
+    let prefix = unique_prefix();
+    let a = store(&url, &prefix).await;
+    let b = store(&url, &prefix).await;
+    contract(&a, &b).await;
+
+    // and the layer on two instances, through the cluster
+    let h = Harness::new();
+    let app_a = h.app(a);
+    let app_b = h.app(b);
+    let token = login_token(&app_a, None).await;
+    assert_eq!(
+        status(&app_b, Method::GET, "/me", Some(&token)).await,
+        StatusCode::OK
+    );
+    assert_eq!(
+        status(&app_a, Method::GET, "/me", Some(&token)).await,
+        StatusCode::OK
+    );
+    assert_eq!(
+        status(&app_b, Method::POST, "/logout", Some(&token)).await,
+        StatusCode::OK
+    );
+    let refused = within(Duration::from_secs(1), || async {
+        status(&app_a, Method::GET, "/me", Some(&token)).await == StatusCode::UNAUTHORIZED
+    })
+    .await;
+    println!("cluster: logout on B refused on A after {refused:?}");
+    assert!(refused.is_some());
+}
