@@ -7,11 +7,11 @@
 //!
 //! ```text
 //! 0      format (1)
-//! 1..33  the full session key (the map is keyed by its first 8 bytes)
-//! 33..41 expires_at, ns since the epoch (when the store may drop it)
-//! 41..49 version
-//! 49..57 created_at ns   57..65 last_seen ns   65..73 authenticated_at ns (u64::MAX = none)
-//! 73..   pinned ip (tag 0 | 4 + 4 bytes | 6 + 16 bytes)
+//! 1..25  bytes 8..32 of the session key (the map is keyed by the first 8)
+//! 25..33 expires_at, ns since the epoch (when the store may drop it)
+//! 33..41 version
+//! 41..49 created_at ns   49..57 last_seen ns   57..65 authenticated_at ns (u64::MAX = none)
+//! 65..   pinned ip (tag 0 | 4 + 4 bytes | 6 + 16 bytes)
 //!        identity (tag 0 | 1, user id, roles, groups as u16-length strings / u16 counts)
 //!        user agent (tag 0 | 1 + u16-length string)
 //!        data: the rest, a JSON object (empty when there is no data)
@@ -26,9 +26,14 @@ use crate::record::{Identity, SessionRecord};
 
 const FORMAT: u8 = 1;
 const KEY_AT: usize = 1;
-const EXPIRES_AT: usize = 33;
-const VERSION_AT: usize = 41;
-const HEADER: usize = 73;
+/// The map key holds the first 8 bytes of the session key; the blob keeps the other 24.
+const KEY_TAIL: usize = 24;
+const EXPIRES_AT: usize = 25;
+const VERSION_AT: usize = 33;
+const CREATED_AT: usize = 41;
+const LAST_SEEN_AT: usize = 49;
+const AUTHENTICATED_AT: usize = 57;
+const HEADER: usize = 65;
 const NO_TIME: u64 = u64::MAX;
 
 /// One encoded session.
@@ -69,7 +74,7 @@ impl Blob {
     pub(crate) fn encode(key: &SessionKey, record: &SessionRecord, expires_at: SystemTime) -> Blob {
         let mut out = Vec::with_capacity(HEADER + 48);
         out.push(FORMAT);
-        out.extend_from_slice(key.as_bytes());
+        out.extend_from_slice(&key.as_bytes()[32 - KEY_TAIL..]);
         out.extend_from_slice(&nanos(expires_at).to_le_bytes());
         out.extend_from_slice(&record.version.to_le_bytes());
         out.extend_from_slice(&nanos(record.created_at).to_le_bytes());
@@ -117,8 +122,17 @@ impl Blob {
         Blob(out.into_boxed_slice())
     }
 
-    pub(crate) fn key(&self) -> &[u8] {
-        &self.0[KEY_AT..KEY_AT + 32]
+    /// Whether this blob belongs to `key` (whose first 8 bytes the map already matched).
+    pub(crate) fn is_for(&self, key: &SessionKey) -> bool {
+        self.0.get(KEY_AT..KEY_AT + KEY_TAIL) == Some(&key.as_bytes()[32 - KEY_TAIL..])
+    }
+
+    /// The full session key, given the first 8 bytes the map is keyed by.
+    pub(crate) fn key(&self, head: u64) -> SessionKey {
+        let mut bytes = [0u8; 32];
+        bytes[..8].copy_from_slice(&head.to_le_bytes());
+        bytes[8..].copy_from_slice(&self.0[KEY_AT..KEY_AT + KEY_TAIL]);
+        SessionKey::from_bytes(bytes)
     }
 
     pub(crate) fn expires_at(&self) -> u64 {
@@ -144,10 +158,10 @@ impl Blob {
         if b.first() != Some(&FORMAT) || b.len() < HEADER {
             return None;
         }
-        let mut record = SessionRecord::new(time(u64_at(b, 49)));
+        let mut record = SessionRecord::new(time(u64_at(b, CREATED_AT)));
         record.version = u64_at(b, VERSION_AT);
-        record.last_seen = time(u64_at(b, 57));
-        let auth = u64_at(b, 65);
+        record.last_seen = time(u64_at(b, LAST_SEEN_AT));
+        let auth = u64_at(b, AUTHENTICATED_AT);
         record.authenticated_at = (auth != NO_TIME).then(|| time(auth));
         let mut r = Reader { b, at: HEADER };
         record.pinned_ip = match r.u8()? {
@@ -262,7 +276,11 @@ mod tests {
             let exp = SystemTime::now() + Duration::from_secs(60);
             let blob = Blob::encode(&key, &r, exp);
             assert_eq!(blob.decode().as_ref(), Some(&r));
-            assert_eq!(blob.key(), key.as_bytes());
+            assert!(blob.is_for(&key));
+            assert!(!blob.is_for(&SessionToken::generate().key()));
+            let mut head = [0u8; 8];
+            head.copy_from_slice(&key.as_bytes()[..8]);
+            assert_eq!(blob.key(u64::from_le_bytes(head)), key);
             assert_eq!(blob.version(), r.version);
             assert_eq!(blob.expires_at(), nanos(exp));
             assert_eq!(
@@ -288,7 +306,8 @@ mod tests {
         );
         r.pinned_ip = Some("127.0.0.1".parse().unwrap());
         let blob = Blob::encode(&SessionToken::generate().key(), &r, SystemTime::now());
-        assert!(blob.len() <= 112, "{} bytes", blob.len());
+        // With malloc's 8-byte header this is a 112-byte chunk.
+        assert!(blob.len() <= 104, "{} bytes", blob.len());
     }
 
     #[test]

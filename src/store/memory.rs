@@ -14,9 +14,12 @@
 //! while it holds the shard's read lock, so a stale record can never be put back into moka
 //! after a write (in particular, a deleted session can never reappear).
 
+use std::collections::hash_map::{Entry, RandomState};
 use std::collections::HashMap;
 use std::future::{ready, Future};
+use std::hash::BuildHasher;
 use std::hash::{BuildHasherDefault, Hasher};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -87,16 +90,92 @@ struct Shard {
     writes: u32,
 }
 
-/// user id → 64-bit key prefixes of that user's sessions.
-type UserIndex = HashMap<Box<str>, Vec<u64>>;
+/// The per-user index: keyed SipHash of the user id → 64-bit key prefixes of that user's
+/// sessions. Most users hold one session, which costs no allocation (`Keys::One`); a
+/// collision of two users' hashes only merges their lists, and every reader checks the
+/// decoded record's user id. SipHash with a random key, because user ids are chosen by
+/// users and this map must not be floodable.
+#[derive(Default)]
+struct UserIndex {
+    map: HashMap<u64, Keys, BuildKeyHasher>,
+}
+
+enum Keys {
+    One(u64),
+    Many(Vec<u64>),
+}
+
+impl UserIndex {
+    fn add(&mut self, users: &RandomState, user: &str, p: u64) {
+        match self.map.entry(users.hash_one(user)) {
+            Entry::Vacant(v) => {
+                v.insert(Keys::One(p));
+            }
+            Entry::Occupied(mut o) => match o.get_mut() {
+                Keys::One(q) if *q == p => {}
+                Keys::One(q) => {
+                    let q = *q;
+                    *o.get_mut() = Keys::Many(vec![q, p]);
+                }
+                // Prefixes are unique per live session (create refuses a taken one), so no
+                // duplicate check: adding stays O(1) for users with many sessions.
+                Keys::Many(list) => list.push(p),
+            },
+        }
+    }
+
+    fn remove(&mut self, users: &RandomState, user: &str, p: u64) {
+        let h = users.hash_one(user);
+        let now_empty = match self.map.get_mut(&h) {
+            Some(Keys::One(q)) => *q == p,
+            Some(Keys::Many(list)) => {
+                if let Some(i) = list.iter().position(|q| *q == p) {
+                    list.swap_remove(i);
+                }
+                list.is_empty()
+            }
+            None => false,
+        };
+        if now_empty {
+            self.map.remove(&h);
+        }
+    }
+
+    fn get(&self, users: &RandomState, user: &str) -> Vec<u64> {
+        match self.map.get(&users.hash_one(user)) {
+            Some(Keys::One(p)) => vec![*p],
+            Some(Keys::Many(list)) => list.clone(),
+            None => Vec::new(),
+        }
+    }
+
+    fn retain(&mut self, users: &RandomState, user: &str, keep: impl Fn(u64) -> bool) {
+        let h = users.hash_one(user);
+        let now_empty = match self.map.get_mut(&h) {
+            Some(Keys::One(p)) => !keep(*p),
+            Some(Keys::Many(list)) => {
+                list.retain(|p| keep(*p));
+                list.is_empty()
+            }
+            None => false,
+        };
+        if now_empty {
+            self.map.remove(&h);
+        }
+    }
+}
 
 struct Inner {
     shards: Box<[RwLock<Shard>]>,
     hot: Cache<SessionKey, Arc<SessionRecord>, BuildKeyHasher>,
     index: Mutex<UserIndex>,
+    /// The index's hash key.
+    users: RandomState,
     /// Serialises logins, so the session limit holds under concurrent logins of one user.
     logins: Mutex<()>,
-    per_shard: usize,
+    /// Sessions held, against `capacity`.
+    count: AtomicUsize,
+    capacity: usize,
 }
 
 /// Sessions in process memory.
@@ -139,8 +218,7 @@ impl MemoryStore {
     /// kept decoded in moka for the hot path. Size `hot_sessions` for the sessions active
     /// within a few minutes.
     pub fn with_capacities(max_sessions: u64, hot_sessions: u64) -> Self {
-        let per_shard =
-            usize::try_from(max_sessions.max(1).div_ceil(SHARDS as u64)).unwrap_or(usize::MAX);
+        let capacity = usize::try_from(max_sessions.max(1)).unwrap_or(usize::MAX);
         MemoryStore {
             inner: Arc::new(Inner {
                 shards: (0..SHARDS).map(|_| RwLock::new(Shard::default())).collect(),
@@ -148,8 +226,10 @@ impl MemoryStore {
                     .max_capacity(hot_sessions.max(1))
                     .build_with_hasher(BuildKeyHasher::default()),
                 index: Mutex::new(UserIndex::default()),
+                users: RandomState::new(),
                 logins: Mutex::new(()),
-                per_shard,
+                count: AtomicUsize::new(0),
+                capacity,
             }),
         }
     }
@@ -175,39 +255,25 @@ impl MemoryStore {
 
     fn index_add(&self, p: u64, record: &SessionRecord) {
         if let Some(identity) = &record.identity {
-            let mut index = lock(&self.inner.index);
-            let keys = index.entry(identity.user_id.as_str().into()).or_default();
-            if !keys.contains(&p) {
-                keys.push(p);
-            }
-        }
-    }
-
-    fn index_remove(index: &mut UserIndex, p: u64, blob: &Blob) {
-        if let Some(user) = blob.user_id() {
-            if let Some(keys) = index.get_mut(user) {
-                keys.retain(|k| *k != p);
-                if keys.is_empty() {
-                    index.remove(user);
-                }
-            }
+            lock(&self.inner.index).add(&self.inner.users, &identity.user_id, p);
         }
     }
 
     /// Removes `p` from a shard the caller holds, with the hot entry and the index entry.
     fn remove_locked(&self, shard: &mut Shard, p: u64) -> Option<Blob> {
         let blob = shard.map.remove(&p)?;
-        if let Ok(bytes) = <[u8; 32]>::try_from(blob.key()) {
-            self.inner.hot.invalidate(&SessionKey::from_bytes(bytes));
+        self.inner.count.fetch_sub(1, Ordering::Relaxed);
+        self.inner.hot.invalidate(&blob.key(p));
+        if let Some(user) = blob.user_id() {
+            lock(&self.inner.index).remove(&self.inner.users, user, p);
         }
-        Self::index_remove(&mut lock(&self.inner.index), p, &blob);
         Some(blob)
     }
 
     /// Sweeps expired sessions now and then, and makes room when the shard is full.
     fn maintain(&self, shard: &mut Shard) {
         shard.writes += 1;
-        let full = shard.map.len() >= self.inner.per_shard;
+        let full = self.inner.count.load(Ordering::Relaxed) >= self.inner.capacity;
         if shard.writes < SWEEP_EVERY && !full {
             return;
         }
@@ -222,7 +288,9 @@ impl MemoryStore {
         for p in expired {
             self.remove_locked(shard, p);
         }
-        while shard.map.len() >= self.inner.per_shard {
+        // The bound is global; the victim comes from the shard being written, which is as
+        // good as random since keys are spread uniformly over shards.
+        while self.inner.count.load(Ordering::Relaxed) >= self.inner.capacity {
             let victim = shard
                 .map
                 .iter()
@@ -255,6 +323,7 @@ impl MemoryStore {
         shard
             .map
             .insert(p, Blob::encode(&key, &record, Self::expires(ttl)));
+        self.inner.count.fetch_add(1, Ordering::Relaxed);
         self.index_add(p, &record);
         self.inner.hot.insert(key, record);
         Write::Applied
@@ -270,7 +339,7 @@ impl MemoryStore {
         let p = prefix(&key);
         let mut shard = write(self.shard(p));
         match shard.map.get_mut(&p) {
-            Some(blob) if blob.key() == key.as_bytes() && blob.version() == expected => {
+            Some(blob) if blob.is_for(&key) && blob.version() == expected => {
                 *blob = Blob::encode(&key, &record, Self::expires(ttl));
                 self.inner.hot.insert(key, record);
                 Write::Applied
@@ -286,14 +355,14 @@ impl MemoryStore {
         let matches = shard
             .map
             .get(&p)
-            .is_some_and(|b| b.key() == key.as_bytes() && b.version() == expected);
+            .is_some_and(|b| b.is_for(&key) && b.version() == expected);
         matches && self.remove_locked(&mut shard, p).is_some()
     }
 
     fn delete_now(&self, key: SessionKey) -> bool {
         let p = prefix(&key);
         let mut shard = write(self.shard(p));
-        let matches = shard.map.get(&p).is_some_and(|b| b.key() == key.as_bytes());
+        let matches = shard.map.get(&p).is_some_and(|b| b.is_for(&key));
         matches && self.remove_locked(&mut shard, p).is_some()
     }
 
@@ -303,7 +372,7 @@ impl MemoryStore {
         }
         let p = prefix(&key);
         let shard = read(self.shard(p));
-        let Some(blob) = shard.map.get(&p).filter(|b| b.key() == key.as_bytes()) else {
+        let Some(blob) = shard.map.get(&p).filter(|b| b.is_for(&key)) else {
             return Ok(None);
         };
         if blob.expires_at() <= now_ns() {
@@ -343,17 +412,14 @@ impl MemoryStore {
 
     /// The user's live sessions, oldest first.
     fn live_sessions(&self, user_id: &str) -> Vec<(SessionKey, Arc<SessionRecord>)> {
-        let prefixes = lock(&self.inner.index)
-            .get(user_id)
-            .cloned()
-            .unwrap_or_default();
+        let prefixes = lock(&self.inner.index).get(&self.inner.users, user_id);
         let now = now_ns();
         let mut live: Vec<_> = prefixes
             .into_iter()
             .filter_map(|p| {
                 let shard = read(self.shard(p));
                 let blob = shard.map.get(&p).filter(|b| b.expires_at() > now)?;
-                let key = SessionKey::from_bytes(<[u8; 32]>::try_from(blob.key()).ok()?);
+                let key = blob.key(p);
                 let record = blob.decode()?;
                 record
                     .identity
@@ -438,12 +504,16 @@ impl SessionStore for MemoryStore {
             .as_ref()
             .map(|i| i.user_id.clone())
             .unwrap_or_default();
-        // The session being logged in does not count against its own user.
-        let others: Vec<_> = self
-            .live_sessions(&user_id)
-            .into_iter()
-            .filter(|(k, _)| Some(*k) != old.map(|(o, _)| o))
-            .collect();
+        // The session being logged in does not count against its own user. Without a limit
+        // there is nothing to count, so a login costs no scan of the user's sessions.
+        let others: Vec<_> = match limit {
+            None => Vec::new(),
+            Some(_) => self
+                .live_sessions(&user_id)
+                .into_iter()
+                .filter(|(k, _)| Some(*k) != old.map(|(o, _)| o))
+                .collect(),
+        };
         if let Some(SessionLimit {
             max,
             policy: LimitPolicy::RejectNew,
@@ -484,14 +554,9 @@ impl SessionStore for MemoryStore {
     {
         let live = self.live_sessions(user_id);
         // Prune index entries whose sessions are gone (expired, not yet swept).
-        let mut index = lock(&self.inner.index);
-        if let Some(keys) = index.get_mut(user_id) {
-            keys.retain(|p| live.iter().any(|(k, _)| prefix(k) == *p));
-            if keys.is_empty() {
-                index.remove(user_id);
-            }
-        }
-        drop(index);
+        lock(&self.inner.index).retain(&self.inner.users, user_id, |p| {
+            live.iter().any(|(k, _)| prefix(k) == p)
+        });
         ready(Ok(live))
     }
 }
@@ -579,8 +644,33 @@ mod tests {
         assert!(s.delete_now(k));
         assert!(s.load_now(k).unwrap().is_none());
         assert!(s.live_sessions("u").is_empty());
-        assert!(lock(&s.inner.index).get("u").is_none());
+        assert!(lock(&s.inner.index).get(&s.inner.users, "u").is_empty());
         assert!(!s.delete_now(k));
+    }
+
+    #[test]
+    fn a_store_filled_to_capacity_keeps_every_session() {
+        let s = MemoryStore::with_capacity(1000);
+        let keys: Vec<_> = (0..1000).map(|_| SessionToken::generate().key()).collect();
+        for k in &keys {
+            assert_eq!(s.create_now(*k, user_rec("x"), TTL), Write::Applied);
+        }
+        assert_eq!(s.len(), 1000);
+        assert!(keys.iter().all(|k| cold_version(&s, *k).is_some()));
+        let _ = s.create_now(SessionToken::generate().key(), user_rec("x"), TTL);
+        assert_eq!(s.len(), 1000, "one more evicts one");
+    }
+
+    #[test]
+    fn many_sessions_of_one_user_are_all_indexed() {
+        let s = MemoryStore::with_capacity(20_000);
+        for _ in 0..20_000 {
+            let _ = s.create_now(SessionToken::generate().key(), user_rec("alice"), TTL);
+        }
+        assert_eq!(
+            lock(&s.inner.index).get(&s.inner.users, "alice").len(),
+            20_000
+        );
     }
 
     #[test]
@@ -593,7 +683,7 @@ mod tests {
             let _ = s.create_now(*k, user_rec("many"), TTL);
         }
         assert!(s.len() <= SHARDS as u64 * 4, "{} sessions", s.len());
-        let indexed = lock(&s.inner.index).get("many").map(Vec::len).unwrap_or(0) as u64;
+        let indexed = lock(&s.inner.index).get(&s.inner.users, "many").len() as u64;
         assert_eq!(indexed, s.len());
     }
 
@@ -611,6 +701,6 @@ mod tests {
         s.maintain(&mut shard);
         assert!(!shard.map.contains_key(&p));
         drop(shard);
-        assert!(lock(&s.inner.index).get("gone").is_none());
+        assert!(lock(&s.inner.index).get(&s.inner.users, "gone").is_empty());
     }
 }
