@@ -102,7 +102,11 @@ const YEAR: Duration = Duration::from_secs(365 * 24 * 3600);
 // ----- handlers -----
 
 async fn me(session: Session) -> String {
-    session.identity().map(|i| i.user_id).unwrap_or_default()
+    // `record()` shares the loaded record: the id is the only copy made.
+    session
+        .record()
+        .and_then(|r| r.identity.as_ref().map(|i| i.user_id.clone()))
+        .unwrap_or_default()
 }
 
 async fn ts_me(session: tower_sessions::Session) -> String {

@@ -47,7 +47,11 @@ async fn guard_login(session: Session) -> Result<&'static str, SessionError> {
 }
 
 async fn guard_me(session: Session) -> String {
-    session.identity().map(|i| i.user_id).unwrap_or_default()
+    // `record()` shares the loaded record: the id is the only copy made.
+    session
+        .record()
+        .and_then(|r| r.identity.as_ref().map(|i| i.user_id.clone()))
+        .unwrap_or_default()
 }
 
 async fn ts_login(session: tower_sessions::Session) -> Result<&'static str, &'static str> {
