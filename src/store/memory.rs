@@ -19,7 +19,7 @@ use std::collections::HashMap;
 use std::future::{ready, Future};
 use std::hash::BuildHasher;
 use std::hash::{BuildHasherDefault, Hasher};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -80,6 +80,39 @@ fn now_ns() -> u64 {
         .duration_since(UNIX_EPOCH)
         .map(|d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
         .unwrap_or(0)
+}
+
+/// A bitset of recently missed sessions, one bit per 64-bit key prefix modulo its size,
+/// cleared after as many misses as it has bits so it always describes recent traffic.
+/// False positives only mean a cache insert that was not strictly needed.
+struct Doorkeeper {
+    bits: Box<[AtomicU64]>,
+    misses: AtomicUsize,
+}
+
+impl Doorkeeper {
+    const WORDS: usize = 1 << 14; // 2^20 bits, 128 KiB
+
+    fn new() -> Self {
+        Doorkeeper {
+            bits: (0..Self::WORDS).map(|_| AtomicU64::new(0)).collect(),
+            misses: AtomicUsize::new(0),
+        }
+    }
+
+    /// Records a miss of `p`; true if `p` already missed since the last clear.
+    fn seen_before(&self, p: u64) -> bool {
+        if self.misses.fetch_add(1, Ordering::Relaxed) >= Self::WORDS * 64 {
+            self.misses.store(0, Ordering::Relaxed);
+            for w in self.bits.iter() {
+                w.store(0, Ordering::Relaxed);
+            }
+        }
+        // The high bits: the low ones pick the shard and are the map's hash input.
+        let bit = (p >> 32) as usize % (Self::WORDS * 64);
+        let mask = 1u64 << (bit % 64);
+        self.bits[bit / 64].fetch_or(mask, Ordering::Relaxed) & mask != 0
+    }
 }
 
 #[derive(Default)]
@@ -176,6 +209,8 @@ struct Inner {
     logins: Mutex<()>,
     /// Sessions held, against `capacity`.
     count: AtomicUsize,
+    /// Which sessions missed the hot cache recently.
+    doorkeeper: Doorkeeper,
     capacity: usize,
 }
 
@@ -230,6 +265,7 @@ impl MemoryStore {
                 users: RandomState::new(),
                 logins: Mutex::new(()),
                 count: AtomicUsize::new(0),
+                doorkeeper: Doorkeeper::new(),
                 capacity,
             }),
         }
@@ -392,8 +428,12 @@ impl MemoryStore {
                 .ok_or_else(|| StoreError::new("memory store: undecodable record"))?,
         );
         // Filled under the read lock: a writer cannot change or remove the entry until we
-        // are done, so moka never receives a record older than the shard's.
-        self.inner.hot.insert(key, record.clone());
+        // are done, so moka never receives a record older than the shard's. Only sessions
+        // seen at least twice recently are cached (a doorkeeper, as in TinyLFU): a session
+        // read once in a long while would only evict a hot one and pay moka's insert.
+        if self.inner.doorkeeper.seen_before(p) {
+            self.inner.hot.insert(key, record.clone());
+        }
         Ok(Some(record))
     }
 
