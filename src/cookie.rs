@@ -75,15 +75,13 @@ pub(crate) fn issue_token(
     token: &SessionToken,
     max_age: Option<Duration>,
 ) {
-    let value = match via {
-        Via::Cookie => issue(&config.cookie, token, max_age).map(|v| (SET_COOKIE, v)),
-        Via::Header => HeaderValue::from_str(token.as_str())
-            .ok()
-            .map(|v| (config.token_header.clone(), v)),
-    };
-    if let Some((name, value)) = value {
-        headers.append(name, value);
-        headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    match via {
+        Via::Cookie => append(headers, SET_COOKIE, issue(&config.cookie, token, max_age)),
+        Via::Header => append(
+            headers,
+            config.token_header.clone(),
+            HeaderValue::from_str(token.as_str()).ok(),
+        ),
     }
 }
 
@@ -91,7 +89,7 @@ pub(crate) fn issue_token(
 /// token is dead on the server either way), so it gets nothing.
 pub(crate) fn remove_token(headers: &mut HeaderMap, config: &Config, via: Via) {
     if via == Via::Cookie {
-        append(headers, removal(&config.cookie));
+        append(headers, SET_COOKIE, removal(&config.cookie));
     }
 }
 
@@ -157,11 +155,12 @@ pub(crate) fn removal(cfg: &CookieConfig) -> Option<HeaderValue> {
     HeaderValue::from_str(&c.to_string()).ok()
 }
 
-/// Adds a `Set-Cookie` and marks the response uncacheable: a cached response that sets a
-/// session cookie would hand the session to the next client of the cache.
-pub(crate) fn append(headers: &mut HeaderMap, set_cookie: Option<HeaderValue>) {
-    if let Some(v) = set_cookie {
-        headers.append(SET_COOKIE, v);
+/// Adds a token-carrying header (`Set-Cookie` or the token header) and marks the response
+/// uncacheable: a cached response that hands out a session would hand it to the next client
+/// of the cache.
+fn append(headers: &mut HeaderMap, name: HeaderName, value: Option<HeaderValue>) {
+    if let Some(v) = value {
+        headers.append(name, v);
         headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
     }
 }

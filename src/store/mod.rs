@@ -1,8 +1,9 @@
 //! Where sessions live: the [`SessionStore`] trait, the embedded [`MemoryStore`], and (feature
 //! `redis`) the shared `RedisStore` for applications that run on several instances.
 //!
-//! The trait is small (five operations) but every write is conditional, so that the layer's
-//! invariants hold for a remote store shared by many instances too:
+//! The trait is small (seven operations: five for one session, `login` and `user_sessions`
+//! for the per-user index) but every write is conditional, so that the layer's invariants
+//! hold for a remote store shared by many instances too:
 //!
 //! * `create` refuses a key that exists (no collision ever overwrites a live session);
 //! * `update` is compare-and-set on [`SessionRecord::version`], so a stale writer can neither
@@ -10,7 +11,9 @@
 //! * `rotate` makes the new record appear before the old one disappears, and only if the old
 //!   one is still at the expected version. Between the two steps the new key is known to no
 //!   client, so at no instant can a client use neither or both;
-//! * `delete` is final: keys are random, so nothing can recreate a deleted key.
+//! * `delete` is final: keys are random, so nothing can recreate a deleted key;
+//! * `login` does `rotate` (or `create`) together with the user's index and session limit,
+//!   atomically with respect to the user's other logins.
 //!
 //! Stores see only [`SessionKey`]s (SHA-256 of tokens), never tokens.
 
