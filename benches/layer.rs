@@ -47,6 +47,12 @@
 //! advance (the bare and tower-sessions cases advance a clock nobody reads). So
 //! `case - bare_router` is the middleware's own cost.
 //!
+//! **Routers as a server runs them.** Every application is finished with
+//! `Router::with_state(())`, as `axum::serve` does (through `into_make_service`): that turns
+//! each route into its final service once. A `Router` called as a `Service` without it
+//! applies every layer to the route again on each request (axum's `MethodEndpoint::
+//! BoxedHandler`), which would charge each middleware's construction to every request.
+//!
 //! **The activity touch at its real rate.** The layer writes `last_seen` at most once per
 //! touch interval (idle / 20 = 90 s with the default 30-minute idle timeout). The simulated
 //! clock advances 1 s / (number of sessions picked from) per request, i.e. every active
@@ -152,7 +158,7 @@ fn user(i: u64) -> String {
 // ----- applications -----
 
 fn bare_router() -> Router {
-    Router::new().route("/me", get(bare_me))
+    Router::new().route("/me", get(bare_me)).with_state(())
 }
 
 /// The layer's application over `store`, with the bench configuration (`support`).
@@ -162,6 +168,7 @@ fn guard_app(store: MemoryStore, clock: ManualClock) -> Router {
         .route("/login", post(login))
         .route("/theme", post(set_theme))
         .layer(support::guard_layer(store, clock, YEAR))
+        .with_state(())
 }
 
 /// The write benches' application: the same layer on the system clock, default lifetimes.
@@ -175,6 +182,7 @@ fn guard_write_app() -> Router {
             SystemClock,
             tower_session_guard::config::DEFAULT_ABSOLUTE_TIMEOUT,
         ))
+        .with_state(())
 }
 
 fn ts_app(store: tower_sessions::MemoryStore, always_save: bool) -> Router {
@@ -186,7 +194,10 @@ fn ts_app(store: tower_sessions::MemoryStore, always_save: bool) -> Router {
             ))
             .with_always_save(true);
     }
-    Router::new().route("/me", get(ts_me)).layer(layer)
+    Router::new()
+        .route("/me", get(ts_me))
+        .layer(layer)
+        .with_state(())
 }
 
 // ----- requests -----
@@ -541,6 +552,7 @@ fn authenticated_get(c: &mut Criterion) {
                     SystemClock,
                     tower_session_guard::config::DEFAULT_ABSOLUTE_TIMEOUT,
                 ))
+                .with_state(())
         });
         check(&rt, app, CookieKind::Guard, 0, &user(0));
         routine(b, &rt, app, &idle_clock, one, CookieKind::Guard, &mut rng)
