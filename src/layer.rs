@@ -16,8 +16,7 @@ use crate::pin::PinMode;
 use crate::policy::{PostAuthPolicy, ValidationPolicy};
 use crate::rejection::ResponseForRejection;
 use crate::service::SessionGuard;
-use crate::store::StoreError;
-use crate::store::{LimitPolicy, MemoryStore, SessionLimit, SessionStore};
+use crate::store::{Core, LimitPolicy, MemoryStore, SessionLimit, SessionStore, StoreError};
 
 /// Adds server-side sessions to a service. Cheap to clone.
 ///
@@ -39,17 +38,13 @@ use crate::store::{LimitPolicy, MemoryStore, SessionLimit, SessionStore};
 /// allocation; by default it is the built-in [`ValidationPolicy`] (without rules until you
 /// give it some).
 pub struct SessionGuardLayer<St = MemoryStore, P = ValidationPolicy> {
-    store: Arc<St>,
-    policy: Arc<P>,
-    config: Arc<Config>,
+    core: Arc<Core<St, P>>,
 }
 
 impl<St, P> Clone for SessionGuardLayer<St, P> {
     fn clone(&self) -> Self {
         SessionGuardLayer {
-            store: self.store.clone(),
-            policy: self.policy.clone(),
-            config: self.config.clone(),
+            core: self.core.clone(),
         }
     }
 }
@@ -57,7 +52,7 @@ impl<St, P> Clone for SessionGuardLayer<St, P> {
 impl<St, P> std::fmt::Debug for SessionGuardLayer<St, P> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("SessionGuardLayer")
-            .field("config", &self.config)
+            .field("config", &self.core.config)
             .finish_non_exhaustive()
     }
 }
@@ -66,9 +61,11 @@ impl<St: SessionStore> SessionGuardLayer<St> {
     /// The layer with every default (see [`config`](crate::config)).
     pub fn new(store: St) -> Self {
         SessionGuardLayer {
-            store: Arc::new(store),
-            policy: Arc::new(ValidationPolicy::permit_all()),
-            config: Arc::new(Config::defaults()),
+            core: Arc::new(Core {
+                store,
+                policy: ValidationPolicy::permit_all(),
+                config: Config::defaults(),
+            }),
         }
     }
 
@@ -85,7 +82,7 @@ impl<St: SessionStore> SessionGuardLayer<St> {
 impl<St, P> SessionGuardLayer<St, P> {
     /// The store, for administration.
     pub fn store(&self) -> &St {
-        &self.store
+        &self.core.store
     }
 }
 
@@ -94,7 +91,7 @@ impl<St, P> SessionGuardLayer<St, P> {
 impl<St: SessionStore, P> SessionGuardLayer<St, P> {
     /// The user's live sessions, oldest first.
     pub async fn user_sessions(&self, user_id: &str) -> Result<Vec<SessionInfo>, StoreError> {
-        let list = admin::list(&*self.store, &self.config, user_id, None).await?;
+        let list = admin::list(&self.core.store, &self.core.config, user_id, None).await?;
         Ok(list.into_iter().map(|(_, info)| info).collect())
     }
 
@@ -102,12 +99,26 @@ impl<St: SessionStore, P> SessionGuardLayer<St, P> {
     /// Returns how many were live. Requests in flight on those sessions can no longer write,
     /// and every later request is refused, on every instance that shares the store.
     pub async fn revoke_user(&self, user_id: &str) -> Result<usize, StoreError> {
-        admin::revoke(&*self.store, &self.config, user_id, |_| true, "admin").await
+        admin::revoke(
+            &self.core.store,
+            &self.core.config,
+            user_id,
+            |_| true,
+            "admin",
+        )
+        .await
     }
 
     /// Ends one session of the user, by fingerprint. Returns whether it was live.
     pub async fn revoke_session(&self, user_id: &str, id: Fingerprint) -> Result<bool, StoreError> {
-        let n = admin::revoke(&*self.store, &self.config, user_id, |s| s.id == id, "admin").await?;
+        let n = admin::revoke(
+            &self.core.store,
+            &self.core.config,
+            user_id,
+            |s| s.id == id,
+            "admin",
+        )
+        .await?;
         Ok(n > 0)
     }
 }
@@ -116,12 +127,7 @@ impl<S, St, P> Layer<S> for SessionGuardLayer<St, P> {
     type Service = SessionGuard<S, St, P>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        SessionGuard::new(
-            inner,
-            self.store.clone(),
-            self.policy.clone(),
-            self.config.clone(),
-        )
+        SessionGuard::new(inner, self.core.clone())
     }
 }
 
@@ -280,9 +286,11 @@ impl<St: SessionStore, P: PostAuthPolicy> SessionGuardBuilder<St, P> {
     /// Checks the configuration and builds the layer.
     pub fn build(self) -> Result<SessionGuardLayer<St, P>, ConfigError> {
         Ok(SessionGuardLayer {
-            store: Arc::new(self.store),
-            policy: Arc::new(self.policy),
-            config: Arc::new(self.settings.validate()?),
+            core: Arc::new(Core {
+                store: self.store,
+                policy: self.policy,
+                config: self.settings.validate()?,
+            }),
         })
     }
 }

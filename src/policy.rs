@@ -88,6 +88,20 @@ impl Decision {
 pub trait PostAuthPolicy: Send + Sync + 'static {
     /// The decision for this request.
     fn evaluate(&self, ctx: &PolicyContext<'_>) -> impl Future<Output = Decision> + Send;
+
+    /// The decision, if it can be made without waiting; `None` (the default) means "ask
+    /// [`evaluate`](Self::evaluate)".
+    ///
+    /// The layer asks this first. A policy that answers here keeps the request on the layer's
+    /// synchronous path, with no async step and no allocation of a future; closures,
+    /// [`ValidationPolicy`] and [`AllowAll`] do. When it answers, `evaluate` is not called for
+    /// that request; when it returns `None`, only `evaluate` counts. Keep it free of side
+    /// effects: in a pair `(A, B)` whose `B` cannot answer now, `A` is asked here and then
+    /// again through `evaluate`.
+    fn evaluate_now(&self, ctx: &PolicyContext<'_>) -> Option<Decision> {
+        let _ = ctx;
+        None
+    }
 }
 
 impl<F> PostAuthPolicy for F
@@ -96,6 +110,10 @@ where
 {
     fn evaluate(&self, ctx: &PolicyContext<'_>) -> impl Future<Output = Decision> + Send {
         ready(self(ctx))
+    }
+
+    fn evaluate_now(&self, ctx: &PolicyContext<'_>) -> Option<Decision> {
+        Some(self(ctx))
     }
 }
 
@@ -107,6 +125,14 @@ impl<A: PostAuthPolicy, B: PostAuthPolicy> PostAuthPolicy for (A, B) {
             deny => deny,
         }
     }
+
+    /// Answers now when both can (or when the first denies).
+    fn evaluate_now(&self, ctx: &PolicyContext<'_>) -> Option<Decision> {
+        match self.0.evaluate_now(ctx)? {
+            Decision::Allow => self.1.evaluate_now(ctx),
+            deny => Some(deny),
+        }
+    }
 }
 
 /// A policy that allows everything: for when pinning alone is wanted.
@@ -116,6 +142,10 @@ pub struct AllowAll;
 impl PostAuthPolicy for AllowAll {
     fn evaluate(&self, _: &PolicyContext<'_>) -> impl Future<Output = Decision> + Send {
         ready(Decision::Allow)
+    }
+
+    fn evaluate_now(&self, _: &PolicyContext<'_>) -> Option<Decision> {
+        Some(Decision::Allow)
     }
 }
 
@@ -287,6 +317,10 @@ impl Default for ValidationPolicy {
 impl PostAuthPolicy for ValidationPolicy {
     fn evaluate(&self, ctx: &PolicyContext<'_>) -> impl Future<Output = Decision> + Send {
         ready(self.decide(ctx.client_ip, ctx.identity))
+    }
+
+    fn evaluate_now(&self, ctx: &PolicyContext<'_>) -> Option<Decision> {
+        Some(self.decide(ctx.client_ip, ctx.identity))
     }
 }
 

@@ -6,6 +6,16 @@
 //!           ─► commit: Set-Cookie for a new/rotated ID, removal after logout,
 //!              or a throttled activity touch
 //! ```
+//!
+//! Two paths run these steps. The **synchronous path**, taken when the store answers the load
+//! from memory ([`SessionStore::load_now`]) and the policy answers at once
+//! ([`PostAuthPolicy::evaluate_now`]), does everything before the handler inside `call` and
+//! returns the inner service's own future, unboxed, wrapped in [`ResponseFuture`]: no async
+//! step and no allocation for the layer's future. This is every request on
+//! [`MemoryStore`](crate::MemoryStore), on a Redis near-cache hit, and with the built-in
+//! policies. Everything else (a store round trip, an asynchronous policy, deleting an expired
+//! or refused session) continues on the **asynchronous path**, one boxed future that resumes
+//! at the step the synchronous path stopped at, so no step runs (or emits its event) twice.
 
 use std::future::Future;
 use std::net::IpAddr;
@@ -15,6 +25,7 @@ use std::task::{Context, Poll};
 use std::time::{Duration, SystemTime};
 
 use http::{HeaderMap, Request, Response};
+use pin_project_lite::pin_project;
 use tower_service::Service;
 
 use crate::client_ip::{self, ClientIp};
@@ -24,27 +35,20 @@ use crate::events::SessionEvent;
 use crate::id::SessionKey;
 use crate::pin;
 use crate::policy::{Decision, PolicyContext, PostAuthPolicy};
-use crate::record::Identity;
+use crate::record::{ExpiryKind, Identity, SessionRecord};
 use crate::rejection::{respond, Rejection};
 use crate::session::{Live, Session};
-use crate::store::{DynStore, SessionStore, Write};
+use crate::store::{Backend, Core, SessionStore, StoreError, Write};
 
 /// The middleware service built by [`SessionGuardLayer`](crate::SessionGuardLayer).
 pub struct SessionGuard<S, St, P> {
     inner: S,
-    store: Arc<St>,
-    policy: Arc<P>,
-    config: Arc<Config>,
+    core: Arc<Core<St, P>>,
 }
 
 impl<S, St, P> SessionGuard<S, St, P> {
-    pub(crate) fn new(inner: S, store: Arc<St>, policy: Arc<P>, config: Arc<Config>) -> Self {
-        SessionGuard {
-            inner,
-            store,
-            policy,
-            config,
-        }
+    pub(crate) fn new(inner: S, core: Arc<Core<St, P>>) -> Self {
+        SessionGuard { inner, core }
     }
 }
 
@@ -52,9 +56,7 @@ impl<S: Clone, St, P> Clone for SessionGuard<S, St, P> {
     fn clone(&self) -> Self {
         SessionGuard {
             inner: self.inner.clone(),
-            store: self.store.clone(),
-            policy: self.policy.clone(),
-            config: self.config.clone(),
+            core: self.core.clone(),
         }
     }
 }
@@ -63,25 +65,98 @@ impl<S: std::fmt::Debug, St, P> std::fmt::Debug for SessionGuard<S, St, P> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("SessionGuard")
             .field("inner", &self.inner)
-            .field("config", &self.config)
+            .field("config", &self.core.config)
             .finish_non_exhaustive()
     }
 }
 
-/// The response future of [`SessionGuard`].
-pub struct ResponseFuture<B, E> {
-    inner: Pin<Box<dyn Future<Output = Result<Response<B>, E>> + Send>>,
-}
+type BoxResponse<B, E> = Pin<Box<dyn Future<Output = Result<Response<B>, E>> + Send>>;
+type BoxTouch = Pin<Box<dyn Future<Output = ()> + Send>>;
 
-impl<B, E> Future for ResponseFuture<B, E> {
-    type Output = Result<Response<B>, E>;
-
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        self.inner.as_mut().poll(cx)
+pin_project! {
+    /// The response future of [`SessionGuard`]: on the synchronous path, the inner service's
+    /// own future (not boxed) plus the commit step; otherwise the layer's boxed continuation.
+    pub struct ResponseFuture<F, B, E> {
+        #[pin]
+        state: State<F, B, E>,
     }
 }
 
-impl<B, E> std::fmt::Debug for ResponseFuture<B, E> {
+pin_project! {
+    #[project = StateProj]
+    enum State<F, B, E> {
+        /// The synchronous path: the handler is running; `after` commits when it returns.
+        Inner { #[pin] fut: F, after: Option<After> },
+        /// The asynchronous path.
+        Boxed { fut: BoxResponse<B, E> },
+        /// A throttled activity write, before the finished response is handed on.
+        Touch { fut: BoxTouch, res: Option<Response<B>> },
+        /// An answer the layer made itself (a store failure, a missing peer address).
+        Ready { res: Option<Response<B>> },
+    }
+}
+
+impl<F, B, E> ResponseFuture<F, B, E> {
+    fn inner(fut: F, after: After) -> Self {
+        ResponseFuture {
+            state: State::Inner {
+                fut,
+                after: Some(after),
+            },
+        }
+    }
+
+    fn boxed(fut: BoxResponse<B, E>) -> Self {
+        ResponseFuture {
+            state: State::Boxed { fut },
+        }
+    }
+
+    fn ready(res: Response<B>) -> Self {
+        ResponseFuture {
+            state: State::Ready { res: Some(res) },
+        }
+    }
+}
+
+impl<F, B, E> Future for ResponseFuture<F, B, E>
+where
+    F: Future<Output = Result<Response<B>, E>>,
+{
+    type Output = Result<Response<B>, E>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut state = self.project().state;
+        // At most two turns: Inner may become Touch, which then returns.
+        loop {
+            match state.as_mut().project() {
+                StateProj::Inner { fut, after } => {
+                    let mut res = std::task::ready!(fut.poll(cx))?;
+                    let touch = after.take().and_then(|a| a.commit(res.headers_mut()));
+                    match touch {
+                        None => return Poll::Ready(Ok(res)),
+                        Some(fut) => state.set(State::Touch {
+                            fut,
+                            res: Some(res),
+                        }),
+                    }
+                }
+                StateProj::Boxed { fut } => return fut.as_mut().poll(cx),
+                StateProj::Touch { fut, res } => {
+                    std::task::ready!(fut.as_mut().poll(cx));
+                    // `None` only if polled again after completion, which callers must not
+                    // do; like `futures::future::Fuse`, such a poll stays pending.
+                    return res.take().map_or(Poll::Pending, |r| Poll::Ready(Ok(r)));
+                }
+                StateProj::Ready { res } => {
+                    return res.take().map_or(Poll::Pending, |r| Poll::Ready(Ok(r)));
+                }
+            }
+        }
+    }
+}
+
+impl<F, B, E> std::fmt::Debug for ResponseFuture<F, B, E> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("ResponseFuture")
     }
@@ -99,38 +174,91 @@ where
 {
     type Response = Response<ResBody>;
     type Error = S::Error;
-    type Future = ResponseFuture<ResBody, S::Error>;
+    type Future = ResponseFuture<S::Future, ResBody, S::Error>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, req: Request<ReqBody>) -> Self::Future {
+    fn call(&mut self, mut req: Request<ReqBody>) -> Self::Future {
         // The clone that was driven to readiness is the one that must be called.
         let clone = self.inner.clone();
-        let inner = std::mem::replace(&mut self.inner, clone);
-        let (key, reply) = cookie::read_token(req.headers(), &self.config);
-        ResponseFuture {
-            inner: Box::pin(handle(
+        let mut inner = std::mem::replace(&mut self.inner, clone);
+        let core = &*self.core;
+        let config = &core.config;
+        let now = config.clock.now();
+        let (key, reply) = cookie::read_token(req.headers(), config);
+        let client_ip =
+            client_ip::resolve(req.headers(), req.extensions(), &config.trusted_proxies);
+        let next = match key {
+            None => Next::Go(None),
+            Some(key) => match core.store.load_now(key) {
+                Some(loaded) => {
+                    let view = RequestView::of(&req);
+                    after_load(&core.policy, config, key, loaded, client_ip, view, now)
+                }
+                None => Next::Then(Stage::Load(key)),
+            },
+        };
+        match next {
+            Next::Go(current) => {
+                let after = attach(&mut req, &self.core, current, client_ip, reply, now);
+                ResponseFuture::inner(inner.call(req), after)
+            }
+            Next::Stop(rejection) => {
+                ResponseFuture::ready(respond(&*config.rejections, rejection, req.headers()))
+            }
+            Next::Then(stage) => ResponseFuture::boxed(Box::pin(handle(
                 inner,
-                self.store.clone(),
-                self.policy.clone(),
-                self.config.clone(),
-                key,
-                reply,
+                self.core.clone(),
+                Resume {
+                    stage,
+                    reply,
+                    client_ip,
+                    now,
+                },
                 req,
-            )),
+            ))),
         }
     }
 }
 
+/// What the asynchronous path resumes with.
+struct Resume {
+    stage: Stage,
+    reply: Via,
+    client_ip: Option<IpAddr>,
+    now: SystemTime,
+}
+
+/// The step at which the synchronous path had to wait.
+enum Stage {
+    /// The store cannot answer the load without a round trip.
+    Load(SessionKey),
+    /// The record has expired: delete it, then go on without a session.
+    Expired(Live, ExpiryKind),
+    /// The session passed its pin; the policy must be awaited.
+    Policy(Live, IpAddr),
+    /// The session was refused: end it on the server, then answer.
+    Terminate(Live, Rejection),
+}
+
+/// What the synchronous steps decided.
+enum Next {
+    /// On to the handler, with this session (or none).
+    Go(Option<Live>),
+    /// Answer now, ending nothing (a store failure, a missing peer address).
+    Stop(Rejection),
+    /// Continue asynchronously from this stage.
+    Then(Stage),
+}
+
+/// The asynchronous path: resumes at `resume.stage`, runs the remaining steps, the handler,
+/// and the commit.
 async fn handle<S, St, P, ReqBody, ResBody>(
     mut inner: S,
-    store: Arc<St>,
-    policy: Arc<P>,
-    config: Arc<Config>,
-    key: Option<SessionKey>,
-    reply: Via,
+    core: Arc<Core<St, P>>,
+    resume: Resume,
     mut req: Request<ReqBody>,
 ) -> Result<Response<ResBody>, S::Error>
 where
@@ -139,124 +267,172 @@ where
     P: PostAuthPolicy,
     ResBody: Default,
 {
-    let now = config.clock.now();
-    let client_ip = client_ip::resolve(req.headers(), req.extensions(), &config.trusted_proxies);
-    let current = match load(&*store, &config, key, now).await {
-        Ok(current) => current,
-        Err(rejection) => return Ok(respond(&*config.rejections, rejection, req.headers())),
-    };
-    if let Some(live) = &current {
-        let view = RequestView::of(&req);
-        let checked = check_authenticated(&*policy, &config, live, client_ip, view, now).await;
-        if let Err(rejection) = checked {
-            return Ok(terminate(&*store, &config, live, rejection, reply, view.headers).await);
-        }
-    }
-    if let Some(ip) = client_ip {
-        req.extensions_mut().insert(ClientIp(ip));
-    }
-    let session = Session::new(
-        store.clone() as Arc<dyn DynStore>,
-        config.clone(),
-        current,
+    let Core {
+        store,
+        policy,
+        config,
+    } = &*core;
+    let Resume {
+        mut stage,
+        reply,
         client_ip,
-        req.headers().get(http::header::USER_AGENT).cloned(),
-    );
-    req.extensions_mut().insert(session.clone());
+        now,
+    } = resume;
+    // Each stage moves forward (load → policy → terminate), so this ends within four turns.
+    let current = loop {
+        let view = RequestView::of(&req);
+        let next = match stage {
+            Stage::Load(key) => {
+                let loaded = store.load(key).await;
+                after_load(policy, config, key, loaded, client_ip, view, now)
+            }
+            Stage::Expired(live, kind) => {
+                expire(store, config, live, kind).await;
+                Next::Go(None)
+            }
+            Stage::Policy(live, ip) => {
+                let decision = {
+                    let Some(identity) = &live.record.identity else {
+                        break Some(live);
+                    };
+                    let ctx = policy_context(identity, &live.record, ip, view, now);
+                    policy.evaluate(&ctx).await
+                };
+                decided(config, live, ip, decision)
+            }
+            Stage::Terminate(live, rejection) => {
+                return Ok(terminate(store, config, &live, rejection, reply, view.headers).await);
+            }
+        };
+        match next {
+            Next::Go(current) => break current,
+            Next::Stop(rejection) => {
+                return Ok(respond(&*config.rejections, rejection, req.headers()));
+            }
+            Next::Then(next) => stage = next,
+        }
+    };
+    let after = attach(&mut req, &core, current, client_ip, reply, now);
     let mut res = inner.call(req).await?;
-    commit(&*store, &config, &session, now, reply, res.headers_mut()).await;
+    if let Some(touch) = after.commit(res.headers_mut()) {
+        touch.await;
+    }
     Ok(res)
 }
 
-/// The live session for the presented key. No key: no store access at all. An unknown or
-/// expired key is "no session" (never adopted). A store error fails closed.
-async fn load<St: SessionStore>(
-    store: &St,
-    config: &Config,
-    key: Option<SessionKey>,
-    now: SystemTime,
-) -> Result<Option<Live>, Rejection> {
-    let Some(key) = key else {
-        return Ok(None);
-    };
-    let session = key.fingerprint();
-    let record = match store.load(key).await {
-        Ok(Some(record)) => record,
-        Ok(None) => {
-            config.emit(SessionEvent::UnknownToken { session });
-            return Ok(None);
-        }
-        Err(e) => {
-            config.emit(SessionEvent::StoreFailed {
-                session: Some(session),
-                error: e.to_string(),
-            });
-            return Err(Rejection::StoreUnavailable);
-        }
-    };
-    if let Some(kind) = record.expiry(now, config.idle_timeout, config.absolute_timeout) {
-        // Expired means refused whether or not the delete succeeds; the delete only frees
-        // the slot early (the store's own TTL would drop it too).
-        if let Err(e) = store.delete(key).await {
-            config.emit(SessionEvent::StoreFailed {
-                session: Some(session),
-                error: e.to_string(),
-            });
-        }
-        config.emit(SessionEvent::Expired {
-            session,
-            kind,
-            user_id: record.identity.as_ref().map(|i| i.user_id.clone()),
-        });
-        return Ok(None);
-    }
-    Ok(Some(Live { key, record }))
-}
-
-/// The pin, then the policy, for an authenticated session; guests pass untouched.
-async fn check_authenticated<P: PostAuthPolicy>(
+/// Everything after a load that needs no waiting: the outcome of the load, expiry, the pin,
+/// and the policy if it can answer now.
+fn after_load<P: PostAuthPolicy>(
     policy: &P,
     config: &Config,
-    live: &Live,
+    key: SessionKey,
+    loaded: Result<Option<Arc<SessionRecord>>, StoreError>,
     client_ip: Option<IpAddr>,
     req: RequestView<'_>,
     now: SystemTime,
-) -> Result<(), Rejection> {
+) -> Next {
+    let record = match loaded {
+        Ok(Some(record)) => record,
+        // An unknown key is "no session" (never adopted).
+        Ok(None) => {
+            config.emit(SessionEvent::UnknownToken {
+                session: key.fingerprint(),
+            });
+            return Next::Go(None);
+        }
+        // A store error fails closed.
+        Err(e) => {
+            config.emit(SessionEvent::StoreFailed {
+                session: Some(key.fingerprint()),
+                error: e.to_string(),
+            });
+            return Next::Stop(Rejection::StoreUnavailable);
+        }
+    };
+    let live = Live { key, record };
+    if let Some(kind) = live
+        .record
+        .expiry(now, config.idle_timeout, config.absolute_timeout)
+    {
+        return Next::Then(Stage::Expired(live, kind));
+    }
+    check(policy, config, live, client_ip, req, now)
+}
+
+/// The pin, then the policy (if it can answer now), for an authenticated session; guests
+/// pass untouched.
+fn check<P: PostAuthPolicy>(
+    policy: &P,
+    config: &Config,
+    live: Live,
+    client_ip: Option<IpAddr>,
+    req: RequestView<'_>,
+    now: SystemTime,
+) -> Next {
     let record = &live.record;
     let Some(identity) = &record.identity else {
-        return Ok(());
+        return Next::Go(Some(live));
     };
-    let session = live.key.fingerprint();
     let Some(ip) = client_ip else {
         config.emit(SessionEvent::ClientIpUnknown {
-            session: Some(session),
+            session: Some(live.key.fingerprint()),
             error: client_ip::HOW_TO_PROVIDE_PEER,
         });
-        return Err(Rejection::ClientIpUnknown);
+        return Next::Stop(Rejection::ClientIpUnknown);
     };
     if let Some(reason) = pin_failure(config, record.pinned_ip, ip) {
         config.emit(SessionEvent::PinViolation {
-            session,
+            session: live.key.fingerprint(),
             user_id: identity.user_id.clone(),
             expected: record.pinned_ip,
             actual: ip,
             reason,
         });
-        return Err(Rejection::PinViolation);
+        return Next::Then(Stage::Terminate(live, Rejection::PinViolation));
     }
     let ctx = policy_context(identity, record, ip, req, now);
-    match policy.evaluate(&ctx).await {
-        Decision::Allow => Ok(()),
+    match policy.evaluate_now(&ctx) {
+        Some(decision) => decided(config, live, ip, decision),
+        None => Next::Then(Stage::Policy(live, ip)),
+    }
+}
+
+/// A policy's decision, as the next step.
+fn decided(config: &Config, live: Live, client_ip: IpAddr, decision: Decision) -> Next {
+    match decision {
+        Decision::Allow => Next::Go(Some(live)),
         Decision::Deny { reason } => {
             config.emit(SessionEvent::PolicyDenied {
-                session,
-                user_id: identity.user_id.clone(),
-                client_ip: ip,
+                session: live.key.fingerprint(),
+                user_id: live
+                    .record
+                    .identity
+                    .as_ref()
+                    .map(|i| i.user_id.clone())
+                    .unwrap_or_default(),
+                client_ip,
                 reason: reason.into_owned(),
             });
-            Err(Rejection::PolicyDenied)
+            Next::Then(Stage::Terminate(live, Rejection::PolicyDenied))
         }
     }
+}
+
+/// An expired session: refused whether or not the delete succeeds; the delete only frees
+/// the slot early (the store's own TTL would drop it too).
+async fn expire<St: SessionStore>(store: &St, config: &Config, live: Live, kind: ExpiryKind) {
+    let session = live.key.fingerprint();
+    if let Err(e) = store.delete(live.key).await {
+        config.emit(SessionEvent::StoreFailed {
+            session: Some(session),
+            error: e.to_string(),
+        });
+    }
+    config.emit(SessionEvent::Expired {
+        session,
+        kind,
+        user_id: live.record.identity.as_ref().map(|i| i.user_id.clone()),
+    });
 }
 
 fn pin_failure(config: &Config, pinned: Option<IpAddr>, actual: IpAddr) -> Option<&'static str> {
@@ -295,7 +471,7 @@ impl<'a> RequestView<'a> {
 
 fn policy_context<'a>(
     identity: &'a Identity,
-    record: &crate::record::SessionRecord,
+    record: &SessionRecord,
     client_ip: IpAddr,
     req: RequestView<'a>,
     now: SystemTime,
@@ -327,9 +503,6 @@ async fn terminate<St: SessionStore, B: Default>(
     request_headers: &HeaderMap,
 ) -> Response<B> {
     let mut res = respond(&*config.rejections, rejection, request_headers);
-    if rejection == Rejection::ClientIpUnknown {
-        return res;
-    }
     if let Err(e) = store.delete(live.key).await {
         config.emit(SessionEvent::StoreFailed {
             session: Some(live.key.fingerprint()),
@@ -340,58 +513,95 @@ async fn terminate<St: SessionStore, B: Default>(
     res
 }
 
-/// After the handler: hand out a new or rotated ID, remove the cookie after logout, or
-/// record activity. Never sends a removal cookie for a token it did not end itself: that
-/// could clobber the cookie a concurrent login just rotated.
-async fn commit<St: SessionStore>(
-    store: &St,
-    config: &Config,
-    session: &Session,
-    now: SystemTime,
+/// Puts the session handle (and the client address) into the request's extensions; returns
+/// the commit step.
+fn attach<B, St: SessionStore, P: PostAuthPolicy>(
+    req: &mut Request<B>,
+    core: &Arc<Core<St, P>>,
+    current: Option<Live>,
+    client_ip: Option<IpAddr>,
     reply: Via,
-    headers: &mut HeaderMap,
-) {
-    let (live, issued, ended, wrote) = {
-        let mut st = session.state();
-        (st.current.clone(), st.issued.take(), st.ended, st.wrote)
-    };
-    match (live, issued) {
-        (Some(live), Some(token)) => {
-            let max_age = config.cookie.persistent.then(|| {
-                (live.record.created_at + config.absolute_timeout)
-                    .duration_since(now)
-                    .unwrap_or(Duration::ZERO)
-            });
-            cookie::issue_token(headers, config, reply, &token, max_age);
+    now: SystemTime,
+) -> After {
+    let session = Session::new(
+        core.clone() as Arc<dyn Backend>,
+        current,
+        client_ip,
+        req.headers().get(http::header::USER_AGENT).cloned(),
+    );
+    if let Some(ip) = client_ip {
+        req.extensions_mut().insert(ClientIp(ip));
+    }
+    req.extensions_mut().insert(session.clone());
+    After {
+        session,
+        reply,
+        now,
+    }
+}
+
+/// The commit step, run when the handler's response is ready.
+struct After {
+    session: Session,
+    /// Which way a new token goes back.
+    reply: Via,
+    /// The request's time, from the layer's clock.
+    now: SystemTime,
+}
+
+impl After {
+    /// Hands out a new or rotated ID, removes the cookie after logout, or (at most once per
+    /// touch interval) returns the activity write to await. Never sends a removal cookie for
+    /// a token it did not end itself: that could clobber the cookie a concurrent login just
+    /// rotated.
+    fn commit(self, headers: &mut HeaderMap) -> Option<BoxTouch> {
+        let config = self.session.backend().config();
+        let mut st = self.session.state();
+        let issued = st.issued.take();
+        match (&st.current, issued) {
+            (Some(live), Some(token)) => {
+                let max_age = config.cookie.persistent.then(|| {
+                    (live.record.created_at + config.absolute_timeout)
+                        .duration_since(self.now)
+                        .unwrap_or(Duration::ZERO)
+                });
+                cookie::issue_token(headers, config, self.reply, &token, max_age);
+                None
+            }
+            _ if st.ended => {
+                cookie::remove_token(headers, config, self.reply);
+                None
+            }
+            (Some(live), None) if !st.wrote => touch(&self.session, live, self.now),
+            _ => None,
         }
-        _ if ended => cookie::remove_token(headers, config, reply),
-        (Some(live), None) if !wrote => touch(store, config, live, now).await,
-        _ => {}
     }
 }
 
 /// Records activity on a read, at most once per touch interval (idle / 20), so a busy
-/// session costs a store write only now and then.
-async fn touch<St: SessionStore>(store: &St, config: &Config, live: Live, now: SystemTime) {
+/// session costs a store write only now and then. `None` when no write is due.
+fn touch(session: &Session, live: &Live, now: SystemTime) -> Option<BoxTouch> {
+    let config = session.backend().config();
     let since = now
         .duration_since(live.record.last_seen)
         .unwrap_or(Duration::ZERO);
     if since < config.touch_interval {
-        return;
+        return None;
     }
-    let mut rec = crate::record::SessionRecord::clone(&live.record);
+    let mut rec = SessionRecord::clone(&live.record);
     rec.last_seen = now;
     rec.version += 1;
     let ttl = config.store_ttl(&rec, now);
-    // A conflict means another request wrote meanwhile, which recorded activity too.
-    match store
-        .update(live.key, live.record.version, Arc::new(rec), ttl)
-        .await
-    {
-        Ok(Write::Applied | Write::Conflict) => {}
-        Err(e) => config.emit(SessionEvent::StoreFailed {
-            session: Some(live.key.fingerprint()),
-            error: e.to_string(),
-        }),
-    }
+    let (key, expected) = (live.key, live.record.version);
+    let core = session.backend().clone();
+    Some(Box::pin(async move {
+        // A conflict means another request wrote meanwhile, which recorded activity too.
+        match core.store().update(key, expected, Arc::new(rec), ttl).await {
+            Ok(Write::Applied | Write::Conflict) => {}
+            Err(e) => core.config().emit(SessionEvent::StoreFailed {
+                session: Some(key.fingerprint()),
+                error: e.to_string(),
+            }),
+        }
+    }))
 }

@@ -26,7 +26,7 @@ use crate::config::Config;
 use crate::events::SessionEvent;
 use crate::id::{Fingerprint, SessionKey, SessionToken};
 use crate::record::{Identity, SessionRecord};
-use crate::store::{DynStore, LoginWrite, StoreError, Write};
+use crate::store::{Backend, DynStore, LoginWrite, StoreError, Write};
 
 /// How many times a write re-reads and re-applies itself after losing a compare-and-set race
 /// before giving up with [`SessionError::Contention`]. Each retry means another writer won,
@@ -95,8 +95,8 @@ pub(crate) struct State {
 }
 
 pub(crate) struct Shared {
-    store: Arc<dyn DynStore>,
-    config: Arc<Config>,
+    /// The layer's store and configuration (one reference count for both).
+    core: Arc<dyn Backend>,
     state: Mutex<State>,
     /// This request's client address (resolved by the layer), pinned at login.
     client_ip: Option<IpAddr>,
@@ -126,16 +126,14 @@ impl std::fmt::Debug for Session {
 
 impl Session {
     pub(crate) fn new(
-        store: Arc<dyn DynStore>,
-        config: Arc<Config>,
+        core: Arc<dyn Backend>,
         current: Option<Live>,
         client_ip: Option<IpAddr>,
         user_agent: Option<http::HeaderValue>,
     ) -> Self {
         Session {
             shared: Arc::new(Shared {
-                store,
-                config,
+                core,
                 client_ip,
                 user_agent,
                 state: Mutex::new(State {
@@ -153,12 +151,25 @@ impl Session {
         self.shared.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// The layer's store and configuration, for the layer's commit step.
+    pub(crate) fn backend(&self) -> &Arc<dyn Backend> {
+        &self.shared.core
+    }
+
+    fn config(&self) -> &Config {
+        self.shared.core.config()
+    }
+
+    fn store(&self) -> &dyn DynStore {
+        self.shared.core.store()
+    }
+
     fn now(&self) -> SystemTime {
-        self.shared.config.clock.now()
+        self.config().clock.now()
     }
 
     fn ttl(&self, record: &SessionRecord, now: SystemTime) -> Duration {
-        self.shared.config.store_ttl(record, now)
+        self.config().store_ttl(record, now)
     }
 
     fn install(&self, key: SessionKey, record: Arc<SessionRecord>, issued: Option<SessionToken>) {
@@ -228,14 +239,14 @@ impl Session {
     /// When the session will expire if there is no further activity: the earlier of the
     /// idle and absolute deadlines.
     pub fn expires_at(&self) -> Option<SystemTime> {
-        let c = &self.shared.config;
+        let c = self.config();
         self.record()
             .map(|r| r.expires_at(c.idle_timeout, c.absolute_timeout))
     }
 
     /// When the absolute lifetime ends, whatever the activity.
     pub fn absolute_expiry(&self) -> Option<SystemTime> {
-        let c = &self.shared.config;
+        let c = self.config();
         self.record().map(|r| r.created_at + c.absolute_timeout)
     }
 
@@ -324,7 +335,7 @@ impl Session {
         let _w = self.shared.writes.lock().await;
         let now = self.now();
         let Some(client_ip) = self.shared.client_ip else {
-            self.shared.config.emit(SessionEvent::ClientIpUnknown {
+            self.config().emit(SessionEvent::ClientIpUnknown {
                 session: self.fingerprint(),
                 error: crate::client_ip::HOW_TO_PROVIDE_PEER,
             });
@@ -353,8 +364,8 @@ impl Session {
             login(rec);
             rec.user_agent = user_agent.clone();
         };
-        let limit = self.shared.config.session_limit;
-        let store = &self.shared.store;
+        let limit = self.config().session_limit;
+        let store = self.store();
         let mut previous = self.state().current.clone();
         for _ in 0..MAX_WRITE_ATTEMPTS {
             let mut rec = match &previous {
@@ -372,14 +383,14 @@ impl Session {
             match store.login(old, key, rec.clone(), ttl, limit).await? {
                 LoginWrite::Applied { evicted } => {
                     self.install(key, rec, Some(token));
-                    self.shared.config.emit(SessionEvent::LoggedIn {
+                    self.config().emit(SessionEvent::LoggedIn {
                         session: key.fingerprint(),
                         previous: previous.as_ref().map(|l| l.key.fingerprint()),
                         user_id: user_id.clone(),
                         client_ip: Some(client_ip),
                     });
                     for gone in evicted {
-                        self.shared.config.emit(SessionEvent::Revoked {
+                        self.config().emit(SessionEvent::Revoked {
                             session: gone.fingerprint(),
                             user_id: user_id.clone(),
                             reason: "session_limit",
@@ -445,8 +456,7 @@ impl Session {
                     )
                 };
                 if let Some(to) = to {
-                    self.shared
-                        .config
+                    self.config()
                         .emit(SessionEvent::Rotated { from, to, user_id });
                 }
                 Ok(())
@@ -464,7 +474,7 @@ impl Session {
         let Some(live) = self.state().current.clone() else {
             return Ok(());
         };
-        let existed = self.shared.store.delete(live.key).await?;
+        let existed = self.store().delete(live.key).await?;
         let mut st = self.state();
         st.current = None;
         st.issued = None;
@@ -473,7 +483,7 @@ impl Session {
         if existed {
             st.ended = true;
             drop(st);
-            self.shared.config.emit(SessionEvent::LoggedOut {
+            self.config().emit(SessionEvent::LoggedOut {
                 session: live.key.fingerprint(),
                 user_id: live.record.identity.as_ref().map(|i| i.user_id.clone()),
             });
@@ -498,8 +508,8 @@ impl Session {
     /// `current` (OWASP ASVS 3.3.4).
     pub async fn sessions(&self) -> Result<Vec<SessionInfo>, SessionError> {
         let (user_id, current) = self.user()?;
-        let c = &self.shared.config;
-        let list = admin::list(&*self.shared.store, c, &user_id, current).await?;
+        let c = self.config();
+        let list = admin::list(self.store(), c, &user_id, current).await?;
         Ok(list.into_iter().map(|(_, info)| info).collect())
     }
 
@@ -512,8 +522,8 @@ impl Session {
             self.logout().await?;
             return Ok(true);
         }
-        let c = &self.shared.config;
-        let n = admin::revoke(&*self.shared.store, c, &user_id, |s| s.id == id, "user").await?;
+        let c = self.config();
+        let n = admin::revoke(self.store(), c, &user_id, |s| s.id == id, "user").await?;
         Ok(n > 0)
     }
 
@@ -522,15 +532,8 @@ impl Session {
     pub async fn revoke_others(&self) -> Result<usize, SessionError> {
         let (user_id, current) = self.user()?;
         let current = current.map(|k| k.fingerprint());
-        let c = &self.shared.config;
-        let n = admin::revoke(
-            &*self.shared.store,
-            c,
-            &user_id,
-            |s| Some(s.id) != current,
-            "user",
-        )
-        .await?;
+        let c = self.config();
+        let n = admin::revoke(self.store(), c, &user_id, |s| Some(s.id) != current, "user").await?;
         Ok(n)
     }
 
@@ -550,7 +553,7 @@ impl Session {
             let mut rec = SessionRecord::new(now);
             let out = f(&mut rec)?;
             let session = self.create(rec, now).await?;
-            self.shared.config.emit(SessionEvent::Created { session });
+            self.config().emit(SessionEvent::Created { session });
             return Ok(out);
         };
         let mut base = live.record;
@@ -562,8 +565,7 @@ impl Session {
             let ttl = self.ttl(&rec, now);
             let rec = Arc::new(rec);
             match self
-                .shared
-                .store
+                .store()
                 .update(live.key, base.version, rec.clone(), ttl)
                 .await?
             {
@@ -583,8 +585,8 @@ impl Session {
         key: SessionKey,
         now: SystemTime,
     ) -> Result<Arc<SessionRecord>, SessionError> {
-        let c = &self.shared.config;
-        match self.shared.store.load(key).await? {
+        let c = self.config();
+        match self.store().load(key).await? {
             Some(r) if r.expiry(now, c.idle_timeout, c.absolute_timeout).is_none() => Ok(r),
             _ => {
                 self.state().current = None;
@@ -604,7 +606,7 @@ impl Session {
         for _ in 0..MAX_CREATE_ATTEMPTS {
             let token = SessionToken::generate();
             let key = token.key();
-            if self.shared.store.create(key, rec.clone(), ttl).await? == Write::Applied {
+            if self.store().create(key, rec.clone(), ttl).await? == Write::Applied {
                 self.install(key, rec, Some(token));
                 return Ok(key.fingerprint());
             }
@@ -633,8 +635,7 @@ impl Session {
             let token = SessionToken::generate();
             let key = token.key();
             match self
-                .shared
-                .store
+                .store()
                 .rotate(live.key, base.version, key, rec.clone(), ttl)
                 .await?
             {

@@ -411,7 +411,7 @@ impl MemoryStore {
         matches && self.remove_locked(&mut shard, p).is_some()
     }
 
-    fn load_now(&self, key: SessionKey) -> Result<Option<Arc<SessionRecord>>, StoreError> {
+    fn read(&self, key: SessionKey) -> Result<Option<Arc<SessionRecord>>, StoreError> {
         if let Some(hit) = self.inner.hot.get(&key) {
             return Ok(Some(hit));
         }
@@ -501,11 +501,16 @@ impl std::fmt::Debug for MemoryStore {
 }
 
 impl SessionStore for MemoryStore {
+    /// Always answers: every session is in memory.
+    fn load_now(&self, key: SessionKey) -> Option<Result<Option<Arc<SessionRecord>>, StoreError>> {
+        Some(self.read(key))
+    }
+
     fn load(
         &self,
         key: SessionKey,
     ) -> impl Future<Output = Result<Option<Arc<SessionRecord>>, StoreError>> + Send {
-        ready(self.load_now(key))
+        ready(self.read(key))
     }
 
     fn create(
@@ -640,7 +645,7 @@ mod tests {
 
     fn cold_version(s: &MemoryStore, k: SessionKey) -> Option<u64> {
         s.inner.hot.invalidate(&k);
-        s.load_now(k).unwrap().map(|r| r.version)
+        s.read(k).unwrap().map(|r| r.version)
     }
 
     #[test]
@@ -696,10 +701,10 @@ mod tests {
         let s = MemoryStore::new();
         let k = SessionToken::generate().key();
         let _ = s.create_now(k, user_rec("u"), TTL);
-        assert!(s.load_now(k).unwrap().is_some(), "hot");
+        assert!(s.read(k).unwrap().is_some(), "hot");
         assert_eq!(s.live_sessions("u").len(), 1);
         assert!(s.delete_now(k));
-        assert!(s.load_now(k).unwrap().is_none());
+        assert!(s.read(k).unwrap().is_none());
         assert!(s.live_sessions("u").is_empty());
         assert_eq!(indexed(&s, "u"), 0);
         assert!(!s.delete_now(k));
@@ -746,7 +751,7 @@ mod tests {
         let k = SessionToken::generate().key();
         let _ = s.create_now(k, user_rec("gone"), Duration::ZERO);
         s.inner.hot.invalidate(&k);
-        assert!(s.load_now(k).unwrap().is_none());
+        assert!(s.read(k).unwrap().is_none());
         // Enough writes to the same shard trigger a sweep.
         let p = prefix(&k);
         let mut shard = write(s.shard(p));

@@ -118,6 +118,18 @@ impl StdError for StoreError {
 /// `login` and `delete` (and expiry) remove the old one. `update` never changes a record's
 /// identity: the layer changes identities only through `rotate` and `login`.
 pub trait SessionStore: Send + Sync + 'static {
+    /// Answers a read without waiting, if the store can: from memory, or from a near-cache.
+    /// `None` means "ask [`load`](Self::load)"; that is the default.
+    ///
+    /// The layer asks this first on every request with a token. When it answers, the request
+    /// takes the layer's synchronous path: no async step and no allocation of a future, which
+    /// is most of the layer's own cost. It must never block (no locks held across I/O, no
+    /// network), and what it returns must be what `load` would return at the same instant.
+    fn load_now(&self, key: SessionKey) -> Option<Result<Option<Arc<SessionRecord>>, StoreError>> {
+        let _ = key;
+        None
+    }
+
     /// Reads a record.
     fn load(
         &self,
@@ -177,6 +189,32 @@ pub trait SessionStore: Send + Sync + 'static {
 }
 
 type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// What the layer and every service it makes share: the store, the policy and the
+/// configuration behind one reference count, so a service clone (one per request under
+/// `axum::serve`) and a `Session` handle each cost one atomic increment, not three.
+pub(crate) struct Core<St, P> {
+    pub(crate) store: St,
+    pub(crate) policy: P,
+    pub(crate) config: crate::config::Config,
+}
+
+/// The parts of [`Core`] a `Session` handle uses, with the store's and the policy's types
+/// erased.
+pub(crate) trait Backend: Send + Sync + 'static {
+    fn store(&self) -> &dyn DynStore;
+    fn config(&self) -> &crate::config::Config;
+}
+
+impl<St: SessionStore, P: Send + Sync + 'static> Backend for Core<St, P> {
+    fn store(&self) -> &dyn DynStore {
+        &self.store
+    }
+
+    fn config(&self) -> &crate::config::Config {
+        &self.config
+    }
+}
 
 /// Object-safe mirror of [`SessionStore`] for the `Session` handle, whose writes are off the
 /// hot path; the layer itself calls the generic store without boxing.

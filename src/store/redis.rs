@@ -1045,14 +1045,19 @@ impl Inner {
         Ok((args, user))
     }
 
+    /// A near-cache hit, if the near-cache may be used now.
+    fn load_cached(&self, key: &SessionKey) -> Option<Arc<SessionRecord>> {
+        self.usable_stamp(key)?;
+        let hit = self.near.get(key)?;
+        self.near.hits.fetch_add(1, Ordering::Relaxed);
+        Some(hit)
+    }
+
     async fn load(&self, key: SessionKey) -> Result<Option<Arc<SessionRecord>>, RedisStoreError> {
-        let stamp = self.usable_stamp(&key);
-        if stamp.is_some() {
-            if let Some(hit) = self.near.get(&key) {
-                self.near.hits.fetch_add(1, Ordering::Relaxed);
-                return Ok(Some(hit));
-            }
+        if let Some(hit) = self.load_cached(&key) {
+            return Ok(Some(hit));
         }
+        let stamp = self.usable_stamp(&key);
         self.near.misses.fetch_add(1, Ordering::Relaxed);
         self.ensure_up()?;
         let reply: Value = self.cmd.hget(self.record_key(&key), "d").await?;
@@ -1379,6 +1384,11 @@ impl Inner {
 }
 
 impl SessionStore for RedisStore {
+    /// A near-cache hit answers at once (0 round trips); anything else goes to Redis.
+    fn load_now(&self, key: SessionKey) -> Option<Result<Option<Arc<SessionRecord>>, StoreError>> {
+        self.inner.load_cached(&key).map(|hit| Ok(Some(hit)))
+    }
+
     async fn load(&self, key: SessionKey) -> Result<Option<Arc<SessionRecord>>, StoreError> {
         Ok(self.inner.load(key).await?)
     }
