@@ -523,6 +523,9 @@ fn attach<B, St: SessionStore, P: PostAuthPolicy>(
     reply: Via,
     now: SystemTime,
 ) -> After {
+    let touch_due = current
+        .as_ref()
+        .is_some_and(|live| touch_due(&core.config, &live.record, now));
     let session = Session::new(
         core.clone() as Arc<dyn Backend>,
         current,
@@ -537,6 +540,7 @@ fn attach<B, St: SessionStore, P: PostAuthPolicy>(
         session,
         reply,
         now,
+        touch_due,
     }
 }
 
@@ -547,6 +551,8 @@ struct After {
     reply: Via,
     /// The request's time, from the layer's clock.
     now: SystemTime,
+    /// The loaded session's activity touch is due (if the handler does not write).
+    touch_due: bool,
 }
 
 impl After {
@@ -555,6 +561,10 @@ impl After {
     /// a token it did not end itself: that could clobber the cookie a concurrent login just
     /// rotated.
     fn commit(self, headers: &mut HeaderMap) -> Option<BoxTouch> {
+        // The common case, a read between touches: nothing to do, and no lock taken.
+        if !self.touch_due && !self.session.changed() {
+            return None;
+        }
         let config = self.session.backend().config();
         let mut st = self.session.state();
         let issued = st.issued.take();
@@ -578,14 +588,17 @@ impl After {
     }
 }
 
+/// Whether `record`'s last recorded activity is a touch interval old.
+fn touch_due(config: &Config, record: &SessionRecord, now: SystemTime) -> bool {
+    now.duration_since(record.last_seen)
+        .is_ok_and(|since| since >= config.touch_interval)
+}
+
 /// Records activity on a read, at most once per touch interval (idle / 20), so a busy
 /// session costs a store write only now and then. `None` when no write is due.
 fn touch(session: &Session, live: &Live, now: SystemTime) -> Option<BoxTouch> {
     let config = session.backend().config();
-    let since = now
-        .duration_since(live.record.last_seen)
-        .unwrap_or(Duration::ZERO);
-    if since < config.touch_interval {
+    if !touch_due(config, &live.record, now) {
         return None;
     }
     let mut rec = SessionRecord::clone(&live.record);

@@ -15,6 +15,7 @@
 //! layer puts the new ID in the response's `Set-Cookie`.
 
 use std::net::IpAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime};
 
@@ -105,6 +106,10 @@ pub(crate) struct Shared {
     /// Serialises this request's own writes (e.g. two joined futures), so that a lazy guest
     /// session is created once and a rotation is not raced by a write from the same request.
     writes: tokio::sync::Mutex<()>,
+    /// Set after this request wrote, was issued a token or ended the session. The layer's
+    /// commit step reads `state` only then (or when an activity touch is due), so a plain
+    /// read costs it no lock.
+    changed: AtomicBool,
 }
 
 /// The current request's session. Cheap to clone; clones share state.
@@ -141,6 +146,7 @@ impl Session {
                     ..State::default()
                 }),
                 writes: tokio::sync::Mutex::new(()),
+                changed: AtomicBool::new(false),
             }),
         }
     }
@@ -179,6 +185,13 @@ impl Session {
         if issued.is_some() {
             st.issued = issued;
         }
+        drop(st);
+        self.shared.changed.store(true, Ordering::Release);
+    }
+
+    /// Whether the handler changed anything the commit step must act on (see `changed`).
+    pub(crate) fn changed(&self) -> bool {
+        self.shared.changed.load(Ordering::Acquire)
     }
 
     // ----- reads -----
@@ -478,6 +491,7 @@ impl Session {
         let mut st = self.state();
         st.current = None;
         st.issued = None;
+        self.shared.changed.store(true, Ordering::Release);
         // Only a session that was really live gets the removal cookie: if it was already
         // rotated away by a concurrent login, the client's cookie may be the new one.
         if existed {
