@@ -181,9 +181,6 @@ where
     }
 
     fn call(&mut self, mut req: Request<ReqBody>) -> Self::Future {
-        // The clone that was driven to readiness is the one that must be called.
-        let clone = self.inner.clone();
-        let mut inner = std::mem::replace(&mut self.inner, clone);
         let core = &*self.core;
         let config = &core.config;
         let now = config.clock.now();
@@ -203,13 +200,15 @@ where
         match next {
             Next::Go(current) => {
                 let after = attach(&mut req, &self.core, current, client_ip, reply, now);
-                ResponseFuture::inner(inner.call(req), after)
+                // Called here, on the service `poll_ready` readied: no clone of the inner
+                // service (for an axum route, a boxed clone) on this path.
+                ResponseFuture::inner(self.inner.call(req), after)
             }
             Next::Stop(rejection) => {
                 ResponseFuture::ready(respond(&*config.rejections, rejection, req.headers()))
             }
             Next::Then(stage) => ResponseFuture::boxed(Box::pin(handle(
-                inner,
+                take_readied(&mut self.inner),
                 self.core.clone(),
                 Resume {
                     stage,
@@ -221,6 +220,13 @@ where
             ))),
         }
     }
+}
+
+/// The service `poll_ready` readied, for a future that calls it later; a fresh clone stays
+/// behind for the next request (the tower pattern for services that are `Clone`).
+fn take_readied<S: Clone>(inner: &mut S) -> S {
+    let clone = inner.clone();
+    std::mem::replace(inner, clone)
 }
 
 /// What the asynchronous path resumes with.
