@@ -162,7 +162,7 @@ fn bare_router() -> Router {
 }
 
 /// The layer's application over `store`, with the bench configuration (`support`).
-fn guard_app(store: MemoryStore, clock: ManualClock) -> Router {
+fn guard_app<St: SessionStore>(store: St, clock: ManualClock) -> Router {
     Router::new()
         .route("/me", get(me))
         .route("/login", post(login))
@@ -674,6 +674,68 @@ fn authenticated_get(c: &mut Criterion) {
     group.finish();
 }
 
+/// The layer on `RedisStore` (issue 6, item 4): one authenticated session, the same requests
+/// and configuration as `guard_auth`, with the near-cache (a request is a near-cache hit: no
+/// round trip) and without it (every request reads the record from Redis: one round trip).
+/// Skipped with a note when no Redis answers at `REDIS_URL` (default
+/// `redis://127.0.0.1:6379`). Keys go under a prefix of their own, removed at the end.
+fn redis(c: &mut Criterion) {
+    let url = std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
+    // fred needs tokio's IO and time drivers.
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    let prefix = format!("{{tsg-bench-{}}}:", std::process::id());
+    let connect = |near: bool| {
+        let builder = tower_session_guard::RedisStore::builder(url.clone()).prefix(prefix.clone());
+        let builder = if near {
+            builder
+        } else {
+            builder.near_cache_capacity(0)
+        };
+        rt.block_on(builder.build())
+    };
+    let near = match connect(true) {
+        Ok(store) => store,
+        Err(e) => {
+            eprintln!("redis cases skipped: no Redis at {url} ({e})");
+            return;
+        }
+    };
+    let remote = connect(false).expect("a second connection to the same Redis");
+    let clock = ManualClock::new();
+    let logged_in = clock.now() - Duration::from_secs(600);
+    let record = std::sync::Arc::new(support::guard_record(
+        Users::Distinct,
+        0,
+        logged_in,
+        clock.now(),
+    ));
+    let written = rt
+        .block_on(near.create(support::guard_key(0), record, support::IDLE))
+        .expect("redis create");
+    assert_eq!(written, tower_session_guard::Write::Applied);
+
+    let mut rng: u64 = 0x5eed;
+    let one = Pick::Uniform(1);
+    let mut group = c.benchmark_group("redis");
+    for (name, store) in [
+        ("guard_auth_redis_near_cache", near.clone()),
+        ("guard_auth_redis_no_near_cache", remote.clone()),
+    ] {
+        let app = guard_app(store, clock.clone());
+        check(&rt, &app, CookieKind::Guard, 0, &user(0));
+        group.bench_function(name, |b| {
+            routine(b, &rt, &app, &clock, one, CookieKind::Guard, &mut rng)
+        });
+    }
+    group.finish();
+    let stats = near.near_cache_stats();
+    eprintln!("redis near-cache over the run: {stats:?}");
+    let _ = rt.block_on(near.delete(support::guard_key(0)));
+}
+
 /// A fresh guest session on `app`: its cookie. Runs in `iter_batched` setup, which is inside
 /// the runtime's `block_on`, hence `poll_now` (the memory store never waits).
 fn guest(app: &Router) -> HeaderValue {
@@ -803,6 +865,10 @@ const READS: &[&str] = &[
     "tower_sessions_1m_active10k",
     "tower_sessions_1m_uniform",
 ];
+const REDIS: &[&str] = &[
+    "guard_auth_redis_near_cache",
+    "guard_auth_redis_no_near_cache",
+];
 const WRITES: &[&str] = &[
     "guard_login_rotation",
     "guard_guest_write_new",
@@ -820,6 +886,7 @@ fn summary(since: SystemTime) {
     };
     read("authenticated_get", READS);
     read("write", WRITES);
+    read("redis", REDIS);
     let get = |name: &str| medians.get(name).and_then(serde_json::Value::as_f64);
     if medians.is_empty() {
         eprintln!(
@@ -835,7 +902,7 @@ fn summary(since: SystemTime) {
         "{:<34} {:>10} {:>12} {:>10}",
         "case", "median", "overhead", "x bare"
     );
-    for name in READS.iter().chain(WRITES) {
+    for name in READS.iter().chain(WRITES).chain(REDIS) {
         let Some(m) = get(name) else { continue };
         let (over, ratio) = match bare {
             Some(b) => (format!("{:+.0} ns", m - b), format!("{:.2}x", m / b)),
@@ -878,6 +945,18 @@ fn summary(since: SystemTime) {
         "layer 1M, 10k active / tower-sessions 1M, 10k active",
         get("guard_1m_active10k"),
         get("tower_sessions_1m_active10k"),
+        "",
+    );
+    ratio(
+        "Redis with near-cache / MemoryStore (whole request, 1 session)",
+        get("guard_auth_redis_near_cache"),
+        get("guard_auth"),
+        "",
+    );
+    ratio(
+        "Redis without near-cache / MemoryStore (whole request, 1 session)",
+        get("guard_auth_redis_no_near_cache"),
+        get("guard_auth"),
         "",
     );
 
@@ -932,6 +1011,7 @@ fn main() {
         .without_plots();
     authenticated_get(&mut c);
     writes(&mut c);
+    redis(&mut c);
     c.final_summary();
     summary(since);
     // How quiet the machine was: CPU time other processes took while this ran.

@@ -61,11 +61,11 @@ pub fn demo_policy() -> ValidationPolicy {
 
 /// The layer as measured: exact pin (the default, set explicitly), the demo policy, the given
 /// clock and absolute lifetime, every other setting at its default.
-pub fn guard_layer(
-    store: MemoryStore,
+pub fn guard_layer<St: SessionStore>(
+    store: St,
     clock: impl Clock,
     absolute: Duration,
-) -> SessionGuardLayer<MemoryStore, ValidationPolicy> {
+) -> SessionGuardLayer<St, ValidationPolicy> {
     SessionGuardLayer::builder(store)
         .pin_mode(PinMode::Exact)
         .idle_timeout(IDLE)
