@@ -11,7 +11,8 @@
 # target directory (target/profiling), so the timed build in target/ is left alone. Runs each
 # case in criterion's --profile-time mode under callgrind, collecting only inside criterion's
 # timed loop (`--toggle-collect=*AsyncBencher*iter*`: no setup, prefill or checks), and
-# divides by the number of iterations (calls of `layer::get_request`, one per iteration).
+# divides by the number of requests (calls of axum's `Router::call_with_state`, one per
+# request; `layer::get_request` for the service_fn case).
 # Prints instructions per request, the difference to bare_router, and each case's top
 # functions by self cost per request; keeps the callgrind files in target/profiling/cg/ for
 # `callgrind_annotate`. The 1M cases are slow under valgrind (the prefill runs ~50x slower):
@@ -52,8 +53,10 @@ for case in "${CASES[@]}"; do
   [[ -n "$total" ]] || total="$(sed -n 's/^totals: *\([0-9]*\).*/\1/p' "$file" | head -1)"
   calls="$(python3 - "$file" <<'PY'
 import re, sys
-# Sum the call counts of every call to layer::get_request in the callgrind file.
-fn_names, total, target = {}, 0, None
+# Requests = calls of axum's Router::call_with_state (one per request in every router case);
+# for the service_fn case, calls of layer::get_request. (Counting get_request alone
+# undercounted: part of its calls are recorded under a second, inlined entry.)
+fn_names, router, request = {}, 0, 0
 cur_cfn = None
 for line in open(sys.argv[1], encoding="utf-8", errors="replace"):
     m = re.match(r"^c?fn=\((\d+)\)(?: (.*))?$", line.rstrip("\n"))
@@ -66,10 +69,12 @@ for line in open(sys.argv[1], encoding="utf-8", errors="replace"):
         continue
     m = re.match(r"^calls=(\d+) ", line)
     if m and cur_cfn is not None:
-        if re.search(r"(^|::)layer::get_request$", cur_cfn):
-            total += int(m.group(1))
+        if re.search(r"axum::routing::Router<S>::call_with_state$", cur_cfn):
+            router += int(m.group(1))
+        elif re.search(r"(^|::)layer::get_request$", cur_cfn):
+            request += int(m.group(1))
         cur_cfn = None
-print(total)
+print(router if router > 0 else request)
 PY
 )"
   if [[ -z "$calls" || "$calls" == 0 ]]; then

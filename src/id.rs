@@ -65,11 +65,17 @@ impl SessionKey {
     /// exactly 43 base64url characters encoding 32 bytes, so malformed input never reaches
     /// the store.
     pub fn from_token_str(token: &str) -> Option<Self> {
+        Self::from_token_bytes(token.as_bytes())
+    }
+
+    /// [`from_token_str`](Self::from_token_str) on raw header bytes: base64url decoding
+    /// accepts only its 64 ASCII characters, so no separate UTF-8 check is needed.
+    pub(crate) fn from_token_bytes(token: &[u8]) -> Option<Self> {
         if token.len() != TOKEN_LEN {
             return None;
         }
         let mut bytes = [0u8; TOKEN_BYTES];
-        match URL_SAFE_NO_PAD.decode_slice(token.as_bytes(), &mut bytes) {
+        match URL_SAFE_NO_PAD.decode_slice(token, &mut bytes) {
             Ok(TOKEN_BYTES) => Some(SessionKey(sha256(&bytes))),
             _ => None,
         }
