@@ -86,8 +86,8 @@ use criterion::{BatchSize, Bencher, Criterion};
 use tokio::runtime::Runtime;
 use tower::{Service, ServiceExt};
 use tower_session_guard::{
-    Clock, Identity, ManualClock, MemoryStore, PeerAddr, Session, SessionError, SessionStore,
-    SystemClock,
+    Clock, Identity, ManualClock, MemoryStore, PeerAddr, Session, SessionError, SessionKey,
+    SessionStore, SystemClock,
 };
 
 use support::{Users, TOUCH_INTERVAL};
@@ -674,6 +674,69 @@ fn authenticated_get(c: &mut Criterion) {
     group.finish();
 }
 
+/// The floor under the layer's overhead: the parts of an authenticated request that the
+/// design requires, each alone (issue 6, item 5: "explain in numbers what stands in the
+/// way"). Not part of the ratio summary.
+fn parts(c: &mut Criterion) {
+    let mut group = c.benchmark_group("parts");
+    let mut buf = [0u8; 58];
+    let token = std::str::from_utf8(&support::guard_cookie(7, &mut buf)[15..])
+        .expect("ASCII")
+        .to_owned();
+    group.bench_function("token_to_key_base64_sha256", |b| {
+        b.iter(|| SessionKey::from_token_str(std::hint::black_box(&token)))
+    });
+    let store = MemoryStore::new();
+    support::guard_prefill(&store, Users::Distinct, 7..8, SystemTime::now(), |_| {
+        Duration::ZERO
+    });
+    let key = support::guard_key(7);
+    for _ in 0..3 {
+        // Two misses admit the session to the hot cache (the doorkeeper).
+        let _ = store.load_now(key);
+    }
+    group.bench_function("memory_store_load_now_hot_moka_get", |b| {
+        b.iter(|| store.load_now(std::hint::black_box(key)))
+    });
+    group.bench_function("system_time_now", |b| b.iter(SystemTime::now));
+    let policy = support::demo_policy();
+    let identity = support::guard_record(Users::Distinct, 7, SystemTime::now(), SystemTime::now())
+        .identity
+        .expect("an authenticated record");
+    group.bench_function("validation_policy_decide", |b| {
+        b.iter(|| policy.decide(std::hint::black_box(support::CLIENT_IP), &identity))
+    });
+    // A request's extensions as axum fills them (the connection info, then stand-ins for
+    // the matched path and the URL parameters it inserts), without and with the layer's two
+    // (`ClientIp` and an `Arc` like the `Session` handle). The difference is the two boxes
+    // plus growing the map past its first four buckets.
+    #[derive(Clone)]
+    struct MatchedPath(#[allow(dead_code)] std::sync::Arc<str>);
+    #[derive(Clone)]
+    struct UrlParams(#[allow(dead_code)] Vec<(std::sync::Arc<str>, std::sync::Arc<str>)>);
+    let path: std::sync::Arc<str> = "/me".into();
+    let handle = std::sync::Arc::new(0u64);
+    for (name, layer) in [
+        ("extensions_axum", false),
+        ("extensions_axum_and_layer", true),
+    ] {
+        group.bench_function(name, |b| {
+            b.iter(|| {
+                let mut e = http::Extensions::new();
+                e.insert(PeerAddr(PEER));
+                if layer {
+                    e.insert(tower_session_guard::ClientIp(support::CLIENT_IP));
+                    e.insert(handle.clone());
+                }
+                e.insert(MatchedPath(path.clone()));
+                e.insert(UrlParams(Vec::new()));
+                e
+            })
+        });
+    }
+    group.finish();
+}
+
 /// The layer on `RedisStore` (issue 6, item 4): one authenticated session, the same requests
 /// and configuration as `guard_auth`, with the near-cache (a request is a near-cache hit: no
 /// round trip) and without it (every request reads the record from Redis: one round trip).
@@ -869,6 +932,14 @@ const REDIS: &[&str] = &[
     "guard_auth_redis_near_cache",
     "guard_auth_redis_no_near_cache",
 ];
+const PARTS: &[&str] = &[
+    "token_to_key_base64_sha256",
+    "memory_store_load_now_hot_moka_get",
+    "system_time_now",
+    "validation_policy_decide",
+    "extensions_axum",
+    "extensions_axum_and_layer",
+];
 const WRITES: &[&str] = &[
     "guard_login_rotation",
     "guard_guest_write_new",
@@ -887,6 +958,7 @@ fn summary(since: SystemTime) {
     read("authenticated_get", READS);
     read("write", WRITES);
     read("redis", REDIS);
+    read("parts", PARTS);
     let get = |name: &str| medians.get(name).and_then(serde_json::Value::as_f64);
     if medians.is_empty() {
         eprintln!(
@@ -902,7 +974,7 @@ fn summary(since: SystemTime) {
         "{:<34} {:>10} {:>12} {:>10}",
         "case", "median", "overhead", "x bare"
     );
-    for name in READS.iter().chain(WRITES).chain(REDIS) {
+    for name in READS.iter().chain(WRITES).chain(REDIS).chain(PARTS) {
         let Some(m) = get(name) else { continue };
         let (over, ratio) = match bare {
             Some(b) => (format!("{:+.0} ns", m - b), format!("{:.2}x", m / b)),
@@ -1012,6 +1084,7 @@ fn main() {
     authenticated_get(&mut c);
     writes(&mut c);
     redis(&mut c);
+    parts(&mut c);
     c.final_summary();
     summary(since);
     // How quiet the machine was: CPU time other processes took while this ran.
