@@ -974,13 +974,20 @@ fn summary(since: SystemTime) {
         "{:<34} {:>10} {:>12} {:>10}",
         "case", "median", "overhead", "x bare"
     );
-    for name in READS.iter().chain(WRITES).chain(REDIS).chain(PARTS) {
+    for name in READS.iter().chain(WRITES).chain(REDIS) {
         let Some(m) = get(name) else { continue };
         let (over, ratio) = match bare {
             Some(b) => (format!("{:+.0} ns", m - b), format!("{:.2}x", m / b)),
             None => ("-".into(), "-".into()),
         };
         println!("{name:<34} {:>7.0} ns {over:>12} {ratio:>10}", m);
+    }
+    let parts: Vec<_> = PARTS.iter().filter_map(|n| Some((n, get(n)?))).collect();
+    if !parts.is_empty() {
+        println!("\nparts of an authenticated request, each alone (the design's floor):");
+        for (name, m) in parts {
+            println!("{name:<34} {m:>7.0} ns");
+        }
     }
     let over = |name: &str| Some(get(name)? - bare?);
     let ratio = |label: &str, num: Option<f64>, den: Option<f64>, target: &str| {
