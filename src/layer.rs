@@ -16,7 +16,33 @@ use crate::pin::PinMode;
 use crate::policy::{PostAuthPolicy, ValidationPolicy};
 use crate::rejection::ResponseForRejection;
 use crate::service::SessionGuard;
-use crate::store::{Core, LimitPolicy, MemoryStore, SessionLimit, SessionStore, StoreError};
+use crate::store::{DynStore, LimitPolicy, MemoryStore, SessionLimit, SessionStore, StoreError};
+
+/// What the layer and every service it makes share: the store, the policy and the
+/// configuration behind one reference count, so a service clone (one per request under
+/// `axum::serve`) and a `Session` handle each cost one atomic increment, not three.
+pub(crate) struct Core<St, P> {
+    pub(crate) store: St,
+    pub(crate) policy: P,
+    pub(crate) config: Config,
+}
+
+/// The parts of [`Core`] a `Session` handle uses, with the store's and the policy's types
+/// erased.
+pub(crate) trait Backend: Send + Sync + 'static {
+    fn store(&self) -> &dyn DynStore;
+    fn config(&self) -> &Config;
+}
+
+impl<St: SessionStore, P: Send + Sync + 'static> Backend for Core<St, P> {
+    fn store(&self) -> &dyn DynStore {
+        &self.store
+    }
+
+    fn config(&self) -> &Config {
+        &self.config
+    }
+}
 
 /// Adds server-side sessions to a service. Cheap to clone.
 ///

@@ -33,12 +33,13 @@ use crate::config::Config;
 use crate::cookie::{self, Via};
 use crate::events::SessionEvent;
 use crate::id::SessionKey;
+use crate::layer::{Backend, Core};
 use crate::pin;
 use crate::policy::{Decision, PolicyContext, PostAuthPolicy};
 use crate::record::{ExpiryKind, Identity, SessionRecord};
 use crate::rejection::{respond, Rejection};
 use crate::session::{Live, Session};
-use crate::store::{Backend, Core, SessionStore, StoreError, Write};
+use crate::store::{SessionStore, StoreError, Write};
 
 /// The middleware service built by [`SessionGuardLayer`](crate::SessionGuardLayer).
 pub struct SessionGuard<S, St, P> {
@@ -588,7 +589,10 @@ impl After {
                 cookie::remove_token(headers, config, self.reply);
                 None
             }
-            (Some(live), None) if !st.wrote => touch(&self.session, live, self.now),
+            // Without a write, `current` is still the record `touch_due` was computed from.
+            (Some(live), None) if !st.wrote && self.touch_due => {
+                Some(touch(&self.session, live, self.now))
+            }
             _ => None,
         }
     }
@@ -600,20 +604,17 @@ fn touch_due(config: &Config, record: &SessionRecord, now: SystemTime) -> bool {
         .is_ok_and(|since| since >= config.touch_interval)
 }
 
-/// Records activity on a read, at most once per touch interval (idle / 20), so a busy
-/// session costs a store write only now and then. `None` when no write is due.
-fn touch(session: &Session, live: &Live, now: SystemTime) -> Option<BoxTouch> {
+/// Records activity on a read, at most once per touch interval (idle / 20, see
+/// [`touch_due`]), so a busy session costs a store write only now and then.
+fn touch(session: &Session, live: &Live, now: SystemTime) -> BoxTouch {
     let config = session.backend().config();
-    if !touch_due(config, &live.record, now) {
-        return None;
-    }
     let mut rec = SessionRecord::clone(&live.record);
     rec.last_seen = now;
     rec.version += 1;
     let ttl = config.store_ttl(&rec, now);
     let (key, expected) = (live.key, live.record.version);
     let core = session.backend().clone();
-    Some(Box::pin(async move {
+    Box::pin(async move {
         // A conflict means another request wrote meanwhile, which recorded activity too.
         match core.store().update(key, expected, Arc::new(rec), ttl).await {
             Ok(Write::Applied | Write::Conflict) => {}
@@ -622,5 +623,5 @@ fn touch(session: &Session, live: &Live, now: SystemTime) -> Option<BoxTouch> {
                 error: e.to_string(),
             }),
         }
-    }))
+    })
 }

@@ -26,8 +26,9 @@ use crate::admin::{self, SessionInfo};
 use crate::config::Config;
 use crate::events::SessionEvent;
 use crate::id::{Fingerprint, SessionKey, SessionToken};
+use crate::layer::Backend;
 use crate::record::{Identity, SessionRecord};
-use crate::store::{Backend, DynStore, LoginWrite, StoreError, Write};
+use crate::store::{DynStore, LoginWrite, StoreError, Write};
 
 /// How many times a write re-reads and re-applies itself after losing a compare-and-set race
 /// before giving up with [`SessionError::Contention`]. Each retry means another writer won,

@@ -190,32 +190,6 @@ pub trait SessionStore: Send + Sync + 'static {
 
 type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
-/// What the layer and every service it makes share: the store, the policy and the
-/// configuration behind one reference count, so a service clone (one per request under
-/// `axum::serve`) and a `Session` handle each cost one atomic increment, not three.
-pub(crate) struct Core<St, P> {
-    pub(crate) store: St,
-    pub(crate) policy: P,
-    pub(crate) config: crate::config::Config,
-}
-
-/// The parts of [`Core`] a `Session` handle uses, with the store's and the policy's types
-/// erased.
-pub(crate) trait Backend: Send + Sync + 'static {
-    fn store(&self) -> &dyn DynStore;
-    fn config(&self) -> &crate::config::Config;
-}
-
-impl<St: SessionStore, P: Send + Sync + 'static> Backend for Core<St, P> {
-    fn store(&self) -> &dyn DynStore {
-        &self.store
-    }
-
-    fn config(&self) -> &crate::config::Config {
-        &self.config
-    }
-}
-
 /// Object-safe mirror of [`SessionStore`] for the `Session` handle, whose writes are off the
 /// hot path; the layer itself calls the generic store without boxing.
 pub(crate) trait DynStore: Send + Sync + 'static {
