@@ -40,7 +40,7 @@ pub(crate) async fn list(
 ) -> Result<Vec<(SessionKey, SessionInfo)>, StoreError> {
     let now = config.clock.now();
     let mut out: Vec<_> = store
-        .user_sessions(user_id)
+        .user_sessions(user_id, config.list_limit())
         .await?
         .into_iter()
         .filter(|(_, r)| {
@@ -63,7 +63,14 @@ pub(crate) async fn list(
     Ok(out)
 }
 
-/// Ends the user's sessions that `which` selects; returns how many were live.
+/// Rounds of "list, then delete" in [`revoke`]: a list is capped at the per-user limit, so a
+/// user who somehow holds more (logins racing the limit on a store without it) needs another
+/// round. Bounded, so a revocation never loops.
+const REVOKE_ROUNDS: usize = 8;
+
+/// Ends the user's sessions that `which` selects; returns how many were live. A session
+/// that rotates between the list and the delete is still ended: the store's delete follows
+/// the rotation (see [`SessionStore`](crate::SessionStore)).
 pub(crate) async fn revoke(
     store: &dyn DynStore,
     config: &Config,
@@ -72,14 +79,24 @@ pub(crate) async fn revoke(
     reason: &'static str,
 ) -> Result<usize, StoreError> {
     let mut count = 0;
-    for (key, info) in list(store, config, user_id, None).await? {
-        if which(&info) && store.delete(key).await? {
-            count += 1;
-            config.emit(SessionEvent::Revoked {
-                session: info.id,
-                user_id: user_id.to_owned(),
-                reason,
-            });
+    for _ in 0..REVOKE_ROUNDS {
+        let listed = list(store, config, user_id, None).await?;
+        let full = listed.len() >= config.list_limit();
+        let mut ended = 0;
+        for (key, info) in listed {
+            if which(&info) && store.delete(key).await? {
+                ended += 1;
+                config.emit(SessionEvent::Revoked {
+                    session: info.id,
+                    user_id: user_id.to_owned(),
+                    reason,
+                });
+            }
+        }
+        count += ended;
+        // Only a full list can hide more sessions; a round that ended none cannot progress.
+        if !full || ended == 0 {
+            break;
         }
     }
     Ok(count)

@@ -16,7 +16,7 @@
 //! | policy | `ValidationPolicy::permit_all()` | nothing to enforce until you write rules; pinning works on its own |
 //! | token transport | `Both` | browsers keep using the `HttpOnly` cookie; gRPC and native clients, which keep no cookie jar, use the header; each gets its token back the way it sent it |
 //! | token header | `x-session-token` | a custom header is never sent by browsers on their own, so it cannot be abused cross-site; `x-` marks it as application-specific |
-//! | sessions per user | unlimited | opt-in; OWASP ASVS 3.3.4 asks that users can see and end their other sessions, which the per-user index always allows |
+//! | sessions per user | 20, oldest evicted | one account cannot fill the store or make per-user operations slow; 20 is more browsers and devices than a person uses at once (OWASP, "Simultaneous Session Logons"); users can see and end their other sessions (ASVS 3.3.4) |
 //! | touch interval | idle / 20 | activity on reads is written at most this often, so an idle session expires between `idle − idle/20` and `idle` after its last request |
 
 use std::fmt;
@@ -31,7 +31,7 @@ use crate::cookie::TokenTransport;
 use crate::events::EventSink;
 use crate::pin::PinMode;
 use crate::rejection::{DefaultRejectionResponse, ResponseForRejection};
-use crate::store::SessionLimit;
+use crate::store::{LimitPolicy, SessionLimit};
 
 /// Default header for the token of clients without a cookie jar (gRPC metadata key).
 pub const DEFAULT_TOKEN_HEADER: &str = "x-session-token";
@@ -45,6 +45,12 @@ pub const DEFAULT_ABSOLUTE_TIMEOUT: Duration = Duration::from_secs(8 * 60 * 60);
 /// expired instant either way; keeping it a little longer lets a late request be reported
 /// as `Expired` (with its user) instead of as an unknown token.
 pub const EXPIRED_RETENTION: Duration = Duration::from_secs(60);
+/// Default cap on one user's live sessions (with [`LimitPolicy::EvictOldest`]): a person
+/// rarely uses more than a handful of browsers and devices at once, so 20 is never felt,
+/// while it bounds what one account can hold in the store and how much work every per-user
+/// operation (login, session list, revocation) does. OWASP Session Management Cheat Sheet,
+/// "Simultaneous Session Logons"; ASVS 5.0 V7.5.
+pub const DEFAULT_MAX_SESSIONS_PER_USER: usize = 20;
 /// Activity is recorded on reads at most once per `idle_timeout / TOUCH_FRACTION`.
 pub const TOUCH_FRACTION: u32 = 20;
 
@@ -77,6 +83,13 @@ pub(crate) struct Config {
 }
 
 impl Config {
+    /// How many sessions a per-user list holds at most: the per-user cap bounds it.
+    pub(crate) fn list_limit(&self) -> usize {
+        self.session_limit
+            .map_or(DEFAULT_MAX_SESSIONS_PER_USER, |l| l.max)
+            .max(1)
+    }
+
     /// How long the store should keep `record`, from `now`.
     pub(crate) fn store_ttl(
         &self,
@@ -201,7 +214,10 @@ impl Default for Settings {
             trusted_proxies: Vec::new(),
             token_transport: TokenTransport::Both,
             token_header: DEFAULT_TOKEN_HEADER.to_owned(),
-            session_limit: None,
+            session_limit: Some(SessionLimit {
+                max: DEFAULT_MAX_SESSIONS_PER_USER,
+                policy: LimitPolicy::EvictOldest,
+            }),
             rejections: Arc::new(DefaultRejectionResponse),
             clock: Arc::new(SystemClock),
             events: None,
@@ -301,7 +317,7 @@ impl Config {
             trusted_proxies: Vec::new(),
             token_transport: s.token_transport,
             token_header: http::HeaderName::from_static(DEFAULT_TOKEN_HEADER),
-            session_limit: None,
+            session_limit: s.session_limit,
             rejections: s.rejections,
             clock: s.clock,
             events: s.events,

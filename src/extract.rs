@@ -41,6 +41,12 @@ impl IntoResponse for SessionError {
             SessionError::TooManySessions { .. } => StatusCode::CONFLICT,
             SessionError::Store(_) | SessionError::Contention => StatusCode::SERVICE_UNAVAILABLE,
             SessionError::Value { .. } => StatusCode::INTERNAL_SERVER_ERROR,
+            SessionError::StoreFull => {
+                let status = StatusCode::SERVICE_UNAVAILABLE;
+                let retry = [(http::header::RETRY_AFTER, "30")];
+                return (status, retry, "no room for a new session; try again later")
+                    .into_response();
+            }
         };
         (status, status.canonical_reason().unwrap_or("session error")).into_response()
     }

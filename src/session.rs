@@ -50,7 +50,7 @@ pub enum SessionError {
     Ended,
     /// The store failed.
     #[error(transparent)]
-    Store(#[from] StoreError),
+    Store(StoreError),
     /// A value could not be converted to or from JSON.
     #[error("session value {key:?} could not be (de)serialized: {source}")]
     Value {
@@ -77,6 +77,11 @@ pub enum SessionError {
     /// The operation needs a logged-in session.
     #[error("no user is logged in on this session")]
     NotAuthenticated,
+    /// The store has no room for a new guest session: its guest budget is spent and every
+    /// other slot holds a logged-in user, whom a guest never displaces. With feature `axum`
+    /// this answers 503 with `Retry-After`.
+    #[error("no room for a new guest session; try again later")]
+    StoreFull,
 }
 
 #[derive(Clone)]
@@ -666,6 +671,16 @@ impl Session {
             }
         }
         Err(SessionError::Contention)
+    }
+}
+
+impl From<StoreError> for SessionError {
+    fn from(e: StoreError) -> Self {
+        if e.is_full() {
+            SessionError::StoreFull
+        } else {
+            SessionError::Store(e)
+        }
     }
 }
 

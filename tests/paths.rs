@@ -93,10 +93,11 @@ macro_rules! delegate_writes {
         fn user_sessions(
             &self,
             user_id: &str,
+            limit: usize,
         ) -> impl std::future::Future<
             Output = Result<Vec<(SessionKey, Arc<SessionRecord>)>, StoreError>,
         > + Send {
-            self.0.user_sessions(user_id)
+            self.0.user_sessions(user_id, limit)
         }
     };
 }

@@ -517,7 +517,7 @@ async fn contract(a: &RedisStore, b: &RedisStore) {
     );
     assert!(a.load(guest).await.unwrap().is_none());
     let listed: Vec<SessionKey> = a
-        .user_sessions(&user)
+        .user_sessions(&user, 100)
         .await
         .unwrap()
         .into_iter()
@@ -570,7 +570,7 @@ async fn contract(a: &RedisStore, b: &RedisStore) {
         }
     );
     let listed: Vec<SessionKey> = b
-        .user_sessions(&user)
+        .user_sessions(&user, 100)
         .await
         .unwrap()
         .into_iter()
@@ -580,8 +580,8 @@ async fn contract(a: &RedisStore, b: &RedisStore) {
 
     // deleting leaves the index; nothing is listed for a user without sessions
     assert!(b.delete(s4).await.unwrap());
-    assert!(a.user_sessions(&user).await.unwrap().is_empty());
-    assert!(a.user_sessions("nobody").await.unwrap().is_empty());
+    assert!(a.user_sessions(&user, 100).await.unwrap().is_empty());
+    assert!(a.user_sessions("nobody", 100).await.unwrap().is_empty());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -690,7 +690,7 @@ async fn records_are_versioned_blobs_with_ttls_and_fail_closed() {
     raw.cmd(&["DEL", &format!("{prefix}s:{}", gone.to_hex())])
         .unwrap();
     assert_eq!(raw.cmd(&["ZCARD", &index]).unwrap().int(), 2);
-    let listed = a.user_sessions(&user).await.unwrap();
+    let listed = a.user_sessions(&user, 100).await.unwrap();
     assert_eq!(listed.len(), 1);
     assert_eq!(raw.cmd(&["ZCARD", &index]).unwrap().int(), 1, "pruned");
 

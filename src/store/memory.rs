@@ -607,13 +607,15 @@ impl SessionStore for MemoryStore {
     fn user_sessions(
         &self,
         user_id: &str,
+        limit: usize,
     ) -> impl Future<Output = Result<Vec<(SessionKey, Arc<SessionRecord>)>, StoreError>> + Send
     {
-        let live = self.live_sessions(user_id);
+        let mut live = self.live_sessions(user_id);
         // Prune index entries whose sessions are gone (expired, not yet swept).
         let (mut index, h) = self.index(user_id);
         index.retain(h, |p| live.iter().any(|(k, _)| prefix(k) == p));
         drop(index);
+        live.truncate(limit);
         ready(Ok(live))
     }
 }

@@ -84,28 +84,57 @@ pub enum LoginWrite {
     LimitReached,
 }
 
-/// A store could not be reached or answered nonsense. The layer fails closed on it.
+/// A store could not be reached or answered nonsense, or (see [`StoreError::full`]) has no
+/// room for a new guest session. The layer fails closed on it.
 #[derive(Debug)]
-pub struct StoreError(Box<dyn StdError + Send + Sync + 'static>);
+pub struct StoreError {
+    source: Box<dyn StdError + Send + Sync + 'static>,
+    full: bool,
+}
 
 impl StoreError {
     /// Wraps the underlying error.
     pub fn new(source: impl Into<Box<dyn StdError + Send + Sync + 'static>>) -> Self {
-        StoreError(source.into())
+        StoreError {
+            source: source.into(),
+            full: false,
+        }
+    }
+
+    /// The store refuses a new **guest** session because its guest budget is spent and every
+    /// other slot holds an authenticated session, which a guest must never displace. The
+    /// layer turns it into [`SessionError::StoreFull`](crate::SessionError::StoreFull)
+    /// (503 with `Retry-After`), not into an outage.
+    pub fn full(source: impl Into<Box<dyn StdError + Send + Sync + 'static>>) -> Self {
+        StoreError {
+            source: source.into(),
+            full: true,
+        }
+    }
+
+    /// Whether this is [`StoreError::full`].
+    pub fn is_full(&self) -> bool {
+        self.full
     }
 }
 
 impl fmt::Display for StoreError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "session store error: {}", self.0)
+        write!(f, "session store error: {}", self.source)
     }
 }
 
 impl StdError for StoreError {
     fn source(&self) -> Option<&(dyn StdError + 'static)> {
-        Some(&*self.0)
+        Some(&*self.source)
     }
 }
+
+/// How long a rotated-away key keeps forwarding to its successor (see [`SessionStore`]):
+/// long enough to cover every request that was in flight when the rotation happened.
+pub const FORWARD_TTL: Duration = Duration::from_secs(60);
+/// How many forwarding hops `delete` follows at most (rotations within [`FORWARD_TTL`]).
+pub const MAX_FORWARD_HOPS: usize = 8;
 
 /// Storage for session records, keyed by [`SessionKey`].
 ///
@@ -164,7 +193,8 @@ pub trait SessionStore: Send + Sync + 'static {
         ttl: Duration,
     ) -> impl Future<Output = Result<Write, StoreError>> + Send;
 
-    /// Removes a record. Returns whether it existed.
+    /// Removes a record, and what it forwards to if it was rotated away within
+    /// [`FORWARD_TTL`]. Returns whether a live record was removed.
     fn delete(&self, key: SessionKey) -> impl Future<Output = Result<bool, StoreError>> + Send;
 
     /// Logs a session in, atomically with respect to other logins of the same user:
@@ -180,11 +210,14 @@ pub trait SessionStore: Send + Sync + 'static {
         limit: Option<SessionLimit>,
     ) -> impl Future<Output = Result<LoginWrite, StoreError>> + Send;
 
-    /// The live sessions of a user, from the per-user index. Index entries of sessions that
-    /// ended or expired are dropped, so the index does not grow without bound.
+    /// At most `limit` live sessions of a user (oldest first), from the per-user index. Index
+    /// entries of sessions that ended or expired are dropped, so the index does not grow
+    /// without bound. The work is bounded by the index's size, which the per-user session
+    /// limit bounds.
     fn user_sessions(
         &self,
         user_id: &str,
+        limit: usize,
     ) -> impl Future<Output = Result<Vec<(SessionKey, Arc<SessionRecord>)>, StoreError>> + Send;
 }
 
@@ -231,6 +264,7 @@ pub(crate) trait DynStore: Send + Sync + 'static {
     fn user_sessions<'a>(
         &'a self,
         user_id: &'a str,
+        limit: usize,
     ) -> BoxFuture<'a, Result<Vec<(SessionKey, Arc<SessionRecord>)>, StoreError>>;
 }
 
@@ -284,7 +318,8 @@ impl<T: SessionStore> DynStore for T {
     fn user_sessions<'a>(
         &'a self,
         user_id: &'a str,
+        limit: usize,
     ) -> BoxFuture<'a, Result<Vec<(SessionKey, Arc<SessionRecord>)>, StoreError>> {
-        Box::pin(SessionStore::user_sessions(self, user_id))
+        Box::pin(SessionStore::user_sessions(self, user_id, limit))
     }
 }

@@ -1441,8 +1441,11 @@ impl SessionStore for RedisStore {
     async fn user_sessions(
         &self,
         user_id: &str,
+        limit: usize,
     ) -> Result<Vec<(SessionKey, Arc<SessionRecord>)>, StoreError> {
-        Ok(self.inner.user_sessions(user_id).await?)
+        let mut list = self.inner.user_sessions(user_id).await?;
+        list.truncate(limit);
+        Ok(list)
     }
 }
 

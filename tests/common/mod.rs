@@ -509,9 +509,10 @@ impl<S: SessionStore> SessionStore for CountingStore<S> {
     async fn user_sessions(
         &self,
         user_id: &str,
+        limit: usize,
     ) -> Result<Vec<(SessionKey, Arc<SessionRecord>)>, StoreError> {
         self.hit();
-        self.inner.user_sessions(user_id).await
+        self.inner.user_sessions(user_id, limit).await
     }
 }
 
@@ -603,8 +604,9 @@ impl<S: SessionStore> SessionStore for FlakyStore<S> {
     async fn user_sessions(
         &self,
         user_id: &str,
+        limit: usize,
     ) -> Result<Vec<(SessionKey, Arc<SessionRecord>)>, StoreError> {
         self.check()?;
-        self.inner.user_sessions(user_id).await
+        self.inner.user_sessions(user_id, limit).await
     }
 }
