@@ -23,9 +23,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
-use tower_session_guard::{
-    Fingerprint, Identity, MemoryStore, Session, SessionError, SessionStore,
-};
+use tower_session_guard::{Fingerprint, Identity, Session, SessionError, SessionStore};
 
 mod common;
 
@@ -51,7 +49,7 @@ async fn main() -> ExitCode {
             Ok(store) => serve(store, &args).await,
             Err(e) => Err(format!("cannot use Redis at {url}: {e}")),
         },
-        None => serve(MemoryStore::new(), &args).await,
+        None => serve(common::memory_store(&args), &args).await,
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -20,7 +20,7 @@ use std::process::ExitCode;
 use tonic::metadata::MetadataValue;
 use tonic::transport::{Endpoint, Server};
 use tonic::{Code, Request};
-use tower_session_guard::{MemoryStore, SessionStore};
+use tower_session_guard::SessionStore;
 
 use common::{parse_args, print_banner, FLAGS};
 use grpc::auth::auth_client::AuthClient;
@@ -63,7 +63,7 @@ async fn server(args: &common::Args) -> Result<(), String> {
             Ok(store) => serve(store, args).await,
             Err(e) => Err(format!("cannot use Redis at {url}: {e}")),
         },
-        None => serve(MemoryStore::new(), args).await,
+        None => serve(common::memory_store(args), args).await,
     }
 }
 

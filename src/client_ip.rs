@@ -5,16 +5,23 @@
 //! (feature `tonic`) or `TlsConnectInfo<TcpConnectInfo>` (feature `tonic-tls`), or a
 //! [`PeerAddr`] that any server inserts into the request extensions itself.
 //!
-//! Forwarding headers are read only when that peer is one of the configured trusted proxies,
-//! and then only the part the trusted proxies wrote: the chain is walked from the right and
-//! the first address that is not a trusted proxy is the client. The leftmost entry is whatever
-//! the client claimed, so it is never taken on trust. A header that cannot be parsed up to that
-//! point is ignored, as is a `Forwarded` / `X-Forwarded-For` pair that disagrees (a proxy that
-//! appends to one passes the other through from the client untouched).
+//! A forwarding header is read only when that peer is one of the configured trusted proxies,
+//! and then only the **one** header the operator named ([`ForwardedHeader`]): common proxies
+//! (nginx's `proxy_add_x_forwarded_for`, HAProxy's `forwardfor`, cloud load balancers) write
+//! one header and pass every other one through from the client untouched, so any other
+//! header is the client's own claim. The named chain is walked from the right and the first
+//! address that is not a trusted proxy is the client; the leftmost entries are whatever the
+//! client claimed, so they are never taken on trust.
+//!
+//! When the peer is trusted but the chain is missing, malformed where it matters, or holds
+//! nothing but trusted hops, the client address is **unknown** — never the proxy's own
+//! address, which would let any client behind the proxy claim to be the proxy (and pass every
+//! rule that trusts the proxy's network). Nothing that needs the address (the pin, allowed
+//! ranges, the policy, login) passes with an unknown address.
 
 use std::net::{IpAddr, SocketAddr};
 
-use http::{Extensions, HeaderMap};
+use http::{Extensions, HeaderMap, HeaderName};
 use ipnet::IpNet;
 
 /// The peer address of the connection, for servers whose connection info the layer does not
@@ -36,11 +43,111 @@ pub struct PeerAddr(pub SocketAddr);
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct ClientIp(pub IpAddr);
 
+/// The forwarding header your trusted proxies write, the only one the layer reads (see
+/// [`SessionGuardBuilder::forwarded_header`](crate::SessionGuardBuilder::forwarded_header)).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ForwardedHeader {
+    /// `X-Forwarded-For: client, proxy1, proxy2` (nginx `proxy_add_x_forwarded_for`,
+    /// HAProxy `option forwardfor`, most cloud load balancers).
+    XForwardedFor,
+    /// RFC 7239 `Forwarded: for=client, for=proxy1` (Envoy and some proxies, configured to).
+    Forwarded,
+    /// `X-Real-IP: client`, a single address that the proxy sets, replacing any value the
+    /// client sent (nginx `proxy_set_header X-Real-IP $remote_addr`). More than one such
+    /// header, or a list, is unusable.
+    XRealIp,
+}
+
+impl ForwardedHeader {
+    /// The header's name.
+    pub fn name(self) -> HeaderName {
+        match self {
+            ForwardedHeader::XForwardedFor => HeaderName::from_static("x-forwarded-for"),
+            ForwardedHeader::Forwarded => http::header::FORWARDED,
+            ForwardedHeader::XRealIp => HeaderName::from_static("x-real-ip"),
+        }
+    }
+}
+
+impl std::str::FromStr for ForwardedHeader {
+    type Err = String;
+
+    /// `x-forwarded-for`, `forwarded` or `x-real-ip` (any case).
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.to_ascii_lowercase().as_str() {
+            "x-forwarded-for" => Ok(ForwardedHeader::XForwardedFor),
+            "forwarded" => Ok(ForwardedHeader::Forwarded),
+            "x-real-ip" => Ok(ForwardedHeader::XRealIp),
+            _ => Err(format!(
+                "{s:?} is not a forwarding header (x-forwarded-for, forwarded or x-real-ip)"
+            )),
+        }
+    }
+}
+
+/// The trusted proxies and the header they write, as the request path needs them.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct ProxyConfig {
+    pub(crate) trusted: Vec<IpNet>,
+    /// Always `Some` when `trusted` is not empty (the builder refuses otherwise).
+    pub(crate) header: Option<ForwardedHeader>,
+}
+
+/// Where a request comes from, as far as the layer can tell.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ClientAddr {
+    /// The client's address.
+    Known(IpAddr),
+    /// The request carries no connection info: a server wiring problem.
+    NoPeer,
+    /// The peer is a trusted proxy, but its forwarding chain does not name a client.
+    Unverifiable {
+        /// The trusted proxy the request came through.
+        proxy: IpAddr,
+        /// Why, for the event.
+        reason: &'static str,
+    },
+}
+
+impl ClientAddr {
+    pub(crate) fn ip(self) -> Option<IpAddr> {
+        match self {
+            ClientAddr::Known(ip) => Some(ip),
+            _ => None,
+        }
+    }
+
+    /// Whom per-address budgets charge: the client, or for an unverifiable chain the proxy it
+    /// came through (so a flood with forged chains shares one budget instead of none).
+    pub(crate) fn budget_key(self) -> Option<IpAddr> {
+        match self {
+            ClientAddr::Known(ip) => Some(ip),
+            ClientAddr::Unverifiable { proxy, .. } => Some(proxy),
+            ClientAddr::NoPeer => None,
+        }
+    }
+
+    /// What the `ClientIpUnknown` event says.
+    pub(crate) fn problem(self) -> &'static str {
+        match self {
+            ClientAddr::Known(_) => "",
+            ClientAddr::NoPeer => HOW_TO_PROVIDE_PEER,
+            ClientAddr::Unverifiable { reason, .. } => reason,
+        }
+    }
+}
+
 /// How a deployment without connection info can fix it; part of the error event.
 pub(crate) const HOW_TO_PROVIDE_PEER: &str =
     "no peer address in the request extensions: serve axum with \
 `into_make_service_with_connect_info::<SocketAddr>()`, enable feature `tonic` for tonic's \
 TcpConnectInfo, or insert `tower_session_guard::PeerAddr` yourself";
+
+const CHAIN_MISSING: &str =
+    "request from a trusted proxy without the configured forwarding header: client address unknown";
+const CHAIN_UNUSABLE: &str = "request from a trusted proxy whose forwarding header is malformed \
+or names only trusted proxies: client address unknown";
 
 /// The connection's peer address, from whichever connection info is present.
 pub(crate) fn peer_addr(ext: &Extensions) -> Option<IpAddr> {
@@ -69,24 +176,34 @@ pub(crate) fn peer_addr(ext: &Extensions) -> Option<IpAddr> {
 }
 
 /// The client's address: the peer, or, when the peer is a trusted proxy, the rightmost
-/// untrusted hop of the forwarding chain. IPv4-mapped IPv6 addresses come back as IPv4.
-pub(crate) fn resolve(headers: &HeaderMap, ext: &Extensions, trusted: &[IpNet]) -> Option<IpAddr> {
-    let peer = peer_addr(ext)?.to_canonical();
-    if !is_trusted(trusted, peer) {
-        return Some(peer);
-    }
-    let xff = chain_client(x_forwarded_for(headers), trusted);
-    let fwd = chain_client(forwarded(headers), trusted);
-    let client = match (xff, fwd) {
-        (Chain::Client(a), Chain::Client(b)) if a == b => Some(a),
-        (Chain::Client(_), Chain::Client(_)) => None,
-        (Chain::Client(a), Chain::Absent) | (Chain::Absent, Chain::Client(a)) => Some(a),
-        _ => None,
+/// untrusted hop of the configured forwarding header. IPv4-mapped IPv6 addresses come back
+/// as IPv4.
+pub(crate) fn resolve(headers: &HeaderMap, ext: &Extensions, proxies: &ProxyConfig) -> ClientAddr {
+    let Some(peer) = peer_addr(ext).map(|ip| ip.to_canonical()) else {
+        return ClientAddr::NoPeer;
     };
-    Some(client.unwrap_or(peer))
+    let (true, Some(header)) = (is_trusted(&proxies.trusted, peer), proxies.header) else {
+        return ClientAddr::Known(peer);
+    };
+    let hops = match header {
+        ForwardedHeader::XForwardedFor => x_forwarded_for(headers),
+        ForwardedHeader::Forwarded => forwarded(headers),
+        ForwardedHeader::XRealIp => x_real_ip(headers),
+    };
+    match chain_client(hops, &proxies.trusted) {
+        Chain::Client(ip) => ClientAddr::Known(ip),
+        Chain::Absent => ClientAddr::Unverifiable {
+            proxy: peer,
+            reason: CHAIN_MISSING,
+        },
+        Chain::Unusable => ClientAddr::Unverifiable {
+            proxy: peer,
+            reason: CHAIN_UNUSABLE,
+        },
+    }
 }
 
-fn is_trusted(trusted: &[IpNet], ip: IpAddr) -> bool {
+pub(crate) fn is_trusted(trusted: &[IpNet], ip: IpAddr) -> bool {
     trusted.iter().any(|net| net.contains(&ip))
 }
 
@@ -116,6 +233,10 @@ fn chain_client(hops: Option<Vec<Option<IpAddr>>>, trusted: &[IpNet]) -> Chain {
     Chain::Unusable
 }
 
+/// Hops listed in one request's forwarding header are bounded: a longer chain is unusable,
+/// so a client cannot make the walk arbitrarily long.
+const MAX_HOPS: usize = 32;
+
 /// Every `X-Forwarded-For` entry, in order, across all such headers. `None` if absent.
 fn x_forwarded_for(headers: &HeaderMap) -> Option<Vec<Option<IpAddr>>> {
     let mut values = headers.get_all("x-forwarded-for").iter().peekable();
@@ -127,7 +248,27 @@ fn x_forwarded_for(headers: &HeaderMap) -> Option<Vec<Option<IpAddr>>> {
             Err(_) => hops.push(None),
         }
     }
-    Some(hops)
+    Some(bounded(hops))
+}
+
+/// A chain longer than [`MAX_HOPS`] keeps only an unreadable hop, so it resolves as unusable.
+fn bounded(hops: Vec<Option<IpAddr>>) -> Vec<Option<IpAddr>> {
+    if hops.len() > MAX_HOPS {
+        vec![None]
+    } else {
+        hops
+    }
+}
+
+/// The one `X-Real-IP` value; several headers or a list count as one unreadable hop.
+fn x_real_ip(headers: &HeaderMap) -> Option<Vec<Option<IpAddr>>> {
+    let mut values = headers.get_all("x-real-ip").iter();
+    let first = values.next()?;
+    if values.next().is_some() {
+        return Some(vec![None]);
+    }
+    let hop = first.to_str().ok().and_then(|s| parse_node(s.trim()));
+    Some(vec![hop])
 }
 
 /// Every `for=` node of RFC 7239 `Forwarded` headers, in order. `None` if absent. An element
@@ -151,7 +292,7 @@ fn forwarded(headers: &HeaderMap) -> Option<Vec<Option<IpAddr>>> {
             hops.push(node.and_then(|n| parse_node(unquote(n))));
         }
     }
-    Some(hops)
+    Some(bounded(hops))
 }
 
 fn unquote(s: &str) -> &str {
@@ -192,12 +333,23 @@ mod tests {
         h
     }
 
-    fn trusted() -> Vec<IpNet> {
-        vec!["10.0.0.0/8".parse().unwrap(), "fd00::/8".parse().unwrap()]
+    fn proxies(header: ForwardedHeader) -> ProxyConfig {
+        ProxyConfig {
+            trusted: vec!["10.0.0.0/8".parse().unwrap(), "fd00::/8".parse().unwrap()],
+            header: Some(header),
+        }
     }
 
-    fn ip(s: &str) -> IpAddr {
-        s.parse().unwrap()
+    fn xff() -> ProxyConfig {
+        proxies(ForwardedHeader::XForwardedFor)
+    }
+
+    fn known(s: &str) -> ClientAddr {
+        ClientAddr::Known(s.parse().unwrap())
+    }
+
+    fn unknown(addr: ClientAddr) -> bool {
+        matches!(addr, ClientAddr::Unverifiable { .. })
     }
 
     #[test]
@@ -205,33 +357,48 @@ mod tests {
         let h = headers(&[
             ("x-forwarded-for", "192.0.2.1"),
             ("forwarded", "for=192.0.2.1"),
+            ("x-real-ip", "192.0.2.1"),
         ]);
-        assert_eq!(
-            resolve(&h, &ext("198.51.100.9"), &trusted()),
-            Some(ip("198.51.100.9"))
-        );
+        for header in [
+            ForwardedHeader::XForwardedFor,
+            ForwardedHeader::Forwarded,
+            ForwardedHeader::XRealIp,
+        ] {
+            assert_eq!(
+                resolve(&h, &ext("198.51.100.9"), &proxies(header)),
+                known("198.51.100.9")
+            );
+        }
     }
 
     #[test]
     fn trusted_proxy_gives_rightmost_untrusted_hop() {
         let h = headers(&[("x-forwarded-for", "192.0.2.66, 203.0.113.5, 10.0.0.2")]);
-        assert_eq!(
-            resolve(&h, &ext("10.0.0.1"), &trusted()),
-            Some(ip("203.0.113.5"))
-        );
+        assert_eq!(resolve(&h, &ext("10.0.0.1"), &xff()), known("203.0.113.5"));
+        let fwd = proxies(ForwardedHeader::Forwarded);
         let h = headers(&[(
             "forwarded",
             "for=192.0.2.66, for=\"203.0.113.5:4711\";proto=https, for=10.0.0.2",
         )]);
-        assert_eq!(
-            resolve(&h, &ext("10.0.0.1"), &trusted()),
-            Some(ip("203.0.113.5"))
-        );
+        assert_eq!(resolve(&h, &ext("10.0.0.1"), &fwd), known("203.0.113.5"));
         let h = headers(&[("forwarded", "for=\"[2001:db8::17]:4711\"")]);
-        assert_eq!(
-            resolve(&h, &ext("fd00::1"), &trusted()),
-            Some(ip("2001:db8::17"))
-        );
+        assert_eq!(resolve(&h, &ext("fd00::1"), &fwd), known("2001:db8::17"));
+        let real = proxies(ForwardedHeader::XRealIp);
+        let h = headers(&[("x-real-ip", "203.0.113.5")]);
+        assert_eq!(resolve(&h, &ext("10.0.0.1"), &real), known("203.0.113.5"));
+    }
+
+    #[test]
+    fn only_the_named_header_is_read() {
+        // The proxy writes X-Forwarded-For; a client-supplied Forwarded is passed through
+        // and must change nothing, whatever it says.
+        for fwd in ["for=unknown", "for=10.0.0.1", "for=192.0.2.1", "garbage"] {
+            let h = headers(&[("x-forwarded-for", "203.0.113.5"), ("forwarded", fwd)]);
+            assert_eq!(resolve(&h, &ext("10.0.0.1"), &xff()), known("203.0.113.5"));
+        }
+        // Only a Forwarded header, while the proxy writes X-Forwarded-For: unknown.
+        let h = headers(&[("forwarded", "for=203.0.113.5")]);
+        assert!(unknown(resolve(&h, &ext("10.0.0.1"), &xff())));
     }
 
     #[test]
@@ -240,71 +407,74 @@ mod tests {
             ("x-forwarded-for", "192.0.2.66"),
             ("x-forwarded-for", "203.0.113.5"),
         ]);
-        assert_eq!(
-            resolve(&h, &ext("10.0.0.1"), &trusted()),
-            Some(ip("203.0.113.5"))
-        );
+        assert_eq!(resolve(&h, &ext("10.0.0.1"), &xff()), known("203.0.113.5"));
     }
 
     #[test]
-    fn malformed_chains_fall_back_to_the_peer() {
-        for v in ["garbage", "203.0.113.5, nonsense", "unknown", ""] {
+    fn unusable_chains_are_unknown_never_the_proxy() {
+        for v in [
+            "garbage",
+            "203.0.113.5, nonsense",
+            "unknown",
+            "",
+            "10.0.0.9",
+        ] {
             let h = headers(&[("x-forwarded-for", v)]);
-            assert_eq!(
-                resolve(&h, &ext("10.0.0.1"), &trusted()),
-                Some(ip("10.0.0.1")),
-                "{v}"
-            );
+            assert!(unknown(resolve(&h, &ext("10.0.0.1"), &xff())), "{v}");
         }
-        let h = headers(&[("forwarded", "for=_hidden")]);
-        assert_eq!(
-            resolve(&h, &ext("10.0.0.1"), &trusted()),
-            Some(ip("10.0.0.1"))
-        );
+        assert!(unknown(resolve(
+            &HeaderMap::new(),
+            &ext("10.0.0.1"),
+            &xff()
+        )));
+        let fwd = proxies(ForwardedHeader::Forwarded);
+        for v in ["for=_hidden", "for=unknown", "proto=https", "for=10.0.0.3"] {
+            let h = headers(&[("forwarded", v)]);
+            assert!(unknown(resolve(&h, &ext("10.0.0.1"), &fwd)), "{v}");
+        }
+        let real = proxies(ForwardedHeader::XRealIp);
+        for h in [
+            headers(&[("x-real-ip", "203.0.113.5, 192.0.2.1")]),
+            headers(&[("x-real-ip", "203.0.113.5"), ("x-real-ip", "192.0.2.1")]),
+            headers(&[("x-real-ip", "10.0.0.7")]),
+            headers(&[("x-real-ip", "nope")]),
+        ] {
+            assert!(unknown(resolve(&h, &ext("10.0.0.1"), &real)), "{h:?}");
+        }
         // Junk left of the first untrusted hop is the client's own claim and does not matter.
         let h = headers(&[("x-forwarded-for", "nonsense, 203.0.113.5")]);
-        assert_eq!(
-            resolve(&h, &ext("10.0.0.1"), &trusted()),
-            Some(ip("203.0.113.5"))
-        );
+        assert_eq!(resolve(&h, &ext("10.0.0.1"), &xff()), known("203.0.113.5"));
     }
 
     #[test]
-    fn disagreeing_headers_are_both_ignored() {
-        let h = headers(&[
-            ("x-forwarded-for", "203.0.113.5"),
-            ("forwarded", "for=192.0.2.66"),
-        ]);
-        assert_eq!(
-            resolve(&h, &ext("10.0.0.1"), &trusted()),
-            Some(ip("10.0.0.1"))
-        );
-        let h = headers(&[
-            ("x-forwarded-for", "203.0.113.5"),
-            ("forwarded", "for=203.0.113.5"),
-        ]);
-        assert_eq!(
-            resolve(&h, &ext("10.0.0.1"), &trusted()),
-            Some(ip("203.0.113.5"))
-        );
+    fn overlong_chains_are_unusable() {
+        let long = vec!["203.0.113.5"; MAX_HOPS + 1].join(", ");
+        let h = headers(&[("x-forwarded-for", &long)]);
+        assert!(unknown(resolve(&h, &ext("10.0.0.1"), &xff())));
     }
 
     #[test]
     fn v4_mapped_addresses_are_normalised() {
-        let h = HeaderMap::new();
         assert_eq!(
-            resolve(&h, &ext("::ffff:192.0.2.1"), &[]),
-            Some(ip("192.0.2.1"))
+            resolve(
+                &HeaderMap::new(),
+                &ext("::ffff:192.0.2.1"),
+                &ProxyConfig::default()
+            ),
+            known("192.0.2.1")
         );
         let h = headers(&[("x-forwarded-for", "::ffff:203.0.113.5")]);
         assert_eq!(
-            resolve(&h, &ext("::ffff:10.0.0.1"), &trusted()),
-            Some(ip("203.0.113.5"))
+            resolve(&h, &ext("::ffff:10.0.0.1"), &xff()),
+            known("203.0.113.5")
         );
     }
 
     #[test]
     fn no_connection_info_means_unknown() {
-        assert_eq!(resolve(&HeaderMap::new(), &Extensions::new(), &[]), None);
+        assert_eq!(
+            resolve(&HeaderMap::new(), &Extensions::new(), &xff()),
+            ClientAddr::NoPeer
+        );
     }
 }

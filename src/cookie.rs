@@ -17,12 +17,58 @@ pub enum TokenTransport {
     Cookie,
     /// Only the token header: for APIs whose clients keep no cookie jar.
     Header,
-    /// Both (the default, for a server with browser and gRPC / native clients). The token
-    /// goes back the way it came; a request without one gets it in the header if it is gRPC
-    /// and in the cookie otherwise. So a browser never receives its token in a header that
-    /// page scripts could read: `HttpOnly` keeps its meaning.
+    /// The cookie for HTTP requests, the header for gRPC requests (the default, for a server
+    /// with browser and gRPC clients). An HTTP request's token header is ignored, so a
+    /// browser never receives its token in a header that page scripts could read (`HttpOnly`
+    /// keeps its meaning) and an unknown header token can never shadow a valid cookie. A
+    /// gRPC request uses its token header, or its cookie if it sends no header, and gets a
+    /// new token back the way it sent one (the header if it sent none).
     #[default]
     Both,
+}
+
+/// How many session cookies (or token headers) of a request are tried. Several cookies with
+/// our name are a sign of cookie tossing (a sibling subdomain planting one); the layer uses
+/// the first that is live, not merely the first that is well-formed, and bounds the work.
+pub(crate) const MAX_CANDIDATES: usize = 4;
+
+/// The presented session keys, in order, without duplicates.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Candidates {
+    keys: [Option<SessionKey>; MAX_CANDIDATES],
+}
+
+impl Candidates {
+    fn push(&mut self, key: SessionKey) -> bool {
+        for slot in &mut self.keys {
+            match slot {
+                Some(k) if *k == key => return true,
+                Some(_) => {}
+                None => {
+                    *slot = Some(key);
+                    return true;
+                }
+            }
+        }
+        false
+    }
+
+    pub(crate) fn first(&self) -> Option<SessionKey> {
+        self.keys[0]
+    }
+
+    /// The keys from position `from` on.
+    pub(crate) fn from(&self, from: usize) -> impl Iterator<Item = (usize, SessionKey)> + '_ {
+        self.keys
+            .iter()
+            .enumerate()
+            .skip(from)
+            .map_while(|(i, k)| k.map(|k| (i, k)))
+    }
+
+    fn is_empty(&self) -> bool {
+        self.keys[0].is_none()
+    }
 }
 
 /// Which way a token is sent back.
@@ -32,39 +78,58 @@ pub(crate) enum Via {
     Header,
 }
 
-/// The presented session key, if any, and the way a new token must go back.
-pub(crate) fn read_token(headers: &HeaderMap, config: &Config) -> (Option<SessionKey>, Via) {
+/// The presented session keys and the way a new token must go back.
+pub(crate) fn read_token(headers: &HeaderMap, config: &Config) -> (Candidates, Via) {
+    let grpc = || crate::rejection::is_grpc(headers);
     let (cookie_ok, header_ok) = match config.token_transport {
         TokenTransport::Cookie => (true, false),
         TokenTransport::Header => (false, true),
-        TokenTransport::Both => (true, true),
+        TokenTransport::Both if grpc() => (true, true),
+        TokenTransport::Both => (true, false),
     };
-    // An explicit header wins over an ambient cookie: only code that holds the token can set it.
+    // For gRPC, an explicit header wins over an ambient cookie: only code that holds the
+    // token can set it.
     if header_ok {
-        if let Some(key) = key_from_header(headers, &config.token_header) {
-            return (Some(key), Via::Header);
+        let keys = keys_from_header(headers, &config.token_header);
+        if !keys.is_empty() {
+            return (keys, Via::Header);
         }
     }
     if cookie_ok {
-        if let Some(key) = key_from_headers(headers, &config.cookie.name) {
-            return (Some(key), Via::Cookie);
+        let keys = keys_from_headers(headers, &config.cookie.name);
+        if !keys.is_empty() {
+            return (keys, Via::Cookie);
         }
     }
-    let reply = match config.token_transport {
-        TokenTransport::Cookie => Via::Cookie,
-        TokenTransport::Header => Via::Header,
-        TokenTransport::Both if crate::rejection::is_grpc(headers) => Via::Header,
-        TokenTransport::Both => Via::Cookie,
-    };
-    (None, reply)
+    let reply = if header_ok { Via::Header } else { Via::Cookie };
+    (Candidates::default(), reply)
 }
 
-fn key_from_header(headers: &HeaderMap, name: &HeaderName) -> Option<SessionKey> {
-    headers
+/// Marks the request's session cookie and token header values sensitive, so that their
+/// `Debug` (in a policy's log line, a handler's `?headers`) is redacted.
+pub(crate) fn mark_sensitive(headers: &mut HeaderMap, config: &Config) {
+    for name in [COOKIE, config.token_header.clone()] {
+        if let http::header::Entry::Occupied(mut e) = headers.entry(name) {
+            for v in e.iter_mut() {
+                v.set_sensitive(true);
+            }
+        }
+    }
+}
+
+fn keys_from_header(headers: &HeaderMap, name: &HeaderName) -> Candidates {
+    let mut keys = Candidates::default();
+    for key in headers
         .get_all(name)
         .iter()
         .filter_map(|v| v.to_str().ok())
-        .find_map(|v| SessionKey::from_token_str(v.trim()))
+        .filter_map(|v| SessionKey::from_token_str(v.trim()))
+    {
+        if !keys.push(key) {
+            break;
+        }
+    }
+    keys
 }
 
 /// Hands a new token to the client the way it expects it.
@@ -98,19 +163,32 @@ pub(crate) fn remove_token(headers: &mut HeaderMap, config: &Config, via: Via) {
 /// client can cause.
 pub const MAX_COOKIE_HEADER: usize = 16 * 1024;
 
-/// Finds the session token in every `Cookie` header (HTTP/2 sends one header per cookie) and
-/// returns its store key. Non-UTF-8, oversized or malformed headers and cookies are skipped;
-/// a cookie with our name whose value is not a well-formed token counts as absent.
-pub(crate) fn key_from_headers(headers: &HeaderMap, name: &str) -> Option<SessionKey> {
-    headers
+/// Finds the session tokens in every `Cookie` header (HTTP/2 sends one header per cookie)
+/// and returns their store keys, in order, at most [`MAX_CANDIDATES`]. Non-UTF-8, oversized
+/// or malformed headers and cookies are skipped; a cookie with our name whose value is not a
+/// well-formed token counts as absent.
+pub(crate) fn keys_from_headers(headers: &HeaderMap, name: &str) -> Candidates {
+    let mut keys = Candidates::default();
+    let pairs = headers
         .get_all(COOKIE)
         .iter()
         .filter(|v| v.len() <= MAX_COOKIE_HEADER)
         // A line with anything but visible ASCII is skipped whole (conservative: such a
         // line did not come from a browser's cookie jar as we set it).
         .filter(|v| v.to_str().is_ok())
-        .flat_map(|v| v.as_bytes().split(|&b| b == b';'))
-        .find_map(|pair| key_from_pair(pair, name.as_bytes()))
+        .flat_map(|v| v.as_bytes().split(|&b| b == b';'));
+    for key in pairs.filter_map(|pair| key_from_pair(pair, name.as_bytes())) {
+        if !keys.push(key) {
+            break;
+        }
+    }
+    keys
+}
+
+/// The first session key of the `Cookie` headers, if any.
+#[cfg(test)]
+fn key_from_headers(headers: &HeaderMap, name: &str) -> Option<SessionKey> {
+    keys_from_headers(headers, name).first()
 }
 
 /// The key in one `name=value` pair, if the pair has our name. The form the layer itself
@@ -249,6 +327,23 @@ mod tests {
         ] {
             assert_eq!(key_from_headers(&h, "__Host-session"), None);
         }
+    }
+
+    #[test]
+    fn every_session_cookie_is_a_candidate_in_order_and_bounded() {
+        let tokens: Vec<_> = (0..6).map(|_| SessionToken::generate()).collect();
+        let line = tokens
+            .iter()
+            .map(|t| format!("__Host-session={}", t.as_str()))
+            .collect::<Vec<_>>()
+            .join("; ");
+        let keys = keys_from_headers(&headers(&[line.as_bytes()]), "__Host-session");
+        let got: Vec<_> = keys.from(0).map(|(_, k)| k).collect();
+        let want: Vec<_> = tokens[..MAX_CANDIDATES].iter().map(|t| t.key()).collect();
+        assert_eq!(got, want);
+        let dup = format!("__Host-session={0}; __Host-session={0}", tokens[0].as_str());
+        let keys = keys_from_headers(&headers(&[dup.as_bytes()]), "__Host-session");
+        assert_eq!(keys.from(0).count(), 1);
     }
 
     #[test]

@@ -3,9 +3,23 @@
 //! Every event goes to `tracing` (target `tower_session_guard::event`) and, if one is
 //! configured, to a user [`EventSink`]. Events name sessions by [`Fingerprint`] only: a raw
 //! token never appears in an event or a log line.
+//!
+//! **Floods stay bounded.** The events anonymous clients can cause at will ([`Created`],
+//! [`UnknownToken`], [`GuestRefused`]) are aggregated per kind: the first in each interval
+//! (default 10 s) is emitted as a sample, the rest of that interval are counted, and the
+//! count comes out as one [`Suppressed`] event (with the last suppressed one's address and
+//! fingerprint) when the next event of that kind arrives after the interval. So a million
+//! random tokens a second write two lines per interval, not a million.
+//!
+//! [`Created`]: SessionEvent::Created
+//! [`UnknownToken`]: SessionEvent::UnknownToken
+//! [`GuestRefused`]: SessionEvent::GuestRefused
+//! [`Suppressed`]: SessionEvent::Suppressed
 
 use std::fmt;
 use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
 
 use serde::Serialize;
 
@@ -21,6 +35,8 @@ pub enum SessionEvent {
     Created {
         /// The new session.
         session: Fingerprint,
+        /// The client that created it.
+        client_ip: Option<IpAddr>,
     },
     /// A user logged in. The session got a new ID (`session`); `previous` is the one it
     /// replaced, if the request carried a live session.
@@ -65,6 +81,8 @@ pub enum SessionEvent {
     UnknownToken {
         /// Fingerprint of the presented token's key.
         session: Fingerprint,
+        /// The client that presented it.
+        client_ip: Option<IpAddr>,
     },
     /// A session was ended by revocation: by its user ("log out my other devices"), by an
     /// administrator, or by the per-user session limit at another login.
@@ -117,6 +135,56 @@ pub enum SessionEvent {
         /// The store's error message.
         error: String,
     },
+    /// A new guest session was refused: the address is over its creation budget or cooling
+    /// down after ID guessing (`"rate_limited"`), or the store has no room left that a guest
+    /// may take (`"store_full"`). Aggregated like `Created`.
+    GuestRefused {
+        /// The client.
+        client_ip: Option<IpAddr>,
+        /// `"rate_limited"` or `"store_full"`.
+        reason: &'static str,
+    },
+    /// One address presented more distinct unknown tokens within a window than the guessing
+    /// threshold allows: someone is guessing session IDs. Emitted once per window and address.
+    TokenGuessing {
+        /// The address (its /64 for IPv6 is what is counted).
+        client_ip: IpAddr,
+        /// Distinct unknown tokens in the window so far.
+        unknown_tokens: u32,
+        /// The window, in seconds.
+        window_secs: u64,
+        /// How long the address is now refused (none when only detection is configured).
+        cooldown_secs: Option<u64>,
+    },
+    /// A login was refused before any session was written: the address is outside the
+    /// allowed ranges, or the post-authentication policy denies it (so the user gets a clear
+    /// error instead of a session that is thrown out on its next request).
+    LoginDenied {
+        /// Who tried to log in.
+        user_id: String,
+        /// From where.
+        client_ip: IpAddr,
+        /// Why.
+        reason: String,
+    },
+    /// A configuration that works but weakens a protection, reported once by `build()`.
+    ConfigWarning {
+        /// What to reconsider.
+        message: String,
+    },
+    /// Events of one kind that were counted instead of emitted (see the module docs).
+    Suppressed {
+        /// Which kind (`"created"`, `"unknown_token"`, `"guest_refused"`).
+        kind: &'static str,
+        /// How many were not emitted one by one.
+        count: u64,
+        /// The aggregation interval, in seconds.
+        interval_secs: u64,
+        /// The address of the last one counted.
+        sample_client_ip: Option<IpAddr>,
+        /// The session (or presented token) fingerprint of the last one counted.
+        sample_session: Option<Fingerprint>,
+    },
 }
 
 impl SessionEvent {
@@ -134,6 +202,11 @@ impl SessionEvent {
             SessionEvent::PolicyDenied { .. } => "policy_denied",
             SessionEvent::ClientIpUnknown { .. } => "client_ip_unknown",
             SessionEvent::StoreFailed { .. } => "store_failed",
+            SessionEvent::GuestRefused { .. } => "guest_refused",
+            SessionEvent::TokenGuessing { .. } => "token_guessing",
+            SessionEvent::LoginDenied { .. } => "login_denied",
+            SessionEvent::ConfigWarning { .. } => "config_warning",
+            SessionEvent::Suppressed { .. } => "suppressed",
         }
     }
 }
@@ -166,9 +239,100 @@ where
     }
 }
 
-pub(crate) fn emit(sink: Option<&dyn EventSink>, event: SessionEvent) {
+/// The kinds an anonymous client can cause at will, aggregated per interval.
+const NOISY: [&str; 3] = ["created", "unknown_token", "guest_refused"];
+
+#[derive(Default)]
+struct Slot {
+    since: Option<SystemTime>,
+    count: u64,
+    sample: (Option<IpAddr>, Option<Fingerprint>),
+}
+
+/// Sends events to `tracing` and the sink, aggregating the noisy kinds.
+pub(crate) struct Emitter {
+    sink: Option<Arc<dyn EventSink>>,
+    interval: Duration,
+    slots: [Mutex<Slot>; 3],
+}
+
+impl fmt::Debug for Emitter {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Emitter")
+            .field("sink", &self.sink.is_some())
+            .field("interval", &self.interval)
+            .finish()
+    }
+}
+
+impl Emitter {
+    pub(crate) fn new(sink: Option<Arc<dyn EventSink>>, interval: Duration) -> Self {
+        Emitter {
+            sink,
+            interval,
+            slots: Default::default(),
+        }
+    }
+
+    /// Emits `event`, or counts it if its kind already had a sample this interval. `now`
+    /// is asked only for the noisy kinds.
+    pub(crate) fn emit(&self, event: SessionEvent, now: impl FnOnce() -> SystemTime) {
+        let kind = event.kind();
+        let Some(i) = NOISY.iter().position(|k| *k == kind) else {
+            return emit(self.sink.as_deref(), event);
+        };
+        if self.interval.is_zero() {
+            return emit(self.sink.as_deref(), event);
+        }
+        let now = now();
+        let mut slot = self.slots[i].lock().unwrap_or_else(|p| p.into_inner());
+        let fresh = slot.since.is_none_or(|since| {
+            now.duration_since(since)
+                .map_or(true, |d| d >= self.interval)
+        });
+        if !fresh {
+            slot.count += 1;
+            slot.sample = event.sample();
+            return;
+        }
+        let summary = (slot.count > 0).then(|| SessionEvent::Suppressed {
+            kind,
+            count: slot.count,
+            interval_secs: self.interval.as_secs(),
+            sample_client_ip: slot.sample.0,
+            sample_session: slot.sample.1,
+        });
+        *slot = Slot {
+            since: Some(now),
+            ..Slot::default()
+        };
+        drop(slot);
+        if let Some(summary) = summary {
+            emit(self.sink.as_deref(), summary);
+        }
+        emit(self.sink.as_deref(), event);
+    }
+}
+
+impl SessionEvent {
+    /// The address and fingerprint a `Suppressed` summary keeps as its sample.
+    fn sample(&self) -> (Option<IpAddr>, Option<Fingerprint>) {
+        match self {
+            SessionEvent::Created { session, client_ip }
+            | SessionEvent::UnknownToken { session, client_ip } => (*client_ip, Some(*session)),
+            SessionEvent::GuestRefused { client_ip, .. } => (*client_ip, None),
+            _ => (None, None),
+        }
+    }
+}
+
+fn emit(sink: Option<&dyn EventSink>, event: SessionEvent) {
     match &event {
-        SessionEvent::PinViolation { .. } | SessionEvent::PolicyDenied { .. } => {
+        SessionEvent::PinViolation { .. }
+        | SessionEvent::PolicyDenied { .. }
+        | SessionEvent::TokenGuessing { .. }
+        | SessionEvent::LoginDenied { .. }
+        | SessionEvent::ConfigWarning { .. } => {
             tracing::warn!(target: "tower_session_guard::event", "{event}")
         }
         SessionEvent::StoreFailed { .. } | SessionEvent::ClientIpUnknown { .. } => {

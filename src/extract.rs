@@ -38,6 +38,18 @@ impl IntoResponse for SessionError {
         let status = match self {
             SessionError::Ended | SessionError::NotAuthenticated => StatusCode::UNAUTHORIZED,
             SessionError::ClientIpUnknown => StatusCode::INTERNAL_SERVER_ERROR,
+            SessionError::ClientIpUnverifiable => StatusCode::BAD_REQUEST,
+            SessionError::LoginDenied { .. } => StatusCode::FORBIDDEN,
+            SessionError::RateLimited { retry_after } => {
+                let status = StatusCode::TOO_MANY_REQUESTS;
+                let secs = retry_after.as_secs().max(1).to_string();
+                return (
+                    status,
+                    [(http::header::RETRY_AFTER, secs)],
+                    "too many new sessions",
+                )
+                    .into_response();
+            }
             SessionError::TooManySessions { .. } => StatusCode::CONFLICT,
             SessionError::Store(_) | SessionError::Contention => StatusCode::SERVICE_UNAVAILABLE,
             SessionError::Value { .. } => StatusCode::INTERNAL_SERVER_ERROR,

@@ -1,19 +1,23 @@
 //! The tower [`Layer`] and its builder.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
 use cookie::SameSite;
 use tower_layer::Layer;
 
+use crate::abuse::{GuessingLimit, RateLimit};
 use crate::admin::{self, SessionInfo};
+use crate::client_ip::ForwardedHeader;
 use crate::clock::Clock;
 use crate::config::{Config, ConfigError, Settings};
 use crate::cookie::TokenTransport;
 use crate::events::EventSink;
 use crate::id::Fingerprint;
 use crate::pin::PinMode;
-use crate::policy::{PostAuthPolicy, ValidationPolicy};
+use crate::policy::{Decision, PolicyContext, PostAuthPolicy, ValidationPolicy};
 use crate::rejection::ResponseForRejection;
 use crate::service::SessionGuard;
 use crate::store::{DynStore, LimitPolicy, MemoryStore, SessionLimit, SessionStore, StoreError};
@@ -32,15 +36,30 @@ pub(crate) struct Core<St, P> {
 pub(crate) trait Backend: Send + Sync + 'static {
     fn store(&self) -> &dyn DynStore;
     fn config(&self) -> &Config;
+    /// The policy's decision on a login about to happen (off the hot path, so boxed).
+    fn login_decision<'a>(
+        &'a self,
+        ctx: &'a PolicyContext<'a>,
+    ) -> Pin<Box<dyn Future<Output = Decision> + Send + 'a>>;
 }
 
-impl<St: SessionStore, P: Send + Sync + 'static> Backend for Core<St, P> {
+impl<St: SessionStore, P: PostAuthPolicy> Backend for Core<St, P> {
     fn store(&self) -> &dyn DynStore {
         &self.store
     }
 
     fn config(&self) -> &Config {
         &self.config
+    }
+
+    fn login_decision<'a>(
+        &'a self,
+        ctx: &'a PolicyContext<'a>,
+    ) -> Pin<Box<dyn Future<Output = Decision> + Send + 'a>> {
+        match self.policy.evaluate_now(ctx) {
+            Some(decision) => Box::pin(std::future::ready(decision)),
+            None => Box::pin(self.policy.evaluate(ctx)),
+        }
     }
 }
 
@@ -184,9 +203,20 @@ impl<St: SessionStore, P: PostAuthPolicy> SessionGuardBuilder<St, P> {
         self
     }
 
-    /// Proxies whose forwarding headers (`X-Forwarded-For`, `Forwarded`) are believed (CIDR;
-    /// a bare address is one host). Default: none, so the client address is the connection's
-    /// peer. List only proxies you run.
+    /// Proxies whose forwarding header is believed (CIDR; a bare address is one host).
+    /// Default: none, so the client address is the connection's peer. List only proxies you
+    /// run, and name the header they write with [`forwarded_header`](Self::forwarded_header)
+    /// ([`build`](Self::build) refuses trusted proxies without one).
+    ///
+    /// ```
+    /// use tower_session_guard::{ForwardedHeader, MemoryStore, SessionGuardLayer};
+    ///
+    /// let layer = SessionGuardLayer::builder(MemoryStore::new())
+    ///     .trusted_proxies(["10.0.0.5"])
+    ///     .forwarded_header(ForwardedHeader::XForwardedFor)
+    ///     .build()?;
+    /// # Ok::<_, tower_session_guard::ConfigError>(())
+    /// ```
     pub fn trusted_proxies<I, S>(mut self, proxies: I) -> Self
     where
         I: IntoIterator<Item = S>,
@@ -196,7 +226,54 @@ impl<St: SessionStore, P: PostAuthPolicy> SessionGuardBuilder<St, P> {
         self
     }
 
-    /// Caps each user's live authenticated sessions at `max` (default: no cap). At a login
+    /// The one forwarding header your trusted proxies write; every other forwarding header is
+    /// ignored, because proxies pass the others through from the client untouched. When a
+    /// request from a trusted proxy has no usable chain in this header, its client address is
+    /// unknown: an authenticated request is then refused with 401 (the session is kept) and
+    /// a login fails with [`SessionError::ClientIpUnverifiable`](crate::SessionError::ClientIpUnverifiable).
+    pub fn forwarded_header(mut self, header: ForwardedHeader) -> Self {
+        self.settings.forwarded_header = Some(header);
+        self
+    }
+
+    /// The idle timeout of guest sessions, which hold no login (default 15 minutes, at most
+    /// the absolute lifetime). Shorter than a logged-in user's, so anonymous state leaves the
+    /// store soon; the stores also keep guests within a budget of their own.
+    pub fn guest_idle_timeout(mut self, idle: Duration) -> Self {
+        self.settings.guest_idle_timeout = idle;
+        self
+    }
+
+    /// How many guest sessions one client address may create per window (default 300 per
+    /// minute; IPv6 addresses count by their /64). Beyond it, the handler's write fails with
+    /// [`SessionError::RateLimited`](crate::SessionError::RateLimited) (429). `None` turns
+    /// the limit off. Logins and requests with a live session are never charged.
+    pub fn guest_creation_limit(mut self, limit: Option<RateLimit>) -> Self {
+        self.settings.guest_creation_limit = limit;
+        self
+    }
+
+    /// ID-guessing detection (default: more than 100 distinct unknown tokens from one address
+    /// per minute emit [`SessionEvent::TokenGuessing`](crate::SessionEvent::TokenGuessing),
+    /// no cool-down). With a cool-down, the address's unknown tokens are then answered 429
+    /// and it creates no guest session until the cool-down ends; its live sessions keep
+    /// working, so a guesser behind a shared NAT cannot lock out logged-in neighbours.
+    /// `None` turns detection off.
+    pub fn token_guessing(mut self, limit: Option<GuessingLimit>) -> Self {
+        self.settings.guessing_limit = limit;
+        self
+    }
+
+    /// The interval over which flood-prone events (guest creations, unknown tokens, refused
+    /// guests) are aggregated (default 10 s; zero emits every event). See
+    /// [`SessionEvent::Suppressed`](crate::SessionEvent::Suppressed).
+    pub fn event_aggregation(mut self, interval: Duration) -> Self {
+        self.settings.event_interval = interval;
+        self
+    }
+
+    /// Caps each user's live authenticated sessions at `max` (default 20 with
+    /// [`LimitPolicy::EvictOldest`]; see [`config`](crate::config) for why). At a login
     /// beyond it, [`LimitPolicy::EvictOldest`] ends the user's oldest sessions and
     /// [`LimitPolicy::RejectNew`] refuses the login with
     /// [`SessionError::TooManySessions`](crate::SessionError::TooManySessions). The check is
@@ -309,8 +386,15 @@ impl<St: SessionStore, P: PostAuthPolicy> SessionGuardBuilder<St, P> {
         self
     }
 
-    /// Checks the configuration and builds the layer.
-    pub fn build(self) -> Result<SessionGuardLayer<St, P>, ConfigError> {
+    /// Checks the configuration and builds the layer. A trusted proxy range that overlaps an
+    /// allowed range or a range of the policy is reported as a
+    /// [`SessionEvent::ConfigWarning`](crate::SessionEvent::ConfigWarning).
+    ///
+    /// # Errors
+    ///
+    /// A [`ConfigError`] that says what to change.
+    pub fn build(mut self) -> Result<SessionGuardLayer<St, P>, ConfigError> {
+        self.settings.policy_ranges = self.policy.ip_ranges();
         Ok(SessionGuardLayer {
             core: Arc::new(Core {
                 store: self.store,

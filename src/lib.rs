@@ -26,6 +26,7 @@
 #![deny(missing_docs, unsafe_code)]
 #![warn(rust_2018_idioms)]
 
+mod abuse;
 mod admin;
 mod client_ip;
 mod clock;
@@ -44,8 +45,9 @@ mod service;
 mod session;
 pub mod store;
 
+pub use crate::abuse::{GuessingLimit, RateLimit};
 pub use crate::admin::SessionInfo;
-pub use crate::client_ip::{ClientIp, PeerAddr};
+pub use crate::client_ip::{ClientIp, ForwardedHeader, PeerAddr};
 pub use crate::clock::{Clock, ManualClock, SystemClock};
 pub use crate::config::ConfigError;
 pub use crate::cookie::{TokenTransport, MAX_COOKIE_HEADER};
@@ -62,7 +64,7 @@ pub use crate::policy::{
 pub use crate::record::{ExpiryKind, Identity, SessionRecord};
 pub use crate::rejection::{is_grpc, DefaultRejectionResponse, Rejection, ResponseForRejection};
 pub use crate::service::{ResponseFuture, SessionGuard};
-pub use crate::session::{Session, SessionError};
+pub use crate::session::{Session, SessionError, MAX_VALUE_DEPTH};
 pub use crate::store::{
     LimitPolicy, LoginWrite, MemoryStore, SessionLimit, SessionStore, StoreError, Write,
 };

@@ -17,8 +17,12 @@ use ipnet::IpNet;
 
 use crate::record::Identity;
 
-/// What a policy sees about one request of an authenticated session.
-#[derive(Debug)]
+/// What a policy sees about one request of an authenticated session, or about a login that
+/// is about to happen (`at_login`).
+///
+/// Its `Debug` output redacts the session cookie and the token header, and the layer marks
+/// those header values sensitive before a policy sees them, so `tracing::debug!(?ctx)` in a
+/// policy never prints a live token.
 #[non_exhaustive]
 pub struct PolicyContext<'a> {
     /// Where this request comes from (after trusted-proxy resolution).
@@ -37,9 +41,44 @@ pub struct PolicyContext<'a> {
     pub method: &'a Method,
     /// The request URI.
     pub uri: &'a Uri,
-    /// The request headers. They include the session cookie or token header: never log
-    /// them whole.
+    /// The request headers. The session cookie and token header are marked sensitive
+    /// (their `Debug` is redacted); still, never log their values yourself. Empty at login.
     pub headers: &'a HeaderMap,
+    /// `true` when [`Session::login`](crate::Session::login) asks before writing the login
+    /// (then `pinned_ip` is the login address, the durations are zero and `headers` is
+    /// empty); `false` on every request of an authenticated session.
+    pub at_login: bool,
+}
+
+impl std::fmt::Debug for PolicyContext<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        struct Redacted<'h>(&'h HeaderMap);
+        impl std::fmt::Debug for Redacted<'_> {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                let mut map = f.debug_map();
+                for (name, value) in self.0 {
+                    if value.is_sensitive() || name == http::header::COOKIE {
+                        map.entry(name, &"[redacted]");
+                    } else {
+                        map.entry(name, value);
+                    }
+                }
+                map.finish()
+            }
+        }
+        f.debug_struct("PolicyContext")
+            .field("client_ip", &self.client_ip)
+            .field("pinned_ip", &self.pinned_ip)
+            .field("identity", self.identity)
+            .field("session_age", &self.session_age)
+            .field("idle_time", &self.idle_time)
+            .field("since_authentication", &self.since_authentication)
+            .field("method", self.method)
+            .field("uri", self.uri)
+            .field("headers", &Redacted(self.headers))
+            .field("at_login", &self.at_login)
+            .finish()
+    }
 }
 
 /// A policy's answer.
@@ -102,6 +141,13 @@ pub trait PostAuthPolicy: Send + Sync + 'static {
         let _ = ctx;
         None
     }
+
+    /// The address ranges this policy's decisions depend on (default none). The builder
+    /// warns when a trusted proxy range overlaps one of them, because a client inside a
+    /// trusted range can claim any address.
+    fn ip_ranges(&self) -> Vec<IpNet> {
+        Vec::new()
+    }
 }
 
 impl<F> PostAuthPolicy for F
@@ -133,6 +179,12 @@ impl<A: PostAuthPolicy, B: PostAuthPolicy> PostAuthPolicy for (A, B) {
             deny => Some(deny),
         }
     }
+
+    fn ip_ranges(&self) -> Vec<IpNet> {
+        let mut ranges = self.0.ip_ranges();
+        ranges.extend(self.1.ip_ranges());
+        ranges
+    }
 }
 
 /// A policy that allows everything: for when pinning alone is wanted.
@@ -149,7 +201,9 @@ impl PostAuthPolicy for AllowAll {
     }
 }
 
-/// How a [`ValidationPolicy`] reads its rules.
+/// How a [`ValidationPolicy`] reads its rules, in the "allow policy / deny policy" terms of
+/// enterprise identity platforms. **Allow mode terminates by default** (a session goes on
+/// only if a rule holds); deny mode continues by default (it ends only if a rule matches).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum PolicyMode {
     /// Terminate the session unless a rule holds (the default: closed unless allowed).
@@ -321,6 +375,13 @@ impl PostAuthPolicy for ValidationPolicy {
 
     fn evaluate_now(&self, ctx: &PolicyContext<'_>) -> Option<Decision> {
         Some(self.decide(ctx.client_ip, ctx.identity))
+    }
+
+    fn ip_ranges(&self) -> Vec<IpNet> {
+        self.rules
+            .iter()
+            .flat_map(|r| r.ip_ranges.iter().flatten().copied())
+            .collect()
     }
 }
 

@@ -96,23 +96,32 @@ impl SessionRecord {
     }
 
     /// When this record stops being valid: the earlier of the idle and absolute deadlines.
+    /// A deadline that does not fit in a `SystemTime` (a corrupt record) is the record's own
+    /// time, so such a record counts as expired rather than eternal.
     pub fn expires_at(&self, idle: Duration, absolute: Duration) -> SystemTime {
-        (self.last_seen + idle).min(self.created_at + absolute)
+        let idle_end = self.last_seen.checked_add(idle).unwrap_or(self.last_seen);
+        let absolute_end = self
+            .created_at
+            .checked_add(absolute)
+            .unwrap_or(self.created_at);
+        idle_end.min(absolute_end)
     }
 
-    /// Why the record is expired at `now`, if it is.
+    /// Why the record is expired at `now`, if it is. Checked arithmetic throughout: absurd
+    /// times (from a corrupt or hostile store) expire the record instead of panicking.
     pub fn expiry(
         &self,
         now: SystemTime,
         idle: Duration,
         absolute: Duration,
     ) -> Option<ExpiryKind> {
-        if now >= self.created_at + absolute {
-            Some(ExpiryKind::Absolute)
-        } else if now >= self.last_seen + idle {
-            Some(ExpiryKind::Idle)
-        } else {
-            None
+        match self.created_at.checked_add(absolute) {
+            Some(end) if now < end => {}
+            _ => return Some(ExpiryKind::Absolute),
+        }
+        match self.last_seen.checked_add(idle) {
+            Some(end) if now < end => None,
+            _ => Some(ExpiryKind::Idle),
         }
     }
 }

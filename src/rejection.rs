@@ -3,7 +3,7 @@
 
 use std::fmt;
 
-use http::header::{HeaderMap, HeaderValue, CACHE_CONTROL, CONTENT_TYPE};
+use http::header::{HeaderMap, HeaderValue, CACHE_CONTROL, CONTENT_TYPE, RETRY_AFTER};
 use http::{Response, StatusCode};
 
 /// Why the layer answered a request itself. It is also put into the response's extensions.
@@ -21,6 +21,14 @@ pub enum Rejection {
     /// An authenticated request came without connection info, so it could not be checked.
     /// A server wiring problem (see `PeerAddr`), not the client's fault.
     ClientIpUnknown,
+    /// An authenticated request came through a trusted proxy whose forwarding header names
+    /// no client, so its address (and with it the pin, the ranges and the policy) cannot be
+    /// checked. The session is kept: this is the proxy's fault or a forged header, not proof
+    /// of a hijack.
+    ClientIpUnverifiable,
+    /// The client address is cooling down after guessing session IDs, and presented another
+    /// unknown token. Answered with `Retry-After`.
+    TooManyUnknownTokens,
 }
 
 impl Rejection {
@@ -30,16 +38,20 @@ impl Rejection {
             Rejection::StoreUnavailable => StatusCode::SERVICE_UNAVAILABLE,
             Rejection::PinViolation | Rejection::PolicyDenied => StatusCode::UNAUTHORIZED,
             Rejection::ClientIpUnknown => StatusCode::INTERNAL_SERVER_ERROR,
+            Rejection::ClientIpUnverifiable => StatusCode::UNAUTHORIZED,
+            Rejection::TooManyUnknownTokens => StatusCode::TOO_MANY_REQUESTS,
         }
     }
 
     /// The gRPC status code for gRPC clients.
     pub fn grpc_status(self) -> u16 {
         match self {
-            Rejection::StoreUnavailable => 14, // UNAVAILABLE
-            Rejection::PinViolation => 16,     // UNAUTHENTICATED
-            Rejection::PolicyDenied => 7,      // PERMISSION_DENIED
-            Rejection::ClientIpUnknown => 13,  // INTERNAL
+            Rejection::StoreUnavailable => 14,     // UNAVAILABLE
+            Rejection::PinViolation => 16,         // UNAUTHENTICATED
+            Rejection::PolicyDenied => 7,          // PERMISSION_DENIED
+            Rejection::ClientIpUnknown => 13,      // INTERNAL
+            Rejection::ClientIpUnverifiable => 16, // UNAUTHENTICATED
+            Rejection::TooManyUnknownTokens => 8,  // RESOURCE_EXHAUSTED
         }
     }
 
@@ -50,6 +62,8 @@ impl Rejection {
             Rejection::PinViolation => "session terminated: used from an unexpected address",
             Rejection::PolicyDenied => "session terminated by policy",
             Rejection::ClientIpUnknown => "client address unknown",
+            Rejection::ClientIpUnverifiable => "client address cannot be verified",
+            Rejection::TooManyUnknownTokens => "too many unknown session tokens; slow down",
         }
     }
 
@@ -58,6 +72,9 @@ impl Rejection {
         let mut res = Response::new(B::default());
         let h = res.headers_mut();
         h.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        if self == Rejection::TooManyUnknownTokens {
+            h.insert(RETRY_AFTER, HeaderValue::from_static("60"));
+        }
         if is_grpc(request_headers) {
             // Trailers-only: status and message travel in the single HEADERS frame.
             h.insert(CONTENT_TYPE, HeaderValue::from_static("application/grpc"));

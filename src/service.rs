@@ -28,9 +28,10 @@ use http::{HeaderMap, Request, Response};
 use pin_project_lite::pin_project;
 use tower_service::Service;
 
-use crate::client_ip::{self, ClientIp};
+use crate::abuse::Guess;
+use crate::client_ip::{self, ClientAddr, ClientIp};
 use crate::config::Config;
-use crate::cookie::{self, Via};
+use crate::cookie::{self, Candidates, Via};
 use crate::events::SessionEvent;
 use crate::id::SessionKey;
 use crate::layer::{Backend, Core};
@@ -185,22 +186,45 @@ where
         let core = &*self.core;
         let config = &core.config;
         let now = config.clock.now();
-        let (key, reply) = cookie::read_token(req.headers(), config);
-        let client_ip =
-            client_ip::resolve(req.headers(), req.extensions(), &config.trusted_proxies);
-        let next = match key {
+        let (candidates, reply) = cookie::read_token(req.headers(), config);
+        let client = client_ip::resolve(req.headers(), req.extensions(), &config.proxies);
+        let next = match candidates.first() {
             None => Next::Go(None),
-            Some(key) => match core.store.load_now(key) {
-                Some(loaded) => {
-                    let view = RequestView::of(&req);
-                    after_load(&core.policy, config, key, loaded, client_ip, view, now)
+            Some(_) => {
+                // Before any policy or handler can log the headers.
+                cookie::mark_sensitive(req.headers_mut(), config);
+                let view = RequestView::of(&req);
+                let mut pick = Pick::default();
+                let mut next = None;
+                for (i, key) in candidates.from(0) {
+                    let Some(loaded) = core.store.load_now(key) else {
+                        next = Some(Next::Then(Stage::Load {
+                            candidates,
+                            from: i,
+                            pick: std::mem::take(&mut pick),
+                        }));
+                        break;
+                    };
+                    next = consider(
+                        &core.policy,
+                        config,
+                        key,
+                        loaded,
+                        client,
+                        view,
+                        now,
+                        &mut pick,
+                    );
+                    if next.is_some() {
+                        break;
+                    }
                 }
-                None => Next::Then(Stage::Load(key)),
-            },
+                next.unwrap_or_else(|| pick.finish())
+            }
         };
         match next {
             Next::Go(current) => {
-                let after = attach(&mut req, &self.core, current, client_ip, reply, now);
+                let after = attach(&mut req, &self.core, current, client, reply, now);
                 // Called here, on the service `poll_ready` readied: no clone of the inner
                 // service (for an axum route, a boxed clone) on this path.
                 ResponseFuture::inner(self.inner.call(req), after)
@@ -214,7 +238,7 @@ where
                 Resume {
                     stage,
                     reply,
-                    client_ip,
+                    client,
                     now,
                 },
                 req,
@@ -234,14 +258,18 @@ fn take_readied<S: Clone>(inner: &mut S) -> S {
 struct Resume {
     stage: Stage,
     reply: Via,
-    client_ip: Option<IpAddr>,
+    client: ClientAddr,
     now: SystemTime,
 }
 
 /// The step at which the synchronous path had to wait.
 enum Stage {
-    /// The store cannot answer the load without a round trip.
-    Load(SessionKey),
+    /// The store cannot answer the load of candidate `from` without a round trip.
+    Load {
+        candidates: Candidates,
+        from: usize,
+        pick: Pick,
+    },
     /// The record has expired: delete it, then go on without a session.
     Expired(Live, ExpiryKind),
     /// The session passed its pin; the policy must be awaited.
@@ -282,16 +310,27 @@ where
     let Resume {
         mut stage,
         reply,
-        client_ip,
+        client,
         now,
     } = resume;
     // Each stage moves forward (load → policy → terminate), so this ends within four turns.
     let current = loop {
         let view = RequestView::of(&req);
         let next = match stage {
-            Stage::Load(key) => {
-                let loaded = store.load(key).await;
-                after_load(policy, config, key, loaded, client_ip, view, now)
+            Stage::Load {
+                candidates,
+                from,
+                mut pick,
+            } => {
+                let mut next = None;
+                for (_, key) in candidates.from(from) {
+                    let loaded = store.load(key).await;
+                    next = consider(policy, config, key, loaded, client, view, now, &mut pick);
+                    if next.is_some() {
+                        break;
+                    }
+                }
+                next.unwrap_or_else(|| pick.finish())
             }
             Stage::Expired(live, kind) => {
                 expire(store, config, live, kind).await;
@@ -319,7 +358,7 @@ where
             Next::Then(next) => stage = next,
         }
     };
-    let after = attach(&mut req, &core, current, client_ip, reply, now);
+    let after = attach(&mut req, &core, current, client, reply, now);
     let mut res = inner.call(req).await?;
     if let Some(touch) = after.commit(res.headers_mut()) {
         touch.await;
@@ -327,25 +366,45 @@ where
     Ok(res)
 }
 
-/// Everything after a load that needs no waiting: the outcome of the load, expiry, the pin,
-/// and the policy if it can answer now.
-fn after_load<P: PostAuthPolicy>(
+/// What the candidates loaded so far left behind: the first expired one (deleted and
+/// reported if no candidate is live) and whether an unknown one came from an address that is
+/// cooling down after ID guessing.
+#[derive(Default)]
+struct Pick {
+    expired: Option<(Live, ExpiryKind)>,
+    blocked: bool,
+}
+
+impl Pick {
+    /// No candidate was live.
+    fn finish(self) -> Next {
+        match self.expired {
+            Some((live, kind)) => Next::Then(Stage::Expired(live, kind)),
+            None if self.blocked => Next::Stop(Rejection::TooManyUnknownTokens),
+            None => Next::Go(None),
+        }
+    }
+}
+
+/// One candidate's load, and everything after it that needs no waiting: the outcome of the
+/// load, expiry, the pin, and the policy if it can answer now. `None`: try the next candidate.
+#[allow(clippy::too_many_arguments)]
+fn consider<P: PostAuthPolicy>(
     policy: &P,
     config: &Config,
     key: SessionKey,
     loaded: Result<Option<Arc<SessionRecord>>, StoreError>,
-    client_ip: Option<IpAddr>,
+    client: ClientAddr,
     req: RequestView<'_>,
     now: SystemTime,
-) -> Next {
+    pick: &mut Pick,
+) -> Option<Next> {
     let record = match loaded {
         Ok(Some(record)) => record,
         // An unknown key is "no session" (never adopted).
         Ok(None) => {
-            config.emit(SessionEvent::UnknownToken {
-                session: key.fingerprint(),
-            });
-            return Next::Go(None);
+            unknown_token(config, key, client, now, pick);
+            return None;
         }
         // A store error fails closed.
         Err(e) => {
@@ -353,17 +412,45 @@ fn after_load<P: PostAuthPolicy>(
                 session: Some(key.fingerprint()),
                 error: e.to_string(),
             });
-            return Next::Stop(Rejection::StoreUnavailable);
+            return Some(Next::Stop(Rejection::StoreUnavailable));
         }
     };
     let live = Live { key, record };
-    if let Some(kind) = live
-        .record
-        .expiry(now, config.idle_timeout, config.absolute_timeout)
-    {
-        return Next::Then(Stage::Expired(live, kind));
+    if let Some(kind) = config.expiry(&live.record, now) {
+        pick.expired.get_or_insert((live, kind));
+        return None;
     }
-    check(policy, config, live, client_ip, req, now)
+    Some(check(policy, config, live, client, req, now))
+}
+
+/// An unknown token: reported (aggregated), and counted towards ID-guessing detection.
+fn unknown_token(
+    config: &Config,
+    key: SessionKey,
+    client: ClientAddr,
+    now: SystemTime,
+    pick: &mut Pick,
+) {
+    config.emit(SessionEvent::UnknownToken {
+        session: key.fingerprint(),
+        client_ip: client.ip(),
+    });
+    let Some(ip) = client.budget_key() else {
+        return;
+    };
+    match config.budgets.unknown_token(ip, key, now) {
+        Guess::Normal => {}
+        Guess::Blocked => pick.blocked = true,
+        Guess::Detected { count } => {
+            let limit = config.budgets.guessing();
+            config.emit(SessionEvent::TokenGuessing {
+                client_ip: ip,
+                unknown_tokens: count,
+                window_secs: limit.map_or(0, |l| l.window.as_secs()),
+                cooldown_secs: limit.and_then(|l| l.cooldown).map(|c| c.as_secs()),
+            });
+        }
+    }
 }
 
 /// The pin, then the policy (if it can answer now), for an authenticated session; guests
@@ -372,7 +459,7 @@ fn check<P: PostAuthPolicy>(
     policy: &P,
     config: &Config,
     live: Live,
-    client_ip: Option<IpAddr>,
+    client: ClientAddr,
     req: RequestView<'_>,
     now: SystemTime,
 ) -> Next {
@@ -380,12 +467,17 @@ fn check<P: PostAuthPolicy>(
     let Some(identity) = &record.identity else {
         return Next::Go(Some(live));
     };
-    let Some(ip) = client_ip else {
+    // An unknown address never passes: not the pin, not the ranges, not the policy. The
+    // session is kept (a wiring problem or a forged header is no proof of a hijack).
+    let Some(ip) = client.ip() else {
         config.emit(SessionEvent::ClientIpUnknown {
             session: Some(live.key.fingerprint()),
-            error: client_ip::HOW_TO_PROVIDE_PEER,
+            error: client.problem(),
         });
-        return Next::Stop(Rejection::ClientIpUnknown);
+        return Next::Stop(match client {
+            ClientAddr::NoPeer => Rejection::ClientIpUnknown,
+            _ => Rejection::ClientIpUnverifiable,
+        });
     };
     if let Some(reason) = pin_failure(config, record.pinned_ip, ip) {
         config.emit(SessionEvent::PinViolation {
@@ -494,6 +586,7 @@ fn policy_context<'a>(
         method: req.method,
         uri: req.uri,
         headers: req.headers,
+        at_login: false,
     }
 }
 
@@ -526,7 +619,7 @@ fn attach<B, St: SessionStore, P: PostAuthPolicy>(
     req: &mut Request<B>,
     core: &Arc<Core<St, P>>,
     current: Option<Live>,
-    client_ip: Option<IpAddr>,
+    client: ClientAddr,
     reply: Via,
     now: SystemTime,
 ) -> After {
@@ -536,10 +629,14 @@ fn attach<B, St: SessionStore, P: PostAuthPolicy>(
     let session = Session::new(
         core.clone() as Arc<dyn Backend>,
         current,
-        client_ip,
-        req.headers().get(http::header::USER_AGENT).cloned(),
+        client,
+        (
+            req.method(),
+            req.uri(),
+            req.headers().get(http::header::USER_AGENT).cloned(),
+        ),
     );
-    if let Some(ip) = client_ip {
+    if let Some(ip) = client.ip() {
         req.extensions_mut().insert(ClientIp(ip));
     }
     req.extensions_mut().insert(session.clone());
@@ -578,7 +675,9 @@ impl After {
         match (&st.current, issued) {
             (Some(live), Some(token)) => {
                 let max_age = config.cookie.persistent.then(|| {
-                    (live.record.created_at + config.absolute_timeout)
+                    let absolute = config.absolute_timeout;
+                    live.record
+                        .expires_at(absolute, absolute)
                         .duration_since(self.now)
                         .unwrap_or(Duration::ZERO)
                 });
@@ -601,7 +700,7 @@ impl After {
 /// Whether `record`'s last recorded activity is a touch interval old.
 fn touch_due(config: &Config, record: &SessionRecord, now: SystemTime) -> bool {
     now.duration_since(record.last_seen)
-        .is_ok_and(|since| since >= config.touch_interval)
+        .is_ok_and(|since| since >= config.touch_interval_for(record))
 }
 
 /// Records activity on a read, at most once per touch interval (idle / 20, see

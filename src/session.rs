@@ -23,10 +23,12 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use crate::admin::{self, SessionInfo};
+use crate::client_ip::ClientAddr;
 use crate::config::Config;
 use crate::events::SessionEvent;
 use crate::id::{Fingerprint, SessionKey, SessionToken};
 use crate::layer::Backend;
+use crate::policy::{Decision, PolicyContext};
 use crate::record::{Identity, SessionRecord};
 use crate::store::{DynStore, LoginWrite, StoreError, Write};
 
@@ -39,6 +41,11 @@ const MAX_USER_AGENT: usize = 256;
 /// Attempts at drawing a fresh key; a 256-bit collision will not happen, but the loop is
 /// bounded anyway.
 const MAX_CREATE_ATTEMPTS: usize = 3;
+/// The deepest a session value may nest. Every store must read back what it accepted:
+/// serde_json refuses input nested deeper than 128 levels, and a record wraps a value in two
+/// more, so a deeper value would be written, then fail to load on every later request
+/// (logout included) until it expired. 64 leaves room and is far beyond real session data.
+pub const MAX_VALUE_DEPTH: usize = 64;
 
 /// What went wrong with a session operation.
 #[derive(Debug, thiserror::Error)]
@@ -74,6 +81,27 @@ pub enum SessionError {
     /// connection info. A server wiring problem: see [`PeerAddr`](crate::PeerAddr).
     #[error("{}", crate::client_ip::HOW_TO_PROVIDE_PEER)]
     ClientIpUnknown,
+    /// `login` needs the client address, and the request came through a trusted proxy whose
+    /// forwarding header does not name one (missing, malformed, or only trusted hops). The
+    /// layer never falls back to the proxy's own address. With feature `axum` this answers
+    /// 400.
+    #[error("the client address cannot be verified: the trusted proxy's forwarding header does not name a client")]
+    ClientIpUnverifiable,
+    /// The login was refused before anything was written: the address is outside the
+    /// allowed ranges, or the post-authentication policy denies this identity from here.
+    /// With feature `axum` this answers 403.
+    #[error("login refused: {reason}")]
+    LoginDenied {
+        /// Why (also in the `LoginDenied` event).
+        reason: String,
+    },
+    /// This address has created too many guest sessions recently (or is cooling down after
+    /// guessing session IDs). With feature `axum` this answers 429 with `Retry-After`.
+    #[error("too many new sessions from this address; retry in {} s", retry_after.as_secs())]
+    RateLimited {
+        /// When the address may try again.
+        retry_after: Duration,
+    },
     /// The operation needs a logged-in session.
     #[error("no user is logged in on this session")]
     NotAuthenticated,
@@ -106,7 +134,10 @@ pub(crate) struct Shared {
     core: Arc<dyn Backend>,
     state: Mutex<State>,
     /// This request's client address (resolved by the layer), pinned at login.
-    client_ip: Option<IpAddr>,
+    client: ClientAddr,
+    /// This request's method and URI, for the policy check at login.
+    method: http::Method,
+    uri: http::Uri,
     /// This request's `User-Agent`, recorded at login for session lists.
     user_agent: Option<http::HeaderValue>,
     /// Serialises this request's own writes (e.g. two joined futures), so that a lazy guest
@@ -139,13 +170,16 @@ impl Session {
     pub(crate) fn new(
         core: Arc<dyn Backend>,
         current: Option<Live>,
-        client_ip: Option<IpAddr>,
-        user_agent: Option<http::HeaderValue>,
+        client: ClientAddr,
+        request: (&http::Method, &http::Uri, Option<http::HeaderValue>),
     ) -> Self {
+        let (method, uri, user_agent) = request;
         Session {
             shared: Arc::new(Shared {
                 core,
-                client_ip,
+                client,
+                method: method.clone(),
+                uri: uri.clone(),
                 user_agent,
                 state: Mutex::new(State {
                     current,
@@ -258,15 +292,14 @@ impl Session {
     /// When the session will expire if there is no further activity: the earlier of the
     /// idle and absolute deadlines.
     pub fn expires_at(&self) -> Option<SystemTime> {
-        let c = self.config();
-        self.record()
-            .map(|r| r.expires_at(c.idle_timeout, c.absolute_timeout))
+        self.record().map(|r| self.config().expires_at(&r))
     }
 
     /// When the absolute lifetime ends, whatever the activity.
     pub fn absolute_expiry(&self) -> Option<SystemTime> {
         let c = self.config();
-        self.record().map(|r| r.created_at + c.absolute_timeout)
+        self.record()
+            .map(|r| r.expires_at(c.absolute_timeout, c.absolute_timeout))
     }
 
     /// The address the session is pinned to (captured at login).
@@ -276,7 +309,7 @@ impl Session {
 
     /// This request's client address, as the layer resolved it.
     pub fn client_ip(&self) -> Option<IpAddr> {
-        self.shared.client_ip
+        self.shared.client.ip()
     }
 
     /// The session's fingerprint, safe to log or show.
@@ -348,18 +381,34 @@ impl Session {
     /// absolute lifetime starts over and the client address is pinned. Guest data is kept;
     /// data of a different user who was logged in on this session is dropped.
     ///
-    /// Fails with [`SessionError::ClientIpUnknown`] if the request has no connection info,
-    /// because an authenticated session must be pinned.
+    /// Before anything is written, the login is checked as its first request would be: the
+    /// address must lie in the allowed ranges and the post-authentication policy must allow
+    /// this identity from here (with [`PolicyContext::at_login`] set). A login that would be
+    /// thrown out on its next request fails now instead.
+    ///
+    /// # Errors
+    ///
+    /// [`SessionError::ClientIpUnknown`] without connection info and
+    /// [`SessionError::ClientIpUnverifiable`] behind a trusted proxy whose forwarding header
+    /// names no client (an authenticated session must be pinned to a known address);
+    /// [`SessionError::LoginDenied`] outside the allowed ranges or on a policy deny;
+    /// [`SessionError::TooManySessions`] at the per-user limit with
+    /// [`LimitPolicy::RejectNew`](crate::LimitPolicy::RejectNew); store errors.
     pub async fn login(&self, identity: Identity) -> Result<(), SessionError> {
         let _w = self.shared.writes.lock().await;
         let now = self.now();
-        let Some(client_ip) = self.shared.client_ip else {
+        let client = self.shared.client;
+        let Some(client_ip) = client.ip() else {
             self.config().emit(SessionEvent::ClientIpUnknown {
                 session: self.fingerprint(),
-                error: crate::client_ip::HOW_TO_PROVIDE_PEER,
+                error: client.problem(),
             });
-            return Err(SessionError::ClientIpUnknown);
+            return Err(match client {
+                ClientAddr::NoPeer => SessionError::ClientIpUnknown,
+                _ => SessionError::ClientIpUnverifiable,
+            });
         };
+        self.admit(&identity, client_ip).await?;
         let user_id = identity.user_id.clone();
         let login = |rec: &mut SessionRecord| {
             let other_user = rec
@@ -440,6 +489,41 @@ impl Session {
             }
         }
         Err(SessionError::Contention)
+    }
+
+    /// The allowed ranges and the policy, asked before a login writes anything.
+    async fn admit(&self, identity: &Identity, client_ip: IpAddr) -> Result<(), SessionError> {
+        let config = self.config();
+        let reason = if !crate::pin::in_ranges(&config.allowed_ranges, client_ip) {
+            Some("outside_allowed_ranges".to_owned())
+        } else {
+            let headers = http::HeaderMap::new();
+            let ctx = PolicyContext {
+                client_ip,
+                pinned_ip: Some(client_ip),
+                identity,
+                session_age: Duration::ZERO,
+                idle_time: Duration::ZERO,
+                since_authentication: Duration::ZERO,
+                method: &self.shared.method,
+                uri: &self.shared.uri,
+                headers: &headers,
+                at_login: true,
+            };
+            match self.shared.core.login_decision(&ctx).await {
+                Decision::Allow => None,
+                Decision::Deny { reason } => Some(reason.into_owned()),
+            }
+        };
+        let Some(reason) = reason else {
+            return Ok(());
+        };
+        config.emit(SessionEvent::LoginDenied {
+            user_id: identity.user_id.clone(),
+            client_ip,
+            reason: reason.clone(),
+        });
+        Err(SessionError::LoginDenied { reason })
     }
 
     /// Moves the session to a fresh ID, keeping its contents: call it on any privilege change
@@ -572,8 +656,21 @@ impl Session {
             }
             let mut rec = SessionRecord::new(now);
             let out = f(&mut rec)?;
-            let session = self.create(rec, now).await?;
-            self.config().emit(SessionEvent::Created { session });
+            self.charge_guest(now)?;
+            let session = match self.create(rec, now).await {
+                Err(SessionError::StoreFull) => {
+                    self.config().emit(SessionEvent::GuestRefused {
+                        client_ip: self.client_ip(),
+                        reason: "store_full",
+                    });
+                    return Err(SessionError::StoreFull);
+                }
+                other => other?,
+            };
+            self.config().emit(SessionEvent::Created {
+                session,
+                client_ip: self.client_ip(),
+            });
             return Ok(out);
         };
         let mut base = live.record;
@@ -599,6 +696,23 @@ impl Session {
         Err(SessionError::Contention)
     }
 
+    /// Charges a new guest session to this address's creation budget.
+    fn charge_guest(&self, now: SystemTime) -> Result<(), SessionError> {
+        let Some(ip) = self.shared.client.budget_key() else {
+            return Ok(());
+        };
+        self.config()
+            .budgets
+            .create_guest(ip, now)
+            .map_err(|retry_after| {
+                self.config().emit(SessionEvent::GuestRefused {
+                    client_ip: self.client_ip(),
+                    reason: "rate_limited",
+                });
+                SessionError::RateLimited { retry_after }
+            })
+    }
+
     /// After a lost race: the freshest live record, or `Ended` (and the handle forgets it).
     async fn reload(
         &self,
@@ -607,7 +721,7 @@ impl Session {
     ) -> Result<Arc<SessionRecord>, SessionError> {
         let c = self.config();
         match self.store().load(key).await? {
-            Some(r) if r.expiry(now, c.idle_timeout, c.absolute_timeout).is_none() => Ok(r),
+            Some(r) if c.expiry(&r, now).is_none() => Ok(r),
             _ => {
                 self.state().current = None;
                 Err(SessionError::Ended)
@@ -685,8 +799,33 @@ impl From<StoreError> for SessionError {
 }
 
 fn to_json<T: Serialize>(key: &str, value: &T) -> Result<serde_json::Value, SessionError> {
-    serde_json::to_value(value).map_err(|source| SessionError::Value {
+    let value = serde_json::to_value(value).map_err(|source| SessionError::Value {
         key: key.to_owned(),
         source,
-    })
+    })?;
+    if depth(&value) > MAX_VALUE_DEPTH {
+        return Err(SessionError::Value {
+            key: key.to_owned(),
+            source: <serde_json::Error as serde::ser::Error>::custom(format!(
+                "nested deeper than {MAX_VALUE_DEPTH} levels, which no store could read back"
+            )),
+        });
+    }
+    Ok(value)
+}
+
+/// How deeply `value` nests (a scalar is 1), without recursion, so a hostile value cannot
+/// overflow the stack here either.
+fn depth(value: &serde_json::Value) -> usize {
+    let mut deepest = 0;
+    let mut stack = vec![(value, 1usize)];
+    while let Some((v, d)) = stack.pop() {
+        deepest = deepest.max(d);
+        match v {
+            serde_json::Value::Array(items) => stack.extend(items.iter().map(|i| (i, d + 1))),
+            serde_json::Value::Object(map) => stack.extend(map.values().map(|i| (i, d + 1))),
+            _ => {}
+        }
+    }
+    deepest
 }

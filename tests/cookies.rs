@@ -292,7 +292,8 @@ async fn guest_write_creates_session_and_sets_cookie() {
     assert_eq!(
         h.events.all(),
         [SessionEvent::Created {
-            session: fp(&token)
+            session: fp(&token),
+            client_ip: Some(common::CLIENT.ip()),
         }]
     );
 

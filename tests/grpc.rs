@@ -33,8 +33,8 @@ use tonic::transport::{Channel, Endpoint, Server};
 use tonic::{Code, Status};
 use tower::ServiceBuilder;
 use tower_session_guard::{
-    ExpiryKind, Fingerprint, ManualClock, MemoryStore, PostAuthPolicy, Rejection, SessionEvent,
-    SessionGuardLayer, SessionKey, SessionStore, SessionToken,
+    ExpiryKind, Fingerprint, ManualClock, MemoryStore, PinMode, PostAuthPolicy, Rejection,
+    SessionEvent, SessionGuardLayer, SessionKey, SessionStore, SessionToken,
 };
 
 use common::demo_policy;
@@ -455,7 +455,8 @@ async fn token_used_from_another_address_is_unauthenticated_and_ends_the_session
     );
     assert!(
         events.all().contains(&SessionEvent::UnknownToken {
-            session: fp(&token)
+            session: fp(&token),
+            client_ip: Some("127.0.0.1".parse().unwrap()),
         }),
         "the owner's later request found no session"
     );
@@ -535,14 +536,21 @@ async fn policy_deny_gets_permission_denied() {
     let layer = SessionGuardLayer::builder(MemoryStore::new())
         .clock(ManualClock::new())
         .event_sink(events.sink())
+        // Without the pin, the policy is what refuses the request from elsewhere.
+        .pin_mode(PinMode::Off)
         .policy(demo_policy().expect("valid demo policy"))
         .build()
         .expect("valid config");
     let server = serve(layer, Placement::Server).await;
     // Alice is an admin: the demo policy accepts her only from 127.0.0.1 or ::1.
     let mut client = connect(server.addr, Some(OTHER.parse().unwrap())).await;
+    let refused = rpc(client.login(with_token(credentials("alice"), None)))
+        .await
+        .expect_err("the policy refuses the login itself from 127.0.0.2");
+    assert_eq!(refused.code(), Code::PermissionDenied);
 
-    let token = login(&mut client, "alice", None).await;
+    let mut console = connect(server.addr, Some("127.0.0.1".parse().unwrap())).await;
+    let token = login(&mut console, "alice", None).await;
     let denied = who_am_i(&mut client, Some(&token))
         .await
         .expect_err("the policy denies alice on 127.0.0.2");

@@ -45,7 +45,8 @@ async fn planted_unknown_token_is_not_adopted_at_login() {
         events[..2],
         [
             SessionEvent::UnknownToken {
-                session: fp(PLANTED)
+                session: fp(PLANTED),
+                client_ip: Some(common::CLIENT.ip()),
             },
             SessionEvent::LoggedIn {
                 session: fp(&token),
@@ -319,7 +320,8 @@ async fn events_carry_fingerprints_and_never_the_raw_token() {
         events,
         [
             SessionEvent::Created {
-                session: fp(&guest)
+                session: fp(&guest),
+                client_ip: Some(common::CLIENT.ip()),
             },
             SessionEvent::LoggedIn {
                 session: fp(&user),
@@ -337,7 +339,8 @@ async fn events_carry_fingerprints_and_never_the_raw_token() {
                 user_id: Some("alice".into()),
             },
             SessionEvent::UnknownToken {
-                session: fp(&rotated)
+                session: fp(&rotated),
+                client_ip: Some(common::CLIENT.ip()),
             },
             SessionEvent::LoggedIn {
                 session: fp(&idle),

@@ -267,23 +267,26 @@ async fn demo_policy_lets_bob_use_his_session_from_another_loopback_address() {
 }
 
 #[tokio::test]
-async fn demo_policy_refuses_alice_from_another_loopback_address_on_her_second_request() {
+async fn demo_policy_refuses_alice_at_login_from_another_loopback_address() {
+    // The policy is asked before a login writes anything: a login the policy would throw
+    // out on the next request fails now with 403, and no session is issued.
     let h = Harness::new();
     let server = Server::start(demo_layer(&h)).await;
-    let token = login_over_network(&server, "127.0.0.2", "alice", "admin").await;
-    h.events.clear();
-
-    let me = send_from(&server, "127.0.0.2", Method::GET, "/me", Some(&token), &[]).await;
-    assert_eq!(me.status, StatusCode::UNAUTHORIZED);
-    assert!(me.removes_cookie());
+    let path = "/login-with?user=alice&roles=admin";
+    let reply = send_from(&server, "127.0.0.2", Method::POST, path, None, &[]).await;
+    assert_eq!(reply.status, StatusCode::FORBIDDEN);
+    assert_eq!(reply.token(), None, "no session was issued");
     assert_eq!(
         h.events.all(),
-        [SessionEvent::PolicyDenied {
-            session: fp(&token),
+        [SessionEvent::LoginDenied {
             user_id: "alice".into(),
             client_ip: ip("127.0.0.2"),
             reason: "no rule allows this session (allow mode)".into(),
         }]
     );
+    // From the console host the same login works.
+    let token = login_over_network(&server, "127.0.0.1", "alice", "admin").await;
+    let me = send_from(&server, "127.0.0.1", Method::GET, "/me", Some(&token), &[]).await;
+    assert_eq!(me.status, StatusCode::OK);
     server.stop().await;
 }

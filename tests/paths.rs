@@ -305,7 +305,7 @@ async fn scenario<St: SessionStore, P: PostAuthPolicy>(
     let layer = h
         .builder(store)
         .pin_mode(PinMode::Exact)
-        .policy(policy)
+        .policy(OnRequests(policy))
         .build()
         .expect("valid config");
     let mut r = Run {
@@ -860,7 +860,10 @@ async fn a_pair_of_a_sync_and_an_async_policy_decides_in_order() {
         let calls = Arc::new(AtomicUsize::new(0));
         let layer = h
             .builder(MemoryStore::new())
-            .policy((demo_policy(), AsyncPolicy(blocklist(calls.clone()))))
+            .policy(OnRequests((
+                demo_policy(),
+                AsyncPolicy(blocklist(calls.clone())),
+            )))
             .build()
             .unwrap();
         check_pair(".policy((sync, async))", &app(layer), &h, &calls).await;
@@ -870,8 +873,8 @@ async fn a_pair_of_a_sync_and_an_async_policy_decides_in_order() {
         let calls = Arc::new(AtomicUsize::new(0));
         let layer = h
             .builder(MemoryStore::new())
-            .policy(demo_policy())
-            .and_policy(AsyncPolicy(blocklist(calls.clone())))
+            .policy(OnRequests(demo_policy()))
+            .and_policy(OnRequests(AsyncPolicy(blocklist(calls.clone()))))
             .build()
             .unwrap();
         check_pair(".policy(sync).and_policy(async)", &app(layer), &h, &calls).await;
@@ -881,8 +884,8 @@ async fn a_pair_of_a_sync_and_an_async_policy_decides_in_order() {
         let calls = Arc::new(AtomicUsize::new(0));
         let layer = h
             .builder(AsyncOnly(MemoryStore::new()))
-            .policy(demo_policy())
-            .and_policy(AsyncPolicy(blocklist(calls.clone())))
+            .policy(OnRequests(demo_policy()))
+            .and_policy(OnRequests(AsyncPolicy(blocklist(calls.clone()))))
             .build()
             .unwrap();
         check_pair(

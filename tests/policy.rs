@@ -20,12 +20,14 @@ use tower_session_guard::{
 /// Allow mode's reason when no rule holds.
 const NO_RULE: &str = "no rule allows this session (allow mode)";
 
-/// The standard app with `policy`, the pin mode `pin`, and the harness's clock and events.
+/// The standard app with `policy` on requests (logins let through, see [`OnRequests`]), the
+/// pin mode `pin`, and the harness's clock and events. The login-time check has its own
+/// tests at the end of this file.
 fn policy_app<P: PostAuthPolicy>(h: &Harness, pin: PinMode, policy: P) -> Router {
     app(h
         .builder(MemoryStore::new())
         .pin_mode(pin)
-        .policy(policy)
+        .policy(OnRequests(policy))
         .build()
         .expect("valid config"))
 }
@@ -383,9 +385,9 @@ async fn validation_closure_and_async_policies_must_all_allow() {
     let r = risk.clone();
     let app = app_from(&h, move |b| {
         b.pin_mode(PinMode::Off)
-            .policy(demo_policy())
-            .and_policy(|ctx: &PolicyContext<'_>| risky_header(ctx))
-            .and_policy(r)
+            .policy(OnRequests(demo_policy()))
+            .and_policy(OnRequests(|ctx: &PolicyContext<'_>| risky_header(ctx)))
+            .and_policy(OnRequests(r))
     });
     risk.blocked.lock().unwrap().push("mallory".into());
 
@@ -628,7 +630,10 @@ async fn policy_runs_on_every_authenticated_request_but_not_on_the_login() {
 async fn role_change_mid_session_rotates_the_token_and_the_policy_sees_the_new_role() {
     let h = Harness::new();
     let (seen, recorder) = recorder();
-    let app = app_from(&h, |b| b.policy(recorder).and_policy(demo_policy()));
+    let app = app_from(&h, |b| {
+        b.policy(OnRequests(recorder))
+            .and_policy(OnRequests(demo_policy()))
+    });
     let from = peer("127.0.0.2");
     let bob = login_from(&app, from, "bob", &["user"], &[]).await;
     assert_eq!(me_from(&app, &bob, from).await, StatusCode::OK);

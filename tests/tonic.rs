@@ -213,7 +213,8 @@ async fn unknown_well_formed_token_in_cookie_metadata_is_no_session() {
     assert_eq!(
         server.events(),
         [SessionEvent::UnknownToken {
-            session: token.key().fingerprint()
+            session: token.key().fingerprint(),
+            client_ip: Some(std::net::Ipv4Addr::LOCALHOST.into()),
         }]
     );
     server.stop().await;
@@ -238,7 +239,8 @@ async fn layer_wrapping_one_service_added_with_add_service() {
     assert_eq!(
         server.events(),
         [SessionEvent::UnknownToken {
-            session: token.key().fingerprint()
+            session: token.key().fingerprint(),
+            client_ip: Some(std::net::Ipv4Addr::LOCALHOST.into()),
         }],
         "the layer around the service read the cookie metadata"
     );

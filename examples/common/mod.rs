@@ -7,10 +7,12 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use subtle::ConstantTimeEq;
-use tower_session_guard::config::{DEFAULT_ABSOLUTE_TIMEOUT, DEFAULT_IDLE_TIMEOUT};
+use tower_session_guard::config::{
+    DEFAULT_ABSOLUTE_TIMEOUT, DEFAULT_GUEST_IDLE_TIMEOUT, DEFAULT_IDLE_TIMEOUT, MAX_LIFETIME,
+};
 use tower_session_guard::{
-    Identity, LimitPolicy, PinMode, PolicyError, PolicyMode, Rule, SessionGuardLayer, SessionStore,
-    ValidationPolicy,
+    ForwardedHeader, Identity, LimitPolicy, PinMode, PolicyError, PolicyMode, Rule,
+    SessionGuardLayer, SessionStore, ValidationPolicy,
 };
 
 /// A demo account.
@@ -77,6 +79,11 @@ pub struct Args {
     pub absolute: Duration,
     pub pin: PinMode,
     pub trusted_proxies: Vec<String>,
+    /// `--forwarded-header x-forwarded-for|forwarded|x-real-ip`: the header the trusted
+    /// proxies write (required with `--trusted-proxy`).
+    pub forwarded_header: Option<ForwardedHeader>,
+    /// `--capacity N`: the memory store's capacity in sessions.
+    pub capacity: Option<u64>,
     /// `--redis URL`: sessions in Redis instead of in memory.
     pub redis: Option<String>,
     /// `--max-sessions N`: cap each user's live sessions (the oldest are evicted).
@@ -86,7 +93,9 @@ pub struct Args {
 }
 
 pub const FLAGS: &str = "[--addr IP:PORT] [--idle-timeout SECS] [--absolute-timeout SECS] \
-[--pin exact|subnet|off] [--trusted-proxy CIDR]... [--redis URL] [--max-sessions N]";
+[--pin exact|subnet|off] [--trusted-proxy CIDR]... \
+[--forwarded-header x-forwarded-for|forwarded|x-real-ip] [--capacity N] [--redis URL] \
+[--max-sessions N]";
 
 /// Parses the shared flags from `args`; unknown words are left in `rest`.
 pub fn parse_args(
@@ -99,6 +108,8 @@ pub fn parse_args(
         absolute: DEFAULT_ABSOLUTE_TIMEOUT,
         pin: PinMode::Exact,
         trusted_proxies: Vec::new(),
+        forwarded_header: None,
+        capacity: None,
         redis: None,
         max_sessions: None,
         rest: Vec::new(),
@@ -114,6 +125,8 @@ pub fn parse_args(
                 | "--trusted-proxy"
                 | "--redis"
                 | "--max-sessions"
+                | "--forwarded-header"
+                | "--capacity"
         );
         if !known {
             out.rest.push(flag);
@@ -123,9 +136,15 @@ pub fn parse_args(
         let secs = |v: &str| {
             v.parse::<u64>()
                 .ok()
-                .filter(|s| *s > 0)
+                .filter(|s| *s > 0 && *s <= MAX_LIFETIME.as_secs())
                 .map(Duration::from_secs)
-                .ok_or_else(|| format!("{flag} takes a whole number of seconds > 0, got {v:?}"))
+                .ok_or_else(|| {
+                    format!(
+                        "{flag} takes a whole number of seconds from 1 to {} (400 days, the \
+longest lifetime browsers and the library allow), got {v:?}",
+                        MAX_LIFETIME.as_secs()
+                    )
+                })
         };
         match flag.as_str() {
             "--addr" => {
@@ -146,6 +165,12 @@ pub fn parse_args(
                 }
             }
             "--redis" => out.redis = Some(value),
+            "--forwarded-header" => out.forwarded_header = Some(value.parse()?),
+            "--capacity" => {
+                out.capacity = Some(value.parse::<u64>().ok().filter(|n| *n > 0).ok_or_else(
+                    || format!("--capacity takes a whole number of sessions > 0, got {value:?}"),
+                )?)
+            }
             "--max-sessions" => {
                 out.max_sessions = Some(value.parse::<usize>().ok().filter(|n| *n > 0).ok_or_else(
                     || format!("--max-sessions takes a whole number > 0, got {value:?}"),
@@ -153,6 +178,24 @@ pub fn parse_args(
             }
             _ => out.trusted_proxies.push(value),
         }
+    }
+    if !out.trusted_proxies.is_empty() && out.forwarded_header.is_none() {
+        return Err(
+            "--trusted-proxy needs --forwarded-header x-forwarded-for|forwarded|x-real-ip: \
+the header your proxy writes. Proxies pass every other forwarding header through from the \
+client, so the demo must know which one to believe."
+                .into(),
+        );
+    }
+    if out.forwarded_header.is_some() && out.trusted_proxies.is_empty() {
+        return Err("--forwarded-header needs at least one --trusted-proxy CIDR".into());
+    }
+    if out.idle > out.absolute {
+        return Err(format!(
+            "--idle-timeout ({}s) must not be longer than --absolute-timeout ({}s)",
+            out.idle.as_secs(),
+            out.absolute.as_secs()
+        ));
     }
     Ok(out)
 }
@@ -199,9 +242,13 @@ pub fn layer<St: SessionStore>(
     let policy = demo_policy().map_err(|e| format!("invalid policy: {e}"))?;
     let mut builder = SessionGuardLayer::builder(store)
         .idle_timeout(args.idle)
+        .guest_idle_timeout(DEFAULT_GUEST_IDLE_TIMEOUT.min(args.idle))
         .absolute_timeout(args.absolute)
         .pin_mode(args.pin)
         .trusted_proxies(args.trusted_proxies.iter().cloned());
+    if let Some(header) = args.forwarded_header {
+        builder = builder.forwarded_header(header);
+    }
     if let Some(n) = args.max_sessions {
         builder = builder.max_sessions_per_user(n, LimitPolicy::EvictOldest);
     }
@@ -209,6 +256,14 @@ pub fn layer<St: SessionStore>(
         .policy(policy)
         .build()
         .map_err(|e| format!("invalid session settings: {e}"))
+}
+
+/// The embedded store, with `--capacity` if given.
+pub fn memory_store(args: &Args) -> tower_session_guard::MemoryStore {
+    match args.capacity {
+        Some(n) => tower_session_guard::MemoryStore::with_capacity(n),
+        None => tower_session_guard::MemoryStore::new(),
+    }
 }
 
 /// `--redis URL`: sessions in Redis, with a moka near-cache kept coherent across instances.

@@ -35,7 +35,12 @@ pub fn status(e: SessionError) -> Status {
         SessionError::Ended | SessionError::NotAuthenticated => {
             Status::unauthenticated(e.to_string())
         }
-        SessionError::Store(_) | SessionError::Contention => Status::unavailable(e.to_string()),
+        SessionError::Store(_) | SessionError::Contention | SessionError::StoreFull => {
+            Status::unavailable(e.to_string())
+        }
+        SessionError::LoginDenied { .. } => Status::permission_denied(e.to_string()),
+        SessionError::ClientIpUnverifiable => Status::unauthenticated(e.to_string()),
+        SessionError::RateLimited { .. } => Status::resource_exhausted(e.to_string()),
         other => Status::internal(other.to_string()),
     }
 }

@@ -191,10 +191,13 @@ impl Harness {
     }
 
     /// A builder for `store` with this harness's clock and event sink.
+    /// Every event is emitted one by one (no aggregation): these tests assert exact event
+    /// sequences. `tests/abuse.rs` tests the aggregation itself.
     pub fn builder<St: SessionStore>(&self, store: St) -> SessionGuardBuilder<St> {
         SessionGuardLayer::builder(store)
             .clock(self.clock.clone())
             .event_sink(self.events.sink())
+            .event_aggregation(Duration::ZERO)
     }
 
     /// The standard app on `store`, default settings.
@@ -608,5 +611,33 @@ impl<S: SessionStore> SessionStore for FlakyStore<S> {
     ) -> Result<Vec<(SessionKey, Arc<SessionRecord>)>, StoreError> {
         self.check()?;
         self.inner.user_sessions(user_id, limit).await
+    }
+}
+
+/// The inner policy on requests only: a login is let through without asking it. Logins now
+/// consult the policy before writing (tested in `tests/policy.rs`); these tests are about
+/// the request path's decisions, so their logins must succeed for the scenario to reach the
+/// requests the policy then refuses.
+pub struct OnRequests<P>(pub P);
+
+impl<P: PostAuthPolicy> PostAuthPolicy for OnRequests<P> {
+    async fn evaluate(
+        &self,
+        ctx: &tower_session_guard::PolicyContext<'_>,
+    ) -> tower_session_guard::Decision {
+        if ctx.at_login {
+            return tower_session_guard::Decision::Allow;
+        }
+        self.0.evaluate(ctx).await
+    }
+
+    fn evaluate_now(
+        &self,
+        ctx: &tower_session_guard::PolicyContext<'_>,
+    ) -> Option<tower_session_guard::Decision> {
+        if ctx.at_login {
+            return Some(tower_session_guard::Decision::Allow);
+        }
+        self.0.evaluate_now(ctx)
     }
 }
