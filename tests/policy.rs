@@ -606,24 +606,81 @@ async fn policy_is_never_evaluated_for_guests() {
 }
 
 #[tokio::test]
-async fn policy_runs_on_every_authenticated_request_but_not_on_the_login() {
+async fn policy_runs_at_login_and_on_every_authenticated_request() {
     let h = Harness::new();
     let (calls, policy) = counting_policy();
-    let app = policy_app(&h, PinMode::Exact, policy);
+    let app = app_from(&h, |b| b.pin_mode(PinMode::Exact).policy(policy));
     let token = login_token(&app, None).await;
-    assert_eq!(
-        calls.load(Ordering::SeqCst),
-        0,
-        "the login is not evaluated"
-    );
+    assert_eq!(calls.load(Ordering::SeqCst), 1, "once, before the login");
 
     const N: usize = 5;
     for i in 1..=N {
         let uri = if i % 2 == 0 { "/me" } else { "/health" };
         let res = call(&app, Method::GET, uri, Some(&token)).await;
         assert_eq!(res.status(), StatusCode::OK, "{uri}");
-        assert_eq!(calls.load(Ordering::SeqCst), i, "{uri}");
+        assert_eq!(calls.load(Ordering::SeqCst), 1 + i, "{uri}");
     }
+}
+
+// ----- the policy at login -----
+
+#[tokio::test]
+async fn a_policy_deny_at_login_writes_nothing_and_says_why() {
+    let h = Harness::new();
+    let risk = RiskService::default();
+    risk.blocked.lock().unwrap().push("alice".into());
+    let store = MemoryStore::new();
+    let app = app(h
+        .builder(store.clone())
+        .policy(risk.clone())
+        .build()
+        .expect("valid config"));
+    // A guest session first: the refused login must leave it as it was.
+    let guest = token_of(&call(&app, Method::POST, "/counter", None).await).unwrap();
+    h.events.clear();
+    let res = call(&app, Method::POST, "/login", Some(&guest)).await;
+    assert_eq!(res.status(), StatusCode::FORBIDDEN);
+    assert_eq!(token_of(&res), None);
+    assert_eq!(
+        h.events.all(),
+        [SessionEvent::LoginDenied {
+            user_id: "alice".into(),
+            client_ip: CLIENT.ip(),
+            reason: "risk service: blocked".into(),
+        }]
+    );
+    assert_eq!(store.len(), 1, "only the guest session");
+    assert_eq!(
+        call_text(&app, Method::GET, "/counter", Some(&guest)).await,
+        (StatusCode::OK, "1".to_owned())
+    );
+}
+
+#[tokio::test]
+async fn the_policy_knows_when_it_is_asked_at_login() {
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let log = seen.clone();
+    let h = Harness::new();
+    let app = app_from(&h, |b| {
+        b.policy(move |ctx: &PolicyContext<'_>| {
+            log.lock().unwrap().push((
+                ctx.at_login,
+                ctx.pinned_ip,
+                ctx.method.clone(),
+                ctx.uri.path().to_owned(),
+            ));
+            Decision::Allow
+        })
+    });
+    let token = login_token(&app, None).await;
+    call(&app, Method::GET, "/me", Some(&token)).await;
+    assert_eq!(
+        *seen.lock().unwrap(),
+        [
+            (true, Some(CLIENT.ip()), Method::POST, "/login".to_owned()),
+            (false, Some(CLIENT.ip()), Method::GET, "/me".to_owned()),
+        ]
+    );
 }
 
 #[tokio::test]
