@@ -1004,6 +1004,218 @@ async fn session_cap_rejects_new_logins_across_instances() {
     }
 }
 
+// ----- hardening: bounded script work -----
+
+/// Per-member reads (`HGET`, `EXISTS`, `HMGET`, `HEXISTS`) that Redis ran since the last
+/// `CONFIG RESETSTAT`, inside scripts included (which is why the round-trip test cannot use
+/// `INFO commandstats`, and why this one can), and the microseconds spent in `EVALSHA`.
+fn script_work(raw: &mut Raw) -> (i64, i64) {
+    let stats = raw.cmd(&["INFO", "commandstats"]).unwrap().text();
+    let field = |cmd: &str, field: &str| {
+        stats
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("cmdstat_{cmd}:")))
+            .and_then(|rest| {
+                rest.split(',')
+                    .find_map(|kv| kv.strip_prefix(&format!("{field}=")))
+                    .and_then(|v| v.parse::<f64>().ok())
+            })
+            .unwrap_or(0.0) as i64
+    };
+    let reads = ["hget", "exists", "hmget", "hexists"]
+        .iter()
+        .map(|c| field(c, "calls"))
+        .sum();
+    (reads, field("evalsha", "usec"))
+}
+
+fn reset_stats(raw: &mut Raw) {
+    assert_eq!(
+        raw.cmd(&["CONFIG", "RESETSTAT"]).unwrap(),
+        Reply::Status("OK".into())
+    );
+}
+
+/// `login` and `user_sessions` on an index of thousands of entries examine a bounded number
+/// of them (counted with `INFO commandstats` on a private server, so nothing else runs).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn login_and_user_sessions_do_bounded_work_on_a_huge_index() {
+    const N: i64 = 5000;
+    const SCAN: i64 = 64; // INDEX_SCAN in src/store/redis.rs
+    const LIST: usize = 20;
+    let _url = require_redis!();
+    require_redis_server!();
+    let server = Server::start(&["--appendonly", "no"]);
+    let url = server.url();
+    let prefix = unique_prefix();
+    let a = store(&url, &prefix).await;
+    let mut raw = Raw::connect(&url).unwrap();
+    let name = |k: &SessionKey| format!("{prefix}s:{}", k.to_hex());
+    let limit = |max, policy| Some(SessionLimit { max, policy });
+    let login = |user: &str| a.login(None, new_key(), aged(user, SystemTime::now()), TTL, None);
+
+    // N live sessions of one user (what logins without a limit, or under a limit lowered
+    // since, leave behind), copied in Redis from one real record: creation times 1..N ms,
+    // deadlines in the same order, all after the real record's
+    let user = format!("many-{}", random_id());
+    let index = format!("{prefix}u:{user}");
+    let model = new_key();
+    assert!(matches!(
+        a.login(None, model, aged(&user, SystemTime::UNIX_EPOCH), TTL, None)
+            .await
+            .unwrap(),
+        LoginWrite::Applied { .. }
+    ));
+    const FILL: &str = "local blob = redis.call('HGET', KEYS[1], 'd') \
+        local t = redis.call('TIME') local now = tonumber(t[1]) * 1000 \
+        for i = 1, tonumber(ARGV[3]) do \
+          local k = ARGV[1] .. string.format('%064x', i) \
+          redis.call('HSET', k, 'v', '1', 'd', blob, 'c', tostring(i), 'u', ARGV[2]) \
+          redis.call('PEXPIRE', k, 600000) \
+          redis.call('ZADD', KEYS[2], string.format('%.0f', now + 601000 + i), k) \
+        end \
+        return redis.call('ZCARD', KEYS[2])";
+    let records = format!("{prefix}s:");
+    let filled = raw
+        .cmd(&[
+            "EVAL",
+            FILL,
+            "2",
+            &name(&model),
+            &index,
+            &records,
+            &user,
+            &N.to_string(),
+        ])
+        .unwrap()
+        .int();
+    assert_eq!(filled, N + 1);
+
+    // a login under a limit of 20 examines one window of the index and evicts from it (the
+    // oldest first); the rest waits for the next logins
+    reset_stats(&mut raw);
+    let outcome = a
+        .login(
+            None,
+            new_key(),
+            aged(&user, SystemTime::now()),
+            TTL,
+            limit(20, LimitPolicy::EvictOldest),
+        )
+        .await
+        .unwrap();
+    let (reads, usec) = script_work(&mut raw);
+    println!(
+        "login, {} live sessions: {reads} entries examined, {usec} µs",
+        N + 1
+    );
+    assert!(reads <= SCAN + 2, "login examined {reads} entries");
+    let LoginWrite::Applied { evicted } = outcome else {
+        panic!("{outcome:?}")
+    };
+    assert_eq!(evicted.len() as i64, SCAN, "one window per login");
+    assert_eq!(evicted[0], model, "the oldest first");
+    assert_eq!(raw.cmd(&["ZCARD", &index]).unwrap().int(), N + 2 - SCAN);
+    for k in &evicted {
+        assert_eq!(raw.cmd(&["EXISTS", &name(k)]).unwrap().int(), 0);
+    }
+
+    // a list holds at most its limit, with bounded work
+    reset_stats(&mut raw);
+    let listed = a.user_sessions(&user, LIST).await.unwrap();
+    let (reads, usec) = script_work(&mut raw);
+    println!(
+        "user_sessions({LIST}), {} live: {reads} entries examined, {usec} µs",
+        N + 2 - SCAN
+    );
+    assert_eq!(listed.len(), LIST);
+    assert!(
+        reads <= LIST as i64 + SCAN,
+        "user_sessions examined {reads}"
+    );
+
+    // a login refused by the limit costs no more
+    reset_stats(&mut raw);
+    assert_eq!(
+        a.login(
+            None,
+            new_key(),
+            aged(&user, SystemTime::now()),
+            TTL,
+            limit(20, LimitPolicy::RejectNew)
+        )
+        .await
+        .unwrap(),
+        LoginWrite::LimitReached
+    );
+    let (reads, _) = script_work(&mut raw);
+    assert!(reads <= SCAN + 2, "a refused login examined {reads}");
+
+    // N entries whose records are gone (deleted behind the store's back: a manual DEL, an
+    // eviction policy that should not be there) with deadlines ahead: bounded work, and
+    // every call drops what it examined
+    let ghost = format!("ghost-{}", random_id());
+    let ghost_index = format!("{prefix}u:{ghost}");
+    const STALE: &str = "local t = redis.call('TIME') local now = tonumber(t[1]) * 1000 \
+        for i = 1, tonumber(ARGV[2]) do \
+          redis.call('ZADD', KEYS[1], string.format('%.0f', now + 600000 + i), \
+            ARGV[1] .. string.format('%064x', 1000000 + i)) \
+        end \
+        return redis.call('ZCARD', KEYS[1])";
+    let stale = raw
+        .cmd(&["EVAL", STALE, "1", &ghost_index, &records, &N.to_string()])
+        .unwrap()
+        .int();
+    assert_eq!(stale, N);
+    reset_stats(&mut raw);
+    assert!(matches!(
+        login(&ghost).await.unwrap(),
+        LoginWrite::Applied { .. }
+    ));
+    let (reads, usec) = script_work(&mut raw);
+    println!("login, {N} stale entries: {reads} entries examined, {usec} µs");
+    assert!(reads <= SCAN + 2, "login examined {reads}");
+    assert_eq!(
+        raw.cmd(&["ZCARD", &ghost_index]).unwrap().int(),
+        N - SCAN + 1,
+        "the examined entries are dropped"
+    );
+    reset_stats(&mut raw);
+    let listed = a.user_sessions(&ghost, LIST).await.unwrap();
+    let (reads, usec) = script_work(&mut raw);
+    println!(
+        "user_sessions({LIST}), {} stale entries: {reads} examined, {usec} µs",
+        N - SCAN
+    );
+    assert!(
+        reads <= LIST as i64 + SCAN,
+        "user_sessions examined {reads}"
+    );
+    assert!(listed.len() <= 1);
+
+    // N entries past their deadlines go by score, in one command, whatever their number
+    let expired = format!("expired-{}", random_id());
+    let expired_index = format!("{prefix}u:{expired}");
+    const PAST: &str = "local t = redis.call('TIME') local now = tonumber(t[1]) * 1000 \
+        for i = 1, tonumber(ARGV[2]) do \
+          redis.call('ZADD', KEYS[1], string.format('%.0f', now - 1000 - i), \
+            ARGV[1] .. string.format('%064x', 2000000 + i)) \
+        end \
+        return redis.call('ZCARD', KEYS[1])";
+    raw.cmd(&["EVAL", PAST, "1", &expired_index, &records, &N.to_string()])
+        .unwrap();
+    reset_stats(&mut raw);
+    assert!(matches!(
+        login(&expired).await.unwrap(),
+        LoginWrite::Applied { .. }
+    ));
+    let (reads, usec) = script_work(&mut raw);
+    println!("login, {N} expired entries: {reads} entries examined, {usec} µs");
+    assert!(reads <= 2, "login examined {reads}");
+    assert_eq!(raw.cmd(&["ZCARD", &expired_index]).unwrap().int(), 1);
+    assert_eq!(a.user_sessions(&expired, LIST).await.unwrap().len(), 1);
+}
+
 // ----- round trips -----
 
 /// The commands that clients send to a server (not those its scripts run), from `MONITOR`.

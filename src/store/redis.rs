@@ -69,12 +69,23 @@
 //! clock with Redis's. A deadline in Redis time that follows the record's own `PEXPIRE`
 //! needs no extra setting, is never earlier than the record's expiry (no live session is
 //! ever pruned) and never much later (the entry is bounded by the record). Scripts that touch
-//! an index drop entries whose deadline has passed (`ZREMRANGEBYSCORE -inf now`) and entries
-//! whose record no longer exists (all of them in `login` and `user_sessions`, which read the
-//! whole index anyway; the oldest 64 in the other writes), and set the index key's expiry to
-//! its highest score, so the index never outlives its last session. The limit policy
-//! `EvictOldest` orders by the records' creation time (`c`), like the
-//! [`MemoryStore`](super::MemoryStore).
+//! an index drop entries whose deadline has passed (`ZREMRANGEBYSCORE -inf now`) and, among
+//! the 64 entries with the earliest deadlines, entries whose record no longer exists, and set
+//! the index key's expiry to its highest score, so the index never outlives its last session.
+//!
+//! **Bounded work.** A script blocks every client of Redis while it runs, so no script reads
+//! a whole index: `login` counts the user's sessions with `ZCARD` (exact, because the scripts
+//! remove the entries of the records they end and expired entries go by score; only records
+//! deleted behind the store's back, by an eviction policy or by hand, leave stale entries,
+//! and every script that reads an index drops those it meets), checks the 64 entries with the
+//! earliest deadlines, and picks the victims of `EvictOldest` among them, by creation time
+//! (`c`), like the [`MemoryStore`](super::MemoryStore). Under the per-user limit the window
+//! holds the whole index, so the oldest sessions go; an index far over the limit (a limit
+//! lowered since its sessions logged in) shrinks by up to 64 per login. `user_sessions(user,
+//! limit)` examines at most `limit` + 64 entries and returns at most `limit` sessions (all of
+//! them under the per-user limit). Measured in `tests/redis.rs` with 5 000 live sessions of
+//! one user: a login examined 65 entries in 0.6 ms instead of 10 003 in 39 ms, a list of 20
+//! examined 20 in 0.13 ms instead of 10 002 in 21 ms.
 //!
 //! # The near-cache and its coherence
 //!
@@ -172,8 +183,13 @@ const FORMAT_V1: u8 = 1;
 /// TTLs are clamped to this (100 years), so that Redis accepts every `PEXPIRE` and Lua's
 /// doubles stay exact.
 const MAX_TTL_MS: u64 = 100 * 365 * 24 * 3600 * 1000;
-/// How many index entries the cheap writes check for existence (the oldest ones).
+/// How many index entries a script checks for existence (those with the earliest
+/// deadlines): the cheap writes, `login` (whose eviction victims come from these entries
+/// too) and, on top of its limit, `user_sessions`. It bounds their work, whatever the size of
+/// the index.
 const INDEX_SCAN: usize = 64;
+/// Per-list bound of `user_sessions` (a larger limit is clamped to this).
+const MAX_LIST: usize = 100_000;
 /// Stripes of the near-cache's fill guard (see [`NearCache`]).
 const STRIPES: usize = 64;
 /// How long a (re)subscription may take before it is retried.
@@ -371,20 +387,35 @@ inval(ARGV[1], ARGV[2], KEYS[1])
 return existed
 "#;
 
-/// KEYS: new, index, [old]. ARGV: prefix, instance, ttl, version, blob, user, created,
+/// KEYS: new, index, [old]. ARGV: prefix, instance, ttl, version, blob, user, created, scan,
 /// limit max ('' for none), policy ('evict', 'reject' or ''), expected version of old.
 /// Returns {1, evicted keys...} (applied), {0} (conflict) or {2} (limit reached).
+///
+/// Bounded work, whatever the size of the index: entries past their deadline go by score;
+/// the first `scan`+1 entries (the earliest deadlines) are checked for a record, and are the
+/// only candidates for `EvictOldest` (oldest creation first); the user's sessions are counted
+/// with ZCARD (the scripts remove the entries of records they end). So an index over the
+/// limit by more than a window shrinks by up to a window per login.
 const LUA_LOGIN: &str = r#"
 local new, idx, old = KEYS[1], KEYS[2], KEYS[3]
 local now = now_ms()
-local others = {}
-for _, m in ipairs(prune(idx, now, -1)) do
-  if m ~= old and m ~= new then others[#others + 1] = m end
+redis.call('ZREMRANGEBYSCORE', idx, '-inf', fmt(now))
+local candidates = {}
+for _, m in ipairs(redis.call('ZRANGE', idx, 0, tonumber(ARGV[8]))) do
+  local c = redis.call('HGET', m, 'c')
+  if not c then
+    redis.call('ZREM', idx, m)
+  elseif m ~= old and m ~= new then
+    candidates[#candidates + 1] = {tonumber(c) or 0, m}
+  end
 end
-local max = tonumber(ARGV[8])
-local policy = ARGV[9]
-if max and policy == 'reject' and #others >= max then return {2} end
-if old and redis.call('HGET', old, 'v') ~= ARGV[10] then return {0} end
+local others = redis.call('ZCARD', idx)
+if old and redis.call('ZSCORE', idx, old) then others = others - 1 end
+if redis.call('ZSCORE', idx, new) then others = others - 1 end
+local max = tonumber(ARGV[9])
+local policy = ARGV[10]
+if max and policy == 'reject' and others >= max then return {2} end
+if old and redis.call('HGET', old, 'v') ~= ARGV[11] then return {0} end
 if redis.call('EXISTS', new) == 1 then return {0} end
 write(new, ARGV[4], ARGV[5], ARGV[6], ARGV[7], ARGV[3])
 if old then
@@ -396,18 +427,14 @@ end
 redis.call('ZADD', idx, 'GT', fmt(now + tonumber(ARGV[3])), new)
 local result = {1}
 if max and policy == 'evict' then
-  local excess = #others + 1 - math.max(max, 1)
+  local excess = math.min(others + 1 - math.max(max, 1), #candidates)
   if excess > 0 then
-    local aged = {}
-    for _, m in ipairs(others) do
-      aged[#aged + 1] = {tonumber(redis.call('HGET', m, 'c')) or 0, m}
-    end
-    table.sort(aged, function(a, b)
+    table.sort(candidates, function(a, b)
       if a[1] ~= b[1] then return a[1] < b[1] end
       return a[2] < b[2]
     end)
     for i = 1, excess do
-      local m = aged[i][2]
+      local m = candidates[i][2]
       redis.call('DEL', m)
       redis.call('ZREM', idx, m)
       inval(ARGV[1], ARGV[2], m)
@@ -419,17 +446,26 @@ index_expiry(idx)
 return result
 "#;
 
-/// KEYS: index. Returns {key, blob, key, blob, ...} of the live sessions.
+/// KEYS: index. ARGV: limit, scan. Returns {key, blob, key, blob, ...} of at most `limit`
+/// live sessions, those with the earliest deadlines, after examining at most `limit` +
+/// `scan` entries (the entries without a record among them are dropped).
 const LUA_USER_SESSIONS: &str = r#"
-local out = {}
-for _, m in ipairs(prune(KEYS[1], now_ms(), -1)) do
+local idx = KEYS[1]
+redis.call('ZREMRANGEBYSCORE', idx, '-inf', fmt(now_ms()))
+local limit = tonumber(ARGV[1])
+local out, found = {}, 0
+for _, m in ipairs(redis.call('ZRANGE', idx, 0, limit + tonumber(ARGV[2]) - 1)) do
+  if found >= limit then break end
   local d = redis.call('HGET', m, 'd')
   if d then
     out[#out + 1] = m
     out[#out + 1] = d
+    found = found + 1
+  else
+    redis.call('ZREM', idx, m)
   end
 end
-index_expiry(KEYS[1])
+index_expiry(idx)
 return out
 "#;
 
@@ -1169,8 +1205,6 @@ impl Inner {
         limit: Option<SessionLimit>,
     ) -> Result<LoginWrite, RedisStoreError> {
         let (mut args, user) = self.write_args(&record, ttl)?;
-        // Scan is not an argument of the login script: it reads the whole index.
-        args.pop();
         let (max, policy) = match limit {
             Some(SessionLimit { max, policy }) => (
                 max.to_string(),
@@ -1227,12 +1261,20 @@ impl Inner {
     async fn user_sessions(
         &self,
         user_id: &str,
+        limit: usize,
     ) -> Result<Vec<(SessionKey, Arc<SessionRecord>)>, RedisStoreError> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let args = vec![
+            Value::from(limit.min(MAX_LIST).to_string()),
+            Value::from(INDEX_SCAN.to_string()),
+        ];
         let reply = self
             .eval(
                 &self.scripts.user_sessions,
                 vec![self.index_key(user_id)],
-                Vec::new(),
+                args,
             )
             .await?;
         let items = reply.into_array();
@@ -1438,14 +1480,15 @@ impl SessionStore for RedisStore {
         Ok(self.inner.login(old, new, record, ttl, limit).await?)
     }
 
+    /// At most `limit` sessions: all of the user's if they are no more (the per-user limit
+    /// makes it so), else the `limit` whose deadlines come first. One script examines at
+    /// most `limit` + 64 index entries, whatever the size of the index.
     async fn user_sessions(
         &self,
         user_id: &str,
         limit: usize,
     ) -> Result<Vec<(SessionKey, Arc<SessionRecord>)>, StoreError> {
-        let mut list = self.inner.user_sessions(user_id).await?;
-        list.truncate(limit);
-        Ok(list)
+        Ok(self.inner.user_sessions(user_id, limit).await?)
     }
 }
 
