@@ -21,6 +21,7 @@ use std::time::{Duration, Instant, SystemTime};
 use axum::http::{Method, StatusCode};
 use axum::Router;
 use common::*;
+use tower_session_guard::store::{FORWARD_TTL, MAX_FORWARD_HOPS};
 use tower_session_guard::{
     Identity, LimitPolicy, LoginWrite, RedisStore, SessionGuardLayer, SessionKey, SessionLimit,
     SessionRecord, SessionStore, SessionToken, StoreError, Write,
@@ -1004,7 +1005,7 @@ async fn session_cap_rejects_new_logins_across_instances() {
     }
 }
 
-// ----- hardening: bounded script work -----
+// ----- hardening: bounded script work, forwarding -----
 
 /// Per-member reads (`HGET`, `EXISTS`, `HMGET`, `HEXISTS`) that Redis ran since the last
 /// `CONFIG RESETSTAT`, inside scripts included (which is why the round-trip test cannot use
@@ -1214,6 +1215,161 @@ async fn login_and_user_sessions_do_bounded_work_on_a_huge_index() {
     assert!(reads <= 2, "login examined {reads}");
     assert_eq!(raw.cmd(&["ZCARD", &expired_index]).unwrap().int(), 1);
     assert_eq!(a.user_sessions(&expired, LIST).await.unwrap().len(), 1);
+}
+
+/// `rotate` and `login` leave the old key forwarding to the new one for `FORWARD_TTL`, and
+/// `delete` of the old key follows it: a logout or a revocation with a key that rotated
+/// meanwhile (on another instance) still ends the session.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deleting_a_rotated_away_key_ends_the_session_it_forwards_to() {
+    let url = require_redis!();
+    let prefix = unique_prefix();
+    let _cleanup = Cleanup {
+        url: url.clone(),
+        prefix: prefix.clone(),
+    };
+    let (a, b) = (store(&url, &prefix).await, store(&url, &prefix).await);
+    let mut raw = Raw::connect(&url).unwrap();
+    let name = |k: &SessionKey| format!("{prefix}s:{}", k.to_hex());
+    let user = format!("user-{}", random_id());
+    let index = format!("{prefix}u:{user}");
+
+    // a guest session rotates on A
+    let k0 = new_key();
+    assert_eq!(
+        a.create(k0, record(None, 1), TTL).await.unwrap(),
+        Write::Applied
+    );
+    assert!(b.load(k0).await.unwrap().is_some());
+    let k1 = new_key();
+    assert_eq!(
+        a.rotate(k0, 1, k1, record(None, 1), TTL).await.unwrap(),
+        Write::Applied
+    );
+    // the old key only forwards to the new one, for FORWARD_TTL
+    match raw.cmd(&["HGETALL", &name(&k0)]).unwrap() {
+        Reply::Array(fields) => assert_eq!(
+            fields.iter().map(Reply::text).collect::<Vec<_>>(),
+            ["f".to_owned(), name(&k1)]
+        ),
+        other => panic!("{other:?}"),
+    }
+    let pttl = raw.cmd(&["PTTL", &name(&k0)]).unwrap().int();
+    let forward_ms = FORWARD_TTL.as_millis() as i64;
+    assert!(
+        (forward_ms - 5_000..=forward_ms).contains(&pttl),
+        "PTTL {pttl}"
+    );
+    // it is no session: loads find nothing and cache nothing, every write conflicts
+    assert!(a.load(k0).await.unwrap().is_none());
+    assert!(a.load_now(k0).is_none());
+    eventually(&b, k0, None).await;
+    assert!(b.load_now(k0).is_none());
+    assert_eq!(
+        a.update(k0, 1, record(None, 2), TTL).await.unwrap(),
+        Write::Conflict
+    );
+    assert_eq!(
+        b.rotate(k0, 1, new_key(), record(None, 1), TTL)
+            .await
+            .unwrap(),
+        Write::Conflict
+    );
+    assert_eq!(
+        a.create(k0, record(None, 1), TTL).await.unwrap(),
+        Write::Conflict
+    );
+    assert_eq!(
+        b.login(Some((k0, 1)), new_key(), record(Some(&user), 1), TTL, None)
+            .await
+            .unwrap(),
+        LoginWrite::Conflict
+    );
+    assert_eq!(
+        raw.cmd(&["HLEN", &name(&k0)]).unwrap().int(),
+        1,
+        "unchanged"
+    );
+
+    // the rotated guest logs in on A: k1 forwards to k2 now
+    let k2 = new_key();
+    assert_eq!(
+        a.login(Some((k1, 1)), k2, record(Some(&user), 1), TTL, None)
+            .await
+            .unwrap(),
+        LoginWrite::Applied { evicted: vec![] }
+    );
+    assert_eq!(
+        raw.cmd(&["HGET", &name(&k1), "f"]).unwrap().text(),
+        name(&k2)
+    );
+    // both instances serve the session from their near-caches
+    for s in [&a, &b] {
+        assert!(s.load(k2).await.unwrap().is_some());
+        assert!(s.load_now(k2).is_some());
+    }
+
+    // a logout (or revocation) on B with the key from before both rotations ends it
+    assert!(b.delete(k0).await.unwrap(), "a live session was ended");
+    assert!(b.load_now(k2).is_none());
+    assert!(b.load(k2).await.unwrap().is_none());
+    eventually(&a, k2, None).await;
+    assert!(a.load_now(k2).is_none());
+    for k in [k0, k1, k2] {
+        assert_eq!(raw.cmd(&["EXISTS", &name(&k)]).unwrap().int(), 0);
+    }
+    assert_eq!(
+        raw.cmd(&["EXISTS", &index]).unwrap().int(),
+        0,
+        "index entry gone"
+    );
+    assert!(a.user_sessions(&user, 10).await.unwrap().is_empty());
+    assert!(!a.delete(k0).await.unwrap(), "nothing live left");
+
+    // a forwarding delete that reaches nothing live (the session ended already) says so
+    let (f0, f1) = (new_key(), new_key());
+    assert_eq!(
+        a.create(f0, record(None, 1), TTL).await.unwrap(),
+        Write::Applied
+    );
+    assert_eq!(
+        a.rotate(f0, 1, f1, record(None, 1), TTL).await.unwrap(),
+        Write::Applied
+    );
+    assert!(b.delete(f1).await.unwrap());
+    assert!(!a.delete(f0).await.unwrap());
+    assert_eq!(raw.cmd(&["EXISTS", &name(&f0)]).unwrap().int(), 0);
+
+    // hops are bounded: MAX_FORWARD_HOPS rotations are followed, one more is not
+    for hops in [MAX_FORWARD_HOPS, MAX_FORWARD_HOPS + 1] {
+        let chain: Vec<SessionKey> = (0..=hops).map(|_| new_key()).collect();
+        assert_eq!(
+            a.create(chain[0], record(None, 1), TTL).await.unwrap(),
+            Write::Applied
+        );
+        for w in chain.windows(2) {
+            assert_eq!(
+                a.rotate(w[0], 1, w[1], record(None, 1), TTL).await.unwrap(),
+                Write::Applied
+            );
+        }
+        let reached = hops <= MAX_FORWARD_HOPS;
+        assert_eq!(b.delete(chain[0]).await.unwrap(), reached, "{hops} hops");
+        let last = chain[hops];
+        if reached {
+            eventually(&a, last, None).await;
+        } else {
+            assert!(a.load(last).await.unwrap().is_some(), "{hops} hops");
+        }
+        for (i, k) in chain.iter().enumerate() {
+            let left = raw.cmd(&["EXISTS", &name(k)]).unwrap().int();
+            assert_eq!(
+                left,
+                i64::from(i > MAX_FORWARD_HOPS),
+                "{hops} hops, key {i}"
+            );
+        }
+    }
 }
 
 // ----- round trips -----

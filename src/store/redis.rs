@@ -9,6 +9,7 @@
 //! | key | type | what |
 //! | --- | --- | --- |
 //! | `{tsg}:s:<key hex>` | hash | one session: `v` (version, decimal), `d` (the record blob), `c` (creation, ms since the epoch), `u` (user id, authenticated sessions only) |
+//! | `{tsg}:s:<key hex>` (rotated away) | hash | a forwarding entry: only `f`, the name of the key the session moved to, for [`FORWARD_TTL`] |
 //! | `{tsg}:u:<user id>` | sorted set | the user's sessions: members are full record key names, scores are each record's expiry deadline (Redis time, ms) |
 //! | `{tsg}:inval` | pub/sub channel | invalidation messages `"<instance id>:<key hex>"` |
 //!
@@ -36,10 +37,11 @@
 //!
 //! Every write is one Lua script, so one round trip and atomic: `create` refuses an existing
 //! key; `update` is compare-and-set on `v`; `rotate` checks the old version and the absence
-//! of the new key, writes the new record and deletes the old one; `login` does all of that
-//! plus the per-user index and the session limit. Scripts are loaded once (`SCRIPT LOAD`) and
-//! called with `EVALSHA`; after a Redis restart (`NOSCRIPT`) the store falls back to `EVAL`,
-//! which costs that one call a second round trip and caches the script again.
+//! of the new key, writes the new record and leaves the old key forwarding to it (see below);
+//! `login` does all of that plus the per-user index and the session limit. Scripts are loaded
+//! once (`SCRIPT LOAD`) and called with `EVALSHA`; after a Redis restart (`NOSCRIPT`) the
+//! store falls back to `EVAL`, which costs that one call a second round trip and caches the
+//! script again.
 //!
 //! | operation | round trips |
 //! | --- | --- |
@@ -86,6 +88,17 @@
 //! them under the per-user limit). Measured in `tests/redis.rs` with 5 000 live sessions of
 //! one user: a login examined 65 entries in 0.6 ms instead of 10 003 in 39 ms, a list of 20
 //! examined 20 in 0.13 ms instead of 10 002 in 21 ms.
+//!
+//! # Forwarding after rotation
+//!
+//! `rotate` and `login` leave the old key as a forwarding entry to the new one for
+//! [`FORWARD_TTL`] (60 s): a hash with only `f`, the new key's name. Loading it finds no
+//! record (`Ok(None)`, never cached), and `create`, `update`, `rotate` and `login` on it
+//! conflict. `delete` of it removes it and follows `f` (at most [`MAX_FORWARD_HOPS`] hops),
+//! removing every key on the way and the live record it reaches, with its index entry and an
+//! invalidation message for each, and answers whether a live record was removed. So a logout
+//! or a revocation that read the session just before a rotation on another instance still
+//! ends it, instead of answering success while the rotated session lives on.
 //!
 //! # The near-cache and its coherence
 //!
@@ -160,7 +173,10 @@ use rand::RngCore;
 use tokio::sync::broadcast::error::{RecvError, TryRecvError};
 use tokio::task::AbortHandle;
 
-use super::{LimitPolicy, LoginWrite, SessionLimit, SessionStore, StoreError, Write};
+use super::{
+    LimitPolicy, LoginWrite, SessionLimit, SessionStore, StoreError, Write, FORWARD_TTL,
+    MAX_FORWARD_HOPS,
+};
 use crate::id::SessionKey;
 use crate::record::SessionRecord;
 
@@ -294,6 +310,15 @@ fn created_ms(record: &SessionRecord) -> String {
 
 // ----- Lua -----
 
+/// Constants every script starts with, from the Rust ones (so the two cannot disagree).
+fn lua_prelude() -> String {
+    format!(
+        "local FORWARD_TTL = '{}'\nlocal MAX_FORWARD_HOPS = {}\n",
+        millis(FORWARD_TTL),
+        MAX_FORWARD_HOPS
+    )
+}
+
 /// Helpers shared by every script. Key names are computed from the prefix in Lua; on a
 /// cluster that is legal because every key of the store carries the prefix's hash tag.
 const LUA_COMMON: &str = r#"
@@ -341,6 +366,13 @@ local function write(key, version, blob, user, created, ttl)
   end
   redis.call('PEXPIRE', key, ttl)
 end
+-- Leaves `old` (rotated away) as a forwarding entry to `new` for FORWARD_TTL ms: only the
+-- field `f`, so that loads find no record and compare-and-set writes find no version.
+local function forward(old, new)
+  redis.call('DEL', old)
+  redis.call('HSET', old, 'f', new)
+  redis.call('PEXPIRE', old, FORWARD_TTL)
+end
 "#;
 
 /// KEYS: key, [index]. ARGV: prefix, instance, ttl, version, blob, user, created, scan.
@@ -364,27 +396,44 @@ return 1
 "#;
 
 /// KEYS: old, new, [index]. ARGV: prefix, instance, ttl, version, blob, user, created,
-/// scan, expected.
+/// scan, expected. The old key is left forwarding to the new one for `FORWARD_TTL`.
 const LUA_ROTATE: &str = r#"
 if redis.call('HGET', KEYS[1], 'v') ~= ARGV[9] then return 0 end
 if redis.call('EXISTS', KEYS[2]) == 1 then return 0 end
 local previous = redis.call('HGET', KEYS[1], 'u')
 write(KEYS[2], ARGV[4], ARGV[5], ARGV[6], ARGV[7], ARGV[3])
-redis.call('DEL', KEYS[1])
+forward(KEYS[1], KEYS[2])
 index_remove(ARGV[1], KEYS[1], previous)
 if ARGV[6] ~= '' then index_add(KEYS[3], KEYS[2], now_ms(), ARGV[3], tonumber(ARGV[8])) end
 inval(ARGV[1], ARGV[2], KEYS[1])
 return 1
 "#;
 
-/// KEYS: key. ARGV: prefix, instance. Publishes even for a missing key: a delete is usually
-/// a revocation, and a message costs nothing inside the script.
+/// KEYS: key. ARGV: prefix, instance. Removes the key and, while what it removed was a
+/// forwarding entry, the key that entry names (at most `MAX_FORWARD_HOPS` hops), up to and
+/// including the live record reached, with its index entry. Publishes for the
+/// given key even if it is missing (a delete is usually a revocation, and a message costs
+/// nothing inside the script) and for every other key removed. Returns {1 if a live record
+/// was removed, else 0; then the keys removed other than the given one}.
 const LUA_DELETE: &str = r#"
-local user = redis.call('HGET', KEYS[1], 'u')
-local existed = redis.call('DEL', KEYS[1])
-index_remove(ARGV[1], KEYS[1], user)
-inval(ARGV[1], ARGV[2], KEYS[1])
-return existed
+local prefix = ARGV[1]
+local records = prefix .. 's:'
+local key, out = KEYS[1], {0}
+for hop = 0, MAX_FORWARD_HOPS do
+  local h = redis.call('HMGET', key, 'v', 'u', 'f')
+  local removed = redis.call('DEL', key) == 1
+  if hop == 0 or removed then inval(prefix, ARGV[2], key) end
+  if hop > 0 and removed then out[#out + 1] = key end
+  if h[1] then
+    index_remove(prefix, key, h[2])
+    out[1] = 1
+    break
+  end
+  local f = h[3]
+  if not f or string.sub(f, 1, #records) ~= records then break end
+  key = f
+end
+return out
 "#;
 
 /// KEYS: new, index, [old]. ARGV: prefix, instance, ttl, version, blob, user, created, scan,
@@ -395,7 +444,8 @@ return existed
 /// the first `scan`+1 entries (the earliest deadlines) are checked for a record, and are the
 /// only candidates for `EvictOldest` (oldest creation first); the user's sessions are counted
 /// with ZCARD (the scripts remove the entries of records they end). So an index over the
-/// limit by more than a window shrinks by up to a window per login.
+/// limit by more than a window shrinks by up to a window per login. The old key, if any, is
+/// left forwarding to the new one.
 const LUA_LOGIN: &str = r#"
 local new, idx, old = KEYS[1], KEYS[2], KEYS[3]
 local now = now_ms()
@@ -420,7 +470,7 @@ if redis.call('EXISTS', new) == 1 then return {0} end
 write(new, ARGV[4], ARGV[5], ARGV[6], ARGV[7], ARGV[3])
 if old then
   local previous = redis.call('HGET', old, 'u')
-  redis.call('DEL', old)
+  forward(old, new)
   index_remove(ARGV[1], old, previous)
   inval(ARGV[1], ARGV[2], old)
 end
@@ -874,8 +924,9 @@ async fn subscribe(subscriber: &SubscriberClient, channel: &str) -> Result<(), R
 }
 
 async fn load_scripts(client: &Client) -> Result<Scripts, RedisStoreError> {
+    let prelude = lua_prelude();
     let load = |body: &str| {
-        let body = format!("{LUA_COMMON}{body}");
+        let body = format!("{prelude}{LUA_COMMON}{body}");
         async move {
             // On a cluster this loads the script on every primary; the answer is its SHA-1.
             let sha: String = client.script_load_cluster(body.clone()).await?;
@@ -1143,6 +1194,23 @@ impl Inner {
         write
     }
 
+    /// A `{0 or 1, key names...}` reply: the flag and the keys.
+    fn applied_and_keys(&self, reply: Value) -> Result<(bool, Vec<SessionKey>), RedisStoreError> {
+        let mut items = reply.into_array().into_iter();
+        let ok = match items.next() {
+            Some(first) => flag(&first)?,
+            None => return Err(RedisStoreError::Reply("empty reply".into())),
+        };
+        let keys = items
+            .map(|v| {
+                v.as_bytes()
+                    .ok_or_else(|| RedisStoreError::Reply(format!("{v:?}")))
+                    .and_then(|name| self.key_of(name))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok((ok, keys))
+    }
+
     async fn update(
         &self,
         key: SessionKey,
@@ -1193,7 +1261,12 @@ impl Inner {
             .await;
         // Again after the script, in case a fill raced with it.
         self.near.invalidate(&key);
-        flag(&result?)
+        let (live, followed) = self.applied_and_keys(result?)?;
+        // The keys it forwarded to (this instance ignores its own messages).
+        for gone in &followed {
+            self.near.invalidate(gone);
+        }
+        Ok(live)
     }
 
     async fn login(
