@@ -1005,7 +1005,7 @@ async fn session_cap_rejects_new_logins_across_instances() {
     }
 }
 
-// ----- hardening: bounded script work, forwarding -----
+// ----- hardening: the guest budget, bounded script work, forwarding -----
 
 /// Per-member reads (`HGET`, `EXISTS`, `HMGET`, `HEXISTS`) that Redis ran since the last
 /// `CONFIG RESETSTAT`, inside scripts included (which is why the round-trip test cannot use
@@ -1370,6 +1370,291 @@ async fn deleting_a_rotated_away_key_ends_the_session_it_forwards_to() {
             );
         }
     }
+}
+
+/// The members of a sorted set, lowest score first.
+fn zmembers(raw: &mut Raw, key: &str) -> Vec<String> {
+    match raw.cmd(&["ZRANGE", key, "0", "-1"]).unwrap() {
+        Reply::Array(items) => items.iter().map(Reply::text).collect(),
+        other => panic!("ZRANGE answered {other:?}"),
+    }
+}
+
+/// Redis's clock, in ms.
+fn redis_now_ms(raw: &mut Raw) -> i64 {
+    match raw.cmd(&["TIME"]).unwrap() {
+        Reply::Array(t) => {
+            t[0].text().parse::<i64>().unwrap() * 1000 + t[1].text().parse::<i64>().unwrap() / 1000
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn guest_budget_evicts_the_least_recently_active_guests_never_users() {
+    const CAP: usize = 5;
+    let url = require_redis!();
+    let prefix = unique_prefix();
+    let _cleanup = Cleanup {
+        url: url.clone(),
+        prefix: prefix.clone(),
+    };
+    let build = || {
+        RedisStore::builder(url.as_str())
+            .prefix(prefix.as_str())
+            .guest_capacity(CAP as u64)
+            .build()
+    };
+    let (a, b) = (build().await.unwrap(), build().await.unwrap());
+    let mut raw = Raw::connect(&url).unwrap();
+    let guests = format!("{prefix}guests");
+    let name = |k: &SessionKey| format!("{prefix}s:{}", k.to_hex());
+    let pause = || tokio::time::sleep(Duration::from_millis(3));
+
+    // a logged-in session, which must never make room for guests
+    let user = format!("user-{}", random_id());
+    let index = format!("{prefix}u:{user}");
+    let u1 = new_key();
+    assert!(matches!(
+        a.login(None, u1, record(Some(&user), 1), TTL, None)
+            .await
+            .unwrap(),
+        LoginWrite::Applied { .. }
+    ));
+
+    // CAP guests from both instances, each a little later (so with a later deadline)
+    let mut g = Vec::new();
+    for i in 0..CAP {
+        let k = new_key();
+        let s = if i % 2 == 0 { &a } else { &b };
+        assert_eq!(
+            s.create(k, record(None, 1), TTL).await.unwrap(),
+            Write::Applied
+        );
+        g.push(k);
+        pause().await;
+    }
+    assert_eq!(
+        zmembers(&mut raw, &guests),
+        g.iter().map(name).collect::<Vec<_>>(),
+        "the guest set, earliest deadline first"
+    );
+    // a guest's record expires with the ttl it was given (the layer's guest idle lifetime),
+    // and its entry in the guest set is scored with that deadline
+    let pttl = raw.cmd(&["PTTL", &name(&g[0])]).unwrap().int();
+    assert!((595_000..=600_000).contains(&pttl), "guest PTTL {pttl}");
+    let score: i64 = raw
+        .cmd(&["ZSCORE", &guests, &name(&g[0])])
+        .unwrap()
+        .text()
+        .parse()
+        .unwrap();
+    let ahead = score - redis_now_ms(&mut raw);
+    assert!(
+        (595_000..=600_000).contains(&ahead),
+        "score - now = {ahead}"
+    );
+    let short = new_key();
+    assert_eq!(
+        a.create(short, record(None, 1), Duration::from_secs(90))
+            .await
+            .unwrap(),
+        Write::Applied
+    );
+    let pttl = raw.cmd(&["PTTL", &name(&short)]).unwrap().int();
+    assert!((85_000..=90_000).contains(&pttl), "guest PTTL {pttl}");
+    // the shortest-lived guest was the first to go to make room for it
+    assert!(a.load(short).await.unwrap().is_some());
+    assert!(a.load(g[0]).await.unwrap().is_none());
+    assert!(a.delete(short).await.unwrap());
+    g.remove(0);
+    let refill = new_key();
+    assert_eq!(
+        b.create(refill, record(None, 1), TTL).await.unwrap(),
+        Write::Applied
+    );
+    g.push(refill);
+    pause().await;
+    assert_eq!(raw.cmd(&["ZCARD", &guests]).unwrap().int(), CAP as i64);
+
+    // both instances have the next guest to go cached...
+    for s in [&a, &b] {
+        assert!(s.load(g[0]).await.unwrap().is_some());
+        assert!(s.load_now(g[0]).is_some(), "cached");
+    }
+    // ...and one more guest evicts it, on both instances
+    let extra = new_key();
+    assert_eq!(
+        a.create(extra, record(None, 1), TTL).await.unwrap(),
+        Write::Applied
+    );
+    assert!(
+        a.load_now(g[0]).is_none(),
+        "the evicting instance dropped it"
+    );
+    assert!(a.load(g[0]).await.unwrap().is_none());
+    eventually(&b, g[0], None).await;
+    assert!(raw.cmd(&["EXISTS", &name(&g[0])]).unwrap().int() == 0);
+    assert_eq!(raw.cmd(&["ZCARD", &guests]).unwrap().int(), CAP as i64);
+    // the logged-in session and its index entry are untouched
+    assert!(b.load(u1).await.unwrap().is_some());
+    assert!(raw
+        .cmd(&["ZSCORE", &index, &name(&u1)])
+        .unwrap()
+        .bytes()
+        .is_some());
+    pause().await;
+
+    // activity keeps a guest: a touch raises its deadline, so the next guest goes instead
+    assert_eq!(
+        a.update(g[1], 1, record(None, 2), TTL).await.unwrap(),
+        Write::Applied
+    );
+    assert_eq!(zmembers(&mut raw, &guests).last(), Some(&name(&g[1])));
+    let h = new_key();
+    assert_eq!(
+        b.create(h, record(None, 1), TTL).await.unwrap(),
+        Write::Applied
+    );
+    assert!(
+        b.load(g[1]).await.unwrap().is_some(),
+        "the active guest stays"
+    );
+    eventually(&a, g[2], None).await;
+
+    // a rotated guest moves in the set; a guest that logs in and a deleted one leave it
+    let g4r = new_key();
+    assert_eq!(
+        a.rotate(g[4], 1, g4r, record(None, 1), TTL).await.unwrap(),
+        Write::Applied
+    );
+    let members = zmembers(&mut raw, &guests);
+    assert!(!members.contains(&name(&g[4])) && members.contains(&name(&g4r)));
+    assert_eq!(members.len(), CAP);
+    let u2 = new_key();
+    assert!(matches!(
+        b.login(Some((g[3], 1)), u2, record(Some(&user), 1), TTL, None)
+            .await
+            .unwrap(),
+        LoginWrite::Applied { .. }
+    ));
+    assert!(!zmembers(&mut raw, &guests).contains(&name(&g[3])));
+    assert!(a.delete(g[1]).await.unwrap());
+    assert_eq!(
+        zmembers(&mut raw, &guests),
+        [&extra, &h, &g4r].map(name),
+        "rotated, logged in and deleted guests left the set"
+    );
+
+    // an expired guest leaves the set by its deadline, which makes room without evicting
+    let brief = new_key();
+    assert_eq!(
+        a.create(brief, record(None, 1), Duration::from_millis(30))
+            .await
+            .unwrap(),
+        Write::Applied
+    );
+    assert_eq!(zmembers(&mut raw, &guests)[0], name(&brief));
+    tokio::time::sleep(Duration::from_millis(80)).await;
+    let next = new_key();
+    assert_eq!(
+        b.create(next, record(None, 1), TTL).await.unwrap(),
+        Write::Applied
+    );
+    assert_eq!(
+        zmembers(&mut raw, &guests),
+        [&extra, &h, &g4r, &next].map(name)
+    );
+
+    // a logged-in session is never evicted for a guest, even if listed in the guest set
+    raw.cmd(&["ZADD", &guests, "0", &name(&u1)]).unwrap();
+    let last = new_key();
+    assert_eq!(
+        a.create(last, record(None, 1), TTL).await.unwrap(),
+        Write::Applied
+    );
+    assert!(
+        b.load(u1).await.unwrap().is_some(),
+        "the user keeps the session"
+    );
+    assert_eq!(
+        zmembers(&mut raw, &guests),
+        [&extra, &h, &g4r, &next, &last].map(name)
+    );
+
+    // bytes per guest: its record and its entry in the guest set, as the layer writes them
+    // (the guests here are on another prefix, so the set holds only them)
+    let prefix2 = unique_prefix();
+    let _cleanup2 = Cleanup {
+        url: url.clone(),
+        prefix: prefix2.clone(),
+    };
+    let harness = Harness::new();
+    let app = harness.app(store(&url, &prefix2).await);
+    const MEASURED: i64 = 200;
+    let mut record_bytes = 0;
+    let mut last_key = String::new();
+    for _ in 0..MEASURED {
+        let res = call(&app, Method::POST, "/set/cart/3-items", None).await;
+        assert_eq!(res.status(), StatusCode::OK);
+        let key = SessionKey::from_token_str(&token_of(&res).unwrap()).unwrap();
+        let usage = raw
+            .cmd(&[
+                "MEMORY",
+                "USAGE",
+                &format!("{prefix2}s:{}", key.to_hex()),
+                "SAMPLES",
+                "0",
+            ])
+            .unwrap()
+            .int();
+        record_bytes += usage;
+        last_key = format!("{prefix2}s:{}", key.to_hex());
+    }
+    println!(
+        "a guest record: blob {} B, encoding {}",
+        raw.cmd(&["HSTRLEN", &last_key, "d"]).unwrap().int(),
+        raw.cmd(&["OBJECT", "ENCODING", &last_key]).unwrap().text()
+    );
+    let set_bytes = raw
+        .cmd(&[
+            "MEMORY",
+            "USAGE",
+            &format!("{prefix2}guests"),
+            "SAMPLES",
+            "0",
+        ])
+        .unwrap()
+        .int();
+    let per_guest = (record_bytes + set_bytes) / MEASURED;
+    println!(
+        "MEMORY USAGE per guest: record {} B + guest-set entry {} B = {per_guest} B",
+        record_bytes / MEASURED,
+        set_bytes / MEASURED
+    );
+    // and, for sizing maxmemory, per logged-in session (each of its own user here, so with
+    // a one-entry index each)
+    let (mut auth_record, mut auth_index) = (0, 0);
+    for i in 0..MEASURED {
+        let who = format!("u{i}-{}", random_id());
+        let key = SessionKey::from_token_str(&login_user(&app, &who).await).unwrap();
+        let mut usage = |k: String| {
+            raw.cmd(&["MEMORY", "USAGE", &k, "SAMPLES", "0"])
+                .unwrap()
+                .int()
+        };
+        auth_record += usage(format!("{prefix2}s:{}", key.to_hex()));
+        auth_index += usage(format!("{prefix2}u:{who}"));
+    }
+    println!(
+        "MEMORY USAGE per logged-in session: record {} B, a one-session index {} B",
+        auth_record / MEASURED,
+        auth_index / MEASURED
+    );
+    assert!(
+        per_guest <= 850,
+        "DEFAULT_GUEST_CAPACITY's documented ~790 B per guest no longer holds: {per_guest} B"
+    );
 }
 
 // ----- round trips -----

@@ -11,6 +11,7 @@
 //! | `{tsg}:s:<key hex>` | hash | one session: `v` (version, decimal), `d` (the record blob), `c` (creation, ms since the epoch), `u` (user id, authenticated sessions only) |
 //! | `{tsg}:s:<key hex>` (rotated away) | hash | a forwarding entry: only `f`, the name of the key the session moved to, for [`FORWARD_TTL`] |
 //! | `{tsg}:u:<user id>` | sorted set | the user's sessions: members are full record key names, scores are each record's expiry deadline (Redis time, ms) |
+//! | `{tsg}:guests` | sorted set | the guest sessions (no `u`), scored like an index: the guest budget |
 //! | `{tsg}:inval` | pub/sub channel | invalidation messages `"<instance id>:<key hex>"` |
 //!
 //! Keys are SHA-256 hashes of the tokens, so a dump of Redis holds no usable token. Every
@@ -88,6 +89,20 @@
 //! them under the per-user limit). Measured in `tests/redis.rs` with 5 000 live sessions of
 //! one user: a login examined 65 entries in 0.6 ms instead of 10 003 in 39 ms, a list of 20
 //! examined 20 in 0.13 ms instead of 10 002 in 21 ms.
+//!
+//! # Guests and memory
+//!
+//! Guest sessions (no user) are the only ones anybody can create without credentials, so the
+//! store bounds them: `{tsg}:guests` lists them, scored by their records' deadlines (raised
+//! by every write, like index entries), and a guest `create` first drops the entries whose
+//! deadline has passed, then, when the set holds
+//! [`guest_capacity`](RedisStoreBuilder::guest_capacity) guests (default
+//! [`DEFAULT_GUEST_CAPACITY`]), evicts the guests with the earliest deadlines (the least
+//! recently active): record, entry and invalidation message, at most 8 per call, so the
+//! script's work stays O(log n). A guest that logs in, rotates or is deleted leaves the set
+//! (a rotated one is replaced by its new key). A logged-in session is never evicted to make
+//! room for a guest. A guest's record, and its entry, expire with the ttl the layer gives it,
+//! that is its guest idle lifetime: the store has no setting of its own for it.
 //!
 //! # Forwarding after rotation
 //!
@@ -193,6 +208,20 @@ pub const DEFAULT_COMMAND_TIMEOUT: Duration = Duration::from_millis(300);
 pub const DEFAULT_RECONNECT_MAX_DELAY: Duration = Duration::from_secs(1);
 /// The default timeout of a TCP connection attempt.
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+/// The default guest budget (see [`RedisStoreBuilder::guest_capacity`]): 50 000 guest
+/// sessions, about 40 MB of Redis.
+///
+/// Measured with `MEMORY USAGE` on Redis 7.0 (`tests/redis.rs`,
+/// `guest_budget_evicts_the_least_recently_active_guests_never_users`): a guest record as the
+/// layer writes it (one small value; a 194-byte blob, so Redis stores the hash as a hash
+/// table) takes 584 bytes and its entry in the guest set 204, so **about 790 bytes per
+/// guest**; Redis's own key-space overhead (the expiry entry, the dictionaries) brings
+/// `used_memory` to about 900 bytes per guest. 50 000 guests are then about 40 MB (45 MB of
+/// `used_memory`): a sixth of a 256 MB Redis, the smallest common size, which leaves the
+/// rest to logged-in sessions; and room for 28 new guests a second, sustained, over a
+/// 30-minute guest idle lifetime, more than a site that needs no tuning sees. Without a bound,
+/// an anonymous flood filled 98 MB in 15 s.
+pub const DEFAULT_GUEST_CAPACITY: u64 = 50_000;
 
 /// The format byte of records written by this version.
 const FORMAT_V1: u8 = 1;
@@ -204,6 +233,9 @@ const MAX_TTL_MS: u64 = 100 * 365 * 24 * 3600 * 1000;
 /// too) and, on top of its limit, `user_sessions`. It bounds their work, whatever the size of
 /// the index.
 const INDEX_SCAN: usize = 64;
+/// How many guests one guest `create` evicts at most, to bring the guest set under the cap.
+/// One suffices in the steady state; more let the set shrink after the cap was lowered.
+const GUEST_EVICT: usize = 8;
 /// Per-list bound of `user_sessions` (a larger limit is clamped to this).
 const MAX_LIST: usize = 100_000;
 /// Stripes of the near-cache's fill guard (see [`NearCache`]).
@@ -313,9 +345,10 @@ fn created_ms(record: &SessionRecord) -> String {
 /// Constants every script starts with, from the Rust ones (so the two cannot disagree).
 fn lua_prelude() -> String {
     format!(
-        "local FORWARD_TTL = '{}'\nlocal MAX_FORWARD_HOPS = {}\n",
+        "local FORWARD_TTL = '{}'\nlocal MAX_FORWARD_HOPS = {}\nlocal GUEST_EVICT = {}\n",
         millis(FORWARD_TTL),
-        MAX_FORWARD_HOPS
+        MAX_FORWARD_HOPS,
+        GUEST_EVICT
     )
 }
 
@@ -357,6 +390,17 @@ end
 local function index_remove(prefix, key, user)
   if user and user ~= '' then redis.call('ZREM', prefix .. 'u:' .. user, key) end
 end
+-- The guest set: the key names of guest records, scored by their expiry deadlines like an
+-- index, and living as long as its longest-lived guest.
+local function guests_key(prefix) return prefix .. 'guests' end
+local function guest_add(prefix, key, deadline)
+  local guests = guests_key(prefix)
+  redis.call('ZADD', guests, 'GT', fmt(deadline), key)
+  index_expiry(guests)
+end
+local function guest_remove(prefix, key)
+  redis.call('ZREM', guests_key(prefix), key)
+end
 local function write(key, version, blob, user, created, ttl)
   redis.call('DEL', key)
   if user ~= '' then
@@ -375,43 +419,83 @@ local function forward(old, new)
 end
 "#;
 
-/// KEYS: key, [index]. ARGV: prefix, instance, ttl, version, blob, user, created, scan.
+/// KEYS: key, [index]. ARGV: prefix, instance, ttl, version, blob, user, created, scan,
+/// guest capacity. Returns {1, evicted guest keys...} (applied) or {0} (the key exists).
+///
+/// A guest first drops the guest set's expired entries (by score), then, if the set is at
+/// the capacity, evicts the guests with the earliest deadlines (at most `GUEST_EVICT`):
+/// record, set entry and an invalidation message each. Never a logged-in session.
 const LUA_CREATE: &str = r#"
-if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+if redis.call('EXISTS', KEYS[1]) == 1 then return {0} end
+local now = now_ms()
+local result = {1}
+if ARGV[6] ~= '' then
+  write(KEYS[1], ARGV[4], ARGV[5], ARGV[6], ARGV[7], ARGV[3])
+  index_add(KEYS[2], KEYS[1], now, ARGV[3], tonumber(ARGV[8]))
+  return result
+end
+local guests = guests_key(ARGV[1])
+redis.call('ZREMRANGEBYSCORE', guests, '-inf', fmt(now))
+local over = redis.call('ZCARD', guests) - tonumber(ARGV[9]) + 1
+if over > 0 then
+  for _, m in ipairs(redis.call('ZRANGE', guests, 0, math.min(over, GUEST_EVICT) - 1)) do
+    redis.call('ZREM', guests, m)
+    if redis.call('HEXISTS', m, 'u') == 0 and redis.call('DEL', m) == 1 then
+      inval(ARGV[1], ARGV[2], m)
+      result[#result + 1] = m
+    end
+  end
+end
 write(KEYS[1], ARGV[4], ARGV[5], ARGV[6], ARGV[7], ARGV[3])
-if ARGV[6] ~= '' then index_add(KEYS[2], KEYS[1], now_ms(), ARGV[3], tonumber(ARGV[8])) end
-return 1
+guest_add(ARGV[1], KEYS[1], now + tonumber(ARGV[3]))
+return result
 "#;
 
 /// KEYS: key, [index]. ARGV: prefix, instance, ttl, version, blob, user, created, scan,
-/// expected.
+/// expected. A guest's deadline in the guest set follows its record's, like an index entry.
 const LUA_UPDATE: &str = r#"
 if redis.call('HGET', KEYS[1], 'v') ~= ARGV[9] then return 0 end
 local previous = redis.call('HGET', KEYS[1], 'u')
 write(KEYS[1], ARGV[4], ARGV[5], ARGV[6], ARGV[7], ARGV[3])
 if previous and previous ~= ARGV[6] then index_remove(ARGV[1], KEYS[1], previous) end
-if ARGV[6] ~= '' then index_add(KEYS[2], KEYS[1], now_ms(), ARGV[3], tonumber(ARGV[8])) end
+local now = now_ms()
+if ARGV[6] ~= '' then
+  if not previous then guest_remove(ARGV[1], KEYS[1]) end
+  index_add(KEYS[2], KEYS[1], now, ARGV[3], tonumber(ARGV[8]))
+else
+  guest_add(ARGV[1], KEYS[1], now + tonumber(ARGV[3]))
+end
 inval(ARGV[1], ARGV[2], KEYS[1])
 return 1
 "#;
 
 /// KEYS: old, new, [index]. ARGV: prefix, instance, ttl, version, blob, user, created,
-/// scan, expected. The old key is left forwarding to the new one for `FORWARD_TTL`.
+/// scan, expected. The old key is left forwarding to the new one for `FORWARD_TTL`, and
+/// leaves its index or the guest set; the new key joins its index or the guest set.
 const LUA_ROTATE: &str = r#"
 if redis.call('HGET', KEYS[1], 'v') ~= ARGV[9] then return 0 end
 if redis.call('EXISTS', KEYS[2]) == 1 then return 0 end
 local previous = redis.call('HGET', KEYS[1], 'u')
 write(KEYS[2], ARGV[4], ARGV[5], ARGV[6], ARGV[7], ARGV[3])
 forward(KEYS[1], KEYS[2])
-index_remove(ARGV[1], KEYS[1], previous)
-if ARGV[6] ~= '' then index_add(KEYS[3], KEYS[2], now_ms(), ARGV[3], tonumber(ARGV[8])) end
+if previous then
+  index_remove(ARGV[1], KEYS[1], previous)
+else
+  guest_remove(ARGV[1], KEYS[1])
+end
+local now = now_ms()
+if ARGV[6] ~= '' then
+  index_add(KEYS[3], KEYS[2], now, ARGV[3], tonumber(ARGV[8]))
+else
+  guest_add(ARGV[1], KEYS[2], now + tonumber(ARGV[3]))
+end
 inval(ARGV[1], ARGV[2], KEYS[1])
 return 1
 "#;
 
 /// KEYS: key. ARGV: prefix, instance. Removes the key and, while what it removed was a
 /// forwarding entry, the key that entry names (at most `MAX_FORWARD_HOPS` hops), up to and
-/// including the live record reached, with its index entry. Publishes for the
+/// including the live record reached, with its index or guest-set entry. Publishes for the
 /// given key even if it is missing (a delete is usually a revocation, and a message costs
 /// nothing inside the script) and for every other key removed. Returns {1 if a live record
 /// was removed, else 0; then the keys removed other than the given one}.
@@ -425,7 +509,7 @@ for hop = 0, MAX_FORWARD_HOPS do
   if hop == 0 or removed then inval(prefix, ARGV[2], key) end
   if hop > 0 and removed then out[#out + 1] = key end
   if h[1] then
-    index_remove(prefix, key, h[2])
+    if h[2] then index_remove(prefix, key, h[2]) else guest_remove(prefix, key) end
     out[1] = 1
     break
   end
@@ -471,7 +555,7 @@ write(new, ARGV[4], ARGV[5], ARGV[6], ARGV[7], ARGV[3])
 if old then
   local previous = redis.call('HGET', old, 'u')
   forward(old, new)
-  index_remove(ARGV[1], old, previous)
+  if previous then index_remove(ARGV[1], old, previous) else guest_remove(ARGV[1], old) end
   inval(ARGV[1], ARGV[2], old)
 end
 redis.call('ZADD', idx, 'GT', fmt(now + tonumber(ARGV[3])), new)
@@ -649,6 +733,7 @@ pub struct RedisStoreBuilder {
     prefix: String,
     near_cache_ttl: Duration,
     near_cache_capacity: u64,
+    guest_capacity: u64,
     command_timeout: Duration,
     connect_timeout: Duration,
     reconnect_max_delay: Duration,
@@ -661,6 +746,7 @@ impl RedisStoreBuilder {
             prefix: DEFAULT_PREFIX.to_owned(),
             near_cache_ttl: DEFAULT_NEAR_CACHE_TTL,
             near_cache_capacity: DEFAULT_NEAR_CACHE_CAPACITY,
+            guest_capacity: DEFAULT_GUEST_CAPACITY,
             command_timeout: DEFAULT_COMMAND_TIMEOUT,
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
             reconnect_max_delay: DEFAULT_RECONNECT_MAX_DELAY,
@@ -698,6 +784,22 @@ impl RedisStoreBuilder {
     /// near-cache off.
     pub fn near_cache_capacity(mut self, capacity: u64) -> Self {
         self.near_cache_capacity = capacity;
+        self
+    }
+
+    /// How many guest sessions (sessions without a logged-in user) Redis holds at most
+    /// (default [`DEFAULT_GUEST_CAPACITY`], 50 000, about 40 MB; at least 1). A new guest
+    /// beyond it evicts the guests that would expire first, that is the least recently
+    /// active ones, on every instance; logged-in sessions are never evicted to make room for
+    /// a guest. The count is shared by every store with the same prefix, so give them the
+    /// same capacity.
+    ///
+    /// Without a bound, anonymous requests can fill Redis: then either new sessions are
+    /// refused (`noeviction`), logins included, or Redis evicts logged-in sessions and user
+    /// indexes (`allkeys-lru`). How long a guest lives is not set here: its record expires
+    /// with the lifetime the layer gives it, its guest idle lifetime.
+    pub fn guest_capacity(mut self, capacity: u64) -> Self {
+        self.guest_capacity = capacity.max(1);
         self
     }
 
@@ -838,6 +940,7 @@ impl RedisStoreBuilder {
             client,
             subscriber,
             prefix: self.prefix,
+            guest_capacity: self.guest_capacity.to_string(),
             channel,
             instance,
             scripts,
@@ -971,6 +1074,8 @@ struct Inner {
     client: Client,
     subscriber: SubscriberClient,
     prefix: String,
+    /// [`RedisStoreBuilder::guest_capacity`], as the create script takes it.
+    guest_capacity: String,
     channel: String,
     /// Random per store: names this store in its invalidation messages.
     instance: String,
@@ -1184,12 +1289,20 @@ impl Inner {
         record: Arc<SessionRecord>,
         ttl: Duration,
     ) -> Result<Write, RedisStoreError> {
-        let (args, user) = self.write_args(&record, ttl)?;
+        let (mut args, user) = self.write_args(&record, ttl)?;
+        args.push(Value::from(self.guest_capacity.as_str()));
         let mut keys = vec![self.record_key(&key)];
         keys.extend(user.map(|u| self.index_key(&u)));
         let stamp = self.usable_stamp(&key);
         let result = self.eval(&self.scripts.create, keys, args).await;
-        let write = result.and_then(|v| flag(&v)).map(applied);
+        let write = result.and_then(|reply| {
+            let (ok, evicted) = self.applied_and_keys(reply)?;
+            // Other instances drop them on the messages; this one ignores its own.
+            for gone in &evicted {
+                self.near.invalidate(gone);
+            }
+            Ok(applied(ok))
+        });
         self.settle(key, record, stamp, matches!(write, Ok(Write::Applied)));
         write
     }
