@@ -1005,7 +1005,7 @@ async fn session_cap_rejects_new_logins_across_instances() {
     }
 }
 
-// ----- hardening: the guest budget, bounded script work, forwarding -----
+// ----- hardening: the guest budget, bounded script work, forwarding, a full Redis -----
 
 /// Per-member reads (`HGET`, `EXISTS`, `HMGET`, `HEXISTS`) that Redis ran since the last
 /// `CONFIG RESETSTAT`, inside scripts included (which is why the round-trip test cannot use
@@ -1655,6 +1655,84 @@ async fn guest_budget_evicts_the_least_recently_active_guests_never_users() {
         per_guest <= 850,
         "DEFAULT_GUEST_CAPACITY's documented ~790 B per guest no longer holds: {per_guest} B"
     );
+}
+
+fn info_field(raw: &mut Raw, section: &str, field: &str) -> i64 {
+    let info = raw.cmd(&["INFO", section]).unwrap().text();
+    info.lines()
+        .find_map(|l| l.strip_prefix(&format!("{field}:")))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("INFO {section} has no {field}"))
+}
+
+/// With `maxmemory` and `noeviction`, a full Redis refuses new guests with
+/// `StoreError::full` (the layer answers 503 with `Retry-After`) instead of growing past its
+/// limit, while logouts keep working.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_redis_refuses_new_guests_and_still_ends_sessions() {
+    let _url = require_redis!();
+    require_redis_server!();
+    let server = Server::start(&["--appendonly", "no", "--maxmemory-policy", "noeviction"]);
+    let url = server.url();
+    let prefix = unique_prefix();
+    let a = store(&url, &prefix).await;
+    let mut raw = Raw::connect(&url).unwrap();
+    let user = format!("user-{}", random_id());
+    let s1 = new_key();
+    assert!(matches!(
+        a.login(None, s1, record(Some(&user), 1), TTL, None)
+            .await
+            .unwrap(),
+        LoginWrite::Applied { .. }
+    ));
+    let g1 = new_key();
+    assert_eq!(
+        a.create(g1, record(None, 1), TTL).await.unwrap(),
+        Write::Applied
+    );
+
+    let max = info_field(&mut raw, "memory", "used_memory") + 256 * 1024;
+    raw.cmd(&["CONFIG", "SET", "maxmemory", &max.to_string()])
+        .unwrap();
+    let mut created = 0;
+    let err = loop {
+        assert!(
+            created < 20_000,
+            "Redis never refused a guest: {created} created, used_memory {} > maxmemory {max}",
+            info_field(&mut raw, "memory", "used_memory")
+        );
+        match a.create(new_key(), record(None, 1), TTL).await {
+            Ok(Write::Applied) => created += 1,
+            Ok(Write::Conflict) => panic!("a fresh key conflicted"),
+            Err(e) => break e,
+        }
+    };
+    let used = info_field(&mut raw, "memory", "used_memory");
+    println!("full after {created} guests: {err}; used_memory {used}, maxmemory {max}");
+    assert!(
+        err.is_full(),
+        "a guest refused for lack of memory is 'full': {err}"
+    );
+    assert!(
+        used <= max + 16 * 1024,
+        "used_memory {used} > maxmemory {max}"
+    );
+    // a login is refused as well, as a plain store error
+    let err = a
+        .login(None, new_key(), record(Some(&user), 1), TTL, None)
+        .await
+        .expect_err("no room for a login either");
+    assert!(!err.is_full(), "{err}");
+    // the layer answers a new guest with 503 and Retry-After
+    let harness = Harness::new();
+    let app = harness.app(a.clone());
+    let res = call(&app, Method::POST, "/set/k/v", None).await;
+    assert_eq!(res.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert!(res.headers().contains_key("retry-after"));
+    // ending sessions still works
+    assert!(a.delete(s1).await.unwrap());
+    assert!(a.delete(g1).await.unwrap());
+    assert!(a.load(s1).await.unwrap().is_none());
 }
 
 // ----- round trips -----

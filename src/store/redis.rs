@@ -104,6 +104,16 @@
 //! room for a guest. A guest's record, and its entry, expire with the ttl the layer gives it,
 //! that is its guest idle lifetime: the store has no setting of its own for it.
 //!
+//! Redis checks `maxmemory` (under `noeviction`) only at the first write of a script, and
+//! only for commands that may grow memory; the first write of most scripts here is a `DEL`
+//! or a `ZREM`, which it does not check, and once a script has written, its later writes go
+//! through. So the scripts that add a session (`create`, `login`) first send a `ZADD XX`
+//! that changes nothing but is checked: on a full Redis a new guest is then refused with
+//! [`StoreError::full`] (the layer answers 503 with `Retry-After`) and a login with a plain
+//! [`StoreError`], instead of growing Redis past its limit, while writes to existing
+//! sessions (touches, rotations) and deletes (logouts, revocations) keep working. See the
+//! README for `maxmemory` and `maxmemory-policy`.
+//!
 //! # Forwarding after rotation
 //!
 //! `rotate` and `login` leave the old key as a forwarding entry to the new one for
@@ -277,6 +287,11 @@ pub enum RedisStoreError {
     /// Redis answered something the store did not expect.
     #[error("unexpected reply from Redis: {0}")]
     Reply(String),
+    /// Redis refused a new guest session for lack of memory (`maxmemory` reached under
+    /// `noeviction`). The store returns it as [`StoreError::full`], which the layer answers
+    /// with 503 and `Retry-After`.
+    #[error("no room in Redis for a new guest session: {0}")]
+    Full(#[source] Box<dyn StdError + Send + Sync + 'static>),
 }
 
 impl From<FredError> for RedisStoreError {
@@ -287,7 +302,22 @@ impl From<FredError> for RedisStoreError {
 
 impl From<RedisStoreError> for StoreError {
     fn from(e: RedisStoreError) -> Self {
-        StoreError::new(e)
+        match e {
+            RedisStoreError::Full(_) => StoreError::full(e),
+            e => StoreError::new(e),
+        }
+    }
+}
+
+impl RedisStoreError {
+    /// Whether Redis refused a write for lack of memory (`OOM command not allowed ...`).
+    fn is_oom(&self) -> bool {
+        match self {
+            RedisStoreError::Redis(e) => e
+                .downcast_ref::<FredError>()
+                .is_some_and(|e| e.details().starts_with("OOM")),
+            _ => false,
+        }
     }
 }
 
@@ -363,6 +393,14 @@ local function fmt(n) return string.format('%.0f', n) end
 local function inval(prefix, instance, key)
   redis.call('PUBLISH', prefix .. 'inval', instance .. ':' .. string.sub(key, #prefix + 3))
 end
+-- Fails the script with Redis's OOM error when Redis is at maxmemory under noeviction.
+-- Redis checks memory only at the first write of a script (later ones go through, so that
+-- the script stays atomic) and only for commands that may grow memory, which the first
+-- writes here (DEL, ZREM, ZREMRANGEBYSCORE) are not: so a script that adds a session calls
+-- this first. ZADD is checked; with XX and a member that never exists it changes nothing.
+local function deny_if_oom(zkey)
+  redis.call('ZADD', zkey, 'XX', '0', '')
+end
 -- Drops entries past their deadline, then checks the first `stop`+1 entries (all for -1)
 -- for a record that still exists; returns the checked entries that are live.
 local function prune(idx, now, stop)
@@ -430,11 +468,13 @@ if redis.call('EXISTS', KEYS[1]) == 1 then return {0} end
 local now = now_ms()
 local result = {1}
 if ARGV[6] ~= '' then
+  deny_if_oom(KEYS[2])
   write(KEYS[1], ARGV[4], ARGV[5], ARGV[6], ARGV[7], ARGV[3])
   index_add(KEYS[2], KEYS[1], now, ARGV[3], tonumber(ARGV[8]))
   return result
 end
 local guests = guests_key(ARGV[1])
+deny_if_oom(guests)
 redis.call('ZREMRANGEBYSCORE', guests, '-inf', fmt(now))
 local over = redis.call('ZCARD', guests) - tonumber(ARGV[9]) + 1
 if over > 0 then
@@ -532,6 +572,7 @@ return out
 /// left forwarding to the new one.
 const LUA_LOGIN: &str = r#"
 local new, idx, old = KEYS[1], KEYS[2], KEYS[3]
+deny_if_oom(idx)
 local now = now_ms()
 redis.call('ZREMRANGEBYSCORE', idx, '-inf', fmt(now))
 local candidates = {}
@@ -1291,10 +1332,15 @@ impl Inner {
     ) -> Result<Write, RedisStoreError> {
         let (mut args, user) = self.write_args(&record, ttl)?;
         args.push(Value::from(self.guest_capacity.as_str()));
+        let guest = user.is_none();
         let mut keys = vec![self.record_key(&key)];
         keys.extend(user.map(|u| self.index_key(&u)));
         let stamp = self.usable_stamp(&key);
-        let result = self.eval(&self.scripts.create, keys, args).await;
+        let result = match self.eval(&self.scripts.create, keys, args).await {
+            // Redis is full (noeviction): no room for a guest, which is not an outage.
+            Err(e) if guest && e.is_oom() => Err(RedisStoreError::Full(Box::new(e))),
+            other => other,
+        };
         let write = result.and_then(|reply| {
             let (ok, evicted) = self.applied_and_keys(reply)?;
             // Other instances drop them on the messages; this one ignores its own.
