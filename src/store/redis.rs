@@ -172,9 +172,13 @@
 //! with their own stores sharing one Redis (cross-instance logout, revocation and session
 //! limits, with the invalidation delay measured), round trips counted with `MONITOR` on a
 //! private server (the commands clients send, not those the scripts run), and an outage (a
-//! private `redis-server` killed and restarted). With `REDIS_CLUSTER_TEST=1` it also builds a
-//! three-node cluster on loopback ports (`redis-cli --cluster create`) and runs the contract
-//! and a cross-instance logout against it through a `redis-cluster://` URL.
+//! private `redis-server` killed and restarted); the guest budget (eviction order, both
+//! instances' near-caches, never a user, bytes per guest measured), the work of `login` and
+//! `user_sessions` on an index of 5 000 entries (reads counted with `INFO commandstats` on a
+//! private server), forwarding across instances, and a private server at `maxmemory`. With
+//! `REDIS_CLUSTER_TEST=1` it also builds a three-node cluster on loopback ports (`redis-cli
+//! --cluster create`) and runs the contract and a cross-instance logout against it through a
+//! `redis-cluster://` URL.
 
 use std::error::Error as StdError;
 use std::fmt;
