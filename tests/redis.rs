@@ -21,6 +21,7 @@ use std::time::{Duration, Instant, SystemTime};
 use axum::http::{Method, StatusCode};
 use axum::Router;
 use common::*;
+use tower_session_guard::store::{FORWARD_TTL, MAX_FORWARD_HOPS};
 use tower_session_guard::{
     Identity, LimitPolicy, LoginWrite, RedisStore, SessionGuardLayer, SessionKey, SessionLimit,
     SessionRecord, SessionStore, SessionToken, StoreError, Write,
@@ -1002,6 +1003,736 @@ async fn session_cap_rejects_new_logins_across_instances() {
             StatusCode::OK
         );
     }
+}
+
+// ----- hardening: the guest budget, bounded script work, forwarding, a full Redis -----
+
+/// Per-member reads (`HGET`, `EXISTS`, `HMGET`, `HEXISTS`) that Redis ran since the last
+/// `CONFIG RESETSTAT`, inside scripts included (which is why the round-trip test cannot use
+/// `INFO commandstats`, and why this one can), and the microseconds spent in `EVALSHA`.
+fn script_work(raw: &mut Raw) -> (i64, i64) {
+    let stats = raw.cmd(&["INFO", "commandstats"]).unwrap().text();
+    let field = |cmd: &str, field: &str| {
+        stats
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("cmdstat_{cmd}:")))
+            .and_then(|rest| {
+                rest.split(',')
+                    .find_map(|kv| kv.strip_prefix(&format!("{field}=")))
+                    .and_then(|v| v.parse::<f64>().ok())
+            })
+            .unwrap_or(0.0) as i64
+    };
+    let reads = ["hget", "exists", "hmget", "hexists"]
+        .iter()
+        .map(|c| field(c, "calls"))
+        .sum();
+    (reads, field("evalsha", "usec"))
+}
+
+fn reset_stats(raw: &mut Raw) {
+    assert_eq!(
+        raw.cmd(&["CONFIG", "RESETSTAT"]).unwrap(),
+        Reply::Status("OK".into())
+    );
+}
+
+/// `login` and `user_sessions` on an index of thousands of entries examine a bounded number
+/// of them (counted with `INFO commandstats` on a private server, so nothing else runs).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn login_and_user_sessions_do_bounded_work_on_a_huge_index() {
+    const N: i64 = 5000;
+    const SCAN: i64 = 64; // INDEX_SCAN in src/store/redis.rs
+    const LIST: usize = 20;
+    let _url = require_redis!();
+    require_redis_server!();
+    let server = Server::start(&["--appendonly", "no"]);
+    let url = server.url();
+    let prefix = unique_prefix();
+    let a = store(&url, &prefix).await;
+    let mut raw = Raw::connect(&url).unwrap();
+    let name = |k: &SessionKey| format!("{prefix}s:{}", k.to_hex());
+    let limit = |max, policy| Some(SessionLimit { max, policy });
+    let login = |user: &str| a.login(None, new_key(), aged(user, SystemTime::now()), TTL, None);
+
+    // N live sessions of one user (what logins without a limit, or under a limit lowered
+    // since, leave behind), copied in Redis from one real record: creation times 1..N ms,
+    // deadlines in the same order, all after the real record's
+    let user = format!("many-{}", random_id());
+    let index = format!("{prefix}u:{user}");
+    let model = new_key();
+    assert!(matches!(
+        a.login(None, model, aged(&user, SystemTime::UNIX_EPOCH), TTL, None)
+            .await
+            .unwrap(),
+        LoginWrite::Applied { .. }
+    ));
+    const FILL: &str = "local blob = redis.call('HGET', KEYS[1], 'd') \
+        local t = redis.call('TIME') local now = tonumber(t[1]) * 1000 \
+        for i = 1, tonumber(ARGV[3]) do \
+          local k = ARGV[1] .. string.format('%064x', i) \
+          redis.call('HSET', k, 'v', '1', 'd', blob, 'c', tostring(i), 'u', ARGV[2]) \
+          redis.call('PEXPIRE', k, 600000) \
+          redis.call('ZADD', KEYS[2], string.format('%.0f', now + 601000 + i), k) \
+        end \
+        return redis.call('ZCARD', KEYS[2])";
+    let records = format!("{prefix}s:");
+    let filled = raw
+        .cmd(&[
+            "EVAL",
+            FILL,
+            "2",
+            &name(&model),
+            &index,
+            &records,
+            &user,
+            &N.to_string(),
+        ])
+        .unwrap()
+        .int();
+    assert_eq!(filled, N + 1);
+
+    // a login under a limit of 20 examines one window of the index and evicts from it (the
+    // oldest first); the rest waits for the next logins
+    reset_stats(&mut raw);
+    let outcome = a
+        .login(
+            None,
+            new_key(),
+            aged(&user, SystemTime::now()),
+            TTL,
+            limit(20, LimitPolicy::EvictOldest),
+        )
+        .await
+        .unwrap();
+    let (reads, usec) = script_work(&mut raw);
+    println!(
+        "login, {} live sessions: {reads} entries examined, {usec} µs",
+        N + 1
+    );
+    assert!(reads <= SCAN + 2, "login examined {reads} entries");
+    let LoginWrite::Applied { evicted } = outcome else {
+        panic!("{outcome:?}")
+    };
+    assert_eq!(evicted.len() as i64, SCAN, "one window per login");
+    assert_eq!(evicted[0], model, "the oldest first");
+    assert_eq!(raw.cmd(&["ZCARD", &index]).unwrap().int(), N + 2 - SCAN);
+    for k in &evicted {
+        assert_eq!(raw.cmd(&["EXISTS", &name(k)]).unwrap().int(), 0);
+    }
+
+    // a list holds at most its limit, with bounded work
+    reset_stats(&mut raw);
+    let listed = a.user_sessions(&user, LIST).await.unwrap();
+    let (reads, usec) = script_work(&mut raw);
+    println!(
+        "user_sessions({LIST}), {} live: {reads} entries examined, {usec} µs",
+        N + 2 - SCAN
+    );
+    assert_eq!(listed.len(), LIST);
+    assert!(
+        reads <= LIST as i64 + SCAN,
+        "user_sessions examined {reads}"
+    );
+
+    // a login refused by the limit costs no more
+    reset_stats(&mut raw);
+    assert_eq!(
+        a.login(
+            None,
+            new_key(),
+            aged(&user, SystemTime::now()),
+            TTL,
+            limit(20, LimitPolicy::RejectNew)
+        )
+        .await
+        .unwrap(),
+        LoginWrite::LimitReached
+    );
+    let (reads, _) = script_work(&mut raw);
+    assert!(reads <= SCAN + 2, "a refused login examined {reads}");
+
+    // N entries whose records are gone (deleted behind the store's back: a manual DEL, an
+    // eviction policy that should not be there) with deadlines ahead: bounded work, and
+    // every call drops what it examined
+    let ghost = format!("ghost-{}", random_id());
+    let ghost_index = format!("{prefix}u:{ghost}");
+    const STALE: &str = "local t = redis.call('TIME') local now = tonumber(t[1]) * 1000 \
+        for i = 1, tonumber(ARGV[2]) do \
+          redis.call('ZADD', KEYS[1], string.format('%.0f', now + 600000 + i), \
+            ARGV[1] .. string.format('%064x', 1000000 + i)) \
+        end \
+        return redis.call('ZCARD', KEYS[1])";
+    let stale = raw
+        .cmd(&["EVAL", STALE, "1", &ghost_index, &records, &N.to_string()])
+        .unwrap()
+        .int();
+    assert_eq!(stale, N);
+    reset_stats(&mut raw);
+    assert!(matches!(
+        login(&ghost).await.unwrap(),
+        LoginWrite::Applied { .. }
+    ));
+    let (reads, usec) = script_work(&mut raw);
+    println!("login, {N} stale entries: {reads} entries examined, {usec} µs");
+    assert!(reads <= SCAN + 2, "login examined {reads}");
+    assert_eq!(
+        raw.cmd(&["ZCARD", &ghost_index]).unwrap().int(),
+        N - SCAN + 1,
+        "the examined entries are dropped"
+    );
+    reset_stats(&mut raw);
+    let listed = a.user_sessions(&ghost, LIST).await.unwrap();
+    let (reads, usec) = script_work(&mut raw);
+    println!(
+        "user_sessions({LIST}), {} stale entries: {reads} examined, {usec} µs",
+        N - SCAN
+    );
+    assert!(
+        reads <= LIST as i64 + SCAN,
+        "user_sessions examined {reads}"
+    );
+    assert!(listed.len() <= 1);
+
+    // N entries past their deadlines go by score, in one command, whatever their number
+    let expired = format!("expired-{}", random_id());
+    let expired_index = format!("{prefix}u:{expired}");
+    const PAST: &str = "local t = redis.call('TIME') local now = tonumber(t[1]) * 1000 \
+        for i = 1, tonumber(ARGV[2]) do \
+          redis.call('ZADD', KEYS[1], string.format('%.0f', now - 1000 - i), \
+            ARGV[1] .. string.format('%064x', 2000000 + i)) \
+        end \
+        return redis.call('ZCARD', KEYS[1])";
+    raw.cmd(&["EVAL", PAST, "1", &expired_index, &records, &N.to_string()])
+        .unwrap();
+    reset_stats(&mut raw);
+    assert!(matches!(
+        login(&expired).await.unwrap(),
+        LoginWrite::Applied { .. }
+    ));
+    let (reads, usec) = script_work(&mut raw);
+    println!("login, {N} expired entries: {reads} entries examined, {usec} µs");
+    assert!(reads <= 2, "login examined {reads}");
+    assert_eq!(raw.cmd(&["ZCARD", &expired_index]).unwrap().int(), 1);
+    assert_eq!(a.user_sessions(&expired, LIST).await.unwrap().len(), 1);
+}
+
+/// `rotate` and `login` leave the old key forwarding to the new one for `FORWARD_TTL`, and
+/// `delete` of the old key follows it: a logout or a revocation with a key that rotated
+/// meanwhile (on another instance) still ends the session.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deleting_a_rotated_away_key_ends_the_session_it_forwards_to() {
+    let url = require_redis!();
+    let prefix = unique_prefix();
+    let _cleanup = Cleanup {
+        url: url.clone(),
+        prefix: prefix.clone(),
+    };
+    let (a, b) = (store(&url, &prefix).await, store(&url, &prefix).await);
+    let mut raw = Raw::connect(&url).unwrap();
+    let name = |k: &SessionKey| format!("{prefix}s:{}", k.to_hex());
+    let user = format!("user-{}", random_id());
+    let index = format!("{prefix}u:{user}");
+
+    // a guest session rotates on A
+    let k0 = new_key();
+    assert_eq!(
+        a.create(k0, record(None, 1), TTL).await.unwrap(),
+        Write::Applied
+    );
+    assert!(b.load(k0).await.unwrap().is_some());
+    let k1 = new_key();
+    assert_eq!(
+        a.rotate(k0, 1, k1, record(None, 1), TTL).await.unwrap(),
+        Write::Applied
+    );
+    // the old key only forwards to the new one, for FORWARD_TTL
+    match raw.cmd(&["HGETALL", &name(&k0)]).unwrap() {
+        Reply::Array(fields) => assert_eq!(
+            fields.iter().map(Reply::text).collect::<Vec<_>>(),
+            ["f".to_owned(), name(&k1)]
+        ),
+        other => panic!("{other:?}"),
+    }
+    let pttl = raw.cmd(&["PTTL", &name(&k0)]).unwrap().int();
+    let forward_ms = FORWARD_TTL.as_millis() as i64;
+    assert!(
+        (forward_ms - 5_000..=forward_ms).contains(&pttl),
+        "PTTL {pttl}"
+    );
+    // it is no session: loads find nothing and cache nothing, every write conflicts
+    assert!(a.load(k0).await.unwrap().is_none());
+    assert!(a.load_now(k0).is_none());
+    eventually(&b, k0, None).await;
+    assert!(b.load_now(k0).is_none());
+    assert_eq!(
+        a.update(k0, 1, record(None, 2), TTL).await.unwrap(),
+        Write::Conflict
+    );
+    assert_eq!(
+        b.rotate(k0, 1, new_key(), record(None, 1), TTL)
+            .await
+            .unwrap(),
+        Write::Conflict
+    );
+    assert_eq!(
+        a.create(k0, record(None, 1), TTL).await.unwrap(),
+        Write::Conflict
+    );
+    assert_eq!(
+        b.login(Some((k0, 1)), new_key(), record(Some(&user), 1), TTL, None)
+            .await
+            .unwrap(),
+        LoginWrite::Conflict
+    );
+    assert_eq!(
+        raw.cmd(&["HLEN", &name(&k0)]).unwrap().int(),
+        1,
+        "unchanged"
+    );
+
+    // the rotated guest logs in on A: k1 forwards to k2 now
+    let k2 = new_key();
+    assert_eq!(
+        a.login(Some((k1, 1)), k2, record(Some(&user), 1), TTL, None)
+            .await
+            .unwrap(),
+        LoginWrite::Applied { evicted: vec![] }
+    );
+    assert_eq!(
+        raw.cmd(&["HGET", &name(&k1), "f"]).unwrap().text(),
+        name(&k2)
+    );
+    // both instances serve the session from their near-caches
+    for s in [&a, &b] {
+        assert!(s.load(k2).await.unwrap().is_some());
+        assert!(s.load_now(k2).is_some());
+    }
+
+    // a logout (or revocation) on B with the key from before both rotations ends it
+    assert!(b.delete(k0).await.unwrap(), "a live session was ended");
+    assert!(b.load_now(k2).is_none());
+    assert!(b.load(k2).await.unwrap().is_none());
+    eventually(&a, k2, None).await;
+    assert!(a.load_now(k2).is_none());
+    for k in [k0, k1, k2] {
+        assert_eq!(raw.cmd(&["EXISTS", &name(&k)]).unwrap().int(), 0);
+    }
+    assert_eq!(
+        raw.cmd(&["EXISTS", &index]).unwrap().int(),
+        0,
+        "index entry gone"
+    );
+    assert!(a.user_sessions(&user, 10).await.unwrap().is_empty());
+    assert!(!a.delete(k0).await.unwrap(), "nothing live left");
+
+    // a forwarding delete that reaches nothing live (the session ended already) says so
+    let (f0, f1) = (new_key(), new_key());
+    assert_eq!(
+        a.create(f0, record(None, 1), TTL).await.unwrap(),
+        Write::Applied
+    );
+    assert_eq!(
+        a.rotate(f0, 1, f1, record(None, 1), TTL).await.unwrap(),
+        Write::Applied
+    );
+    assert!(b.delete(f1).await.unwrap());
+    assert!(!a.delete(f0).await.unwrap());
+    assert_eq!(raw.cmd(&["EXISTS", &name(&f0)]).unwrap().int(), 0);
+
+    // hops are bounded: MAX_FORWARD_HOPS rotations are followed, one more is not
+    for hops in [MAX_FORWARD_HOPS, MAX_FORWARD_HOPS + 1] {
+        let chain: Vec<SessionKey> = (0..=hops).map(|_| new_key()).collect();
+        assert_eq!(
+            a.create(chain[0], record(None, 1), TTL).await.unwrap(),
+            Write::Applied
+        );
+        for w in chain.windows(2) {
+            assert_eq!(
+                a.rotate(w[0], 1, w[1], record(None, 1), TTL).await.unwrap(),
+                Write::Applied
+            );
+        }
+        let reached = hops <= MAX_FORWARD_HOPS;
+        assert_eq!(b.delete(chain[0]).await.unwrap(), reached, "{hops} hops");
+        let last = chain[hops];
+        if reached {
+            eventually(&a, last, None).await;
+        } else {
+            assert!(a.load(last).await.unwrap().is_some(), "{hops} hops");
+        }
+        for (i, k) in chain.iter().enumerate() {
+            let left = raw.cmd(&["EXISTS", &name(k)]).unwrap().int();
+            assert_eq!(
+                left,
+                i64::from(i > MAX_FORWARD_HOPS),
+                "{hops} hops, key {i}"
+            );
+        }
+    }
+}
+
+/// The members of a sorted set, lowest score first.
+fn zmembers(raw: &mut Raw, key: &str) -> Vec<String> {
+    match raw.cmd(&["ZRANGE", key, "0", "-1"]).unwrap() {
+        Reply::Array(items) => items.iter().map(Reply::text).collect(),
+        other => panic!("ZRANGE answered {other:?}"),
+    }
+}
+
+/// Redis's clock, in ms.
+fn redis_now_ms(raw: &mut Raw) -> i64 {
+    match raw.cmd(&["TIME"]).unwrap() {
+        Reply::Array(t) => {
+            t[0].text().parse::<i64>().unwrap() * 1000 + t[1].text().parse::<i64>().unwrap() / 1000
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn guest_budget_evicts_the_least_recently_active_guests_never_users() {
+    const CAP: usize = 5;
+    let url = require_redis!();
+    let prefix = unique_prefix();
+    let _cleanup = Cleanup {
+        url: url.clone(),
+        prefix: prefix.clone(),
+    };
+    let build = || {
+        RedisStore::builder(url.as_str())
+            .prefix(prefix.as_str())
+            .guest_capacity(CAP as u64)
+            .build()
+    };
+    let (a, b) = (build().await.unwrap(), build().await.unwrap());
+    let mut raw = Raw::connect(&url).unwrap();
+    let guests = format!("{prefix}guests");
+    let name = |k: &SessionKey| format!("{prefix}s:{}", k.to_hex());
+    let pause = || tokio::time::sleep(Duration::from_millis(3));
+
+    // a logged-in session, which must never make room for guests
+    let user = format!("user-{}", random_id());
+    let index = format!("{prefix}u:{user}");
+    let u1 = new_key();
+    assert!(matches!(
+        a.login(None, u1, record(Some(&user), 1), TTL, None)
+            .await
+            .unwrap(),
+        LoginWrite::Applied { .. }
+    ));
+
+    // CAP guests from both instances, each a little later (so with a later deadline)
+    let mut g = Vec::new();
+    for i in 0..CAP {
+        let k = new_key();
+        let s = if i % 2 == 0 { &a } else { &b };
+        assert_eq!(
+            s.create(k, record(None, 1), TTL).await.unwrap(),
+            Write::Applied
+        );
+        g.push(k);
+        pause().await;
+    }
+    assert_eq!(
+        zmembers(&mut raw, &guests),
+        g.iter().map(name).collect::<Vec<_>>(),
+        "the guest set, earliest deadline first"
+    );
+    // a guest's record expires with the ttl it was given (the layer's guest idle lifetime),
+    // and its entry in the guest set is scored with that deadline
+    let pttl = raw.cmd(&["PTTL", &name(&g[0])]).unwrap().int();
+    assert!((595_000..=600_000).contains(&pttl), "guest PTTL {pttl}");
+    let score: i64 = raw
+        .cmd(&["ZSCORE", &guests, &name(&g[0])])
+        .unwrap()
+        .text()
+        .parse()
+        .unwrap();
+    let ahead = score - redis_now_ms(&mut raw);
+    assert!(
+        (595_000..=600_000).contains(&ahead),
+        "score - now = {ahead}"
+    );
+    let short = new_key();
+    assert_eq!(
+        a.create(short, record(None, 1), Duration::from_secs(90))
+            .await
+            .unwrap(),
+        Write::Applied
+    );
+    let pttl = raw.cmd(&["PTTL", &name(&short)]).unwrap().int();
+    assert!((85_000..=90_000).contains(&pttl), "guest PTTL {pttl}");
+    // the shortest-lived guest was the first to go to make room for it
+    assert!(a.load(short).await.unwrap().is_some());
+    assert!(a.load(g[0]).await.unwrap().is_none());
+    assert!(a.delete(short).await.unwrap());
+    g.remove(0);
+    let refill = new_key();
+    assert_eq!(
+        b.create(refill, record(None, 1), TTL).await.unwrap(),
+        Write::Applied
+    );
+    g.push(refill);
+    pause().await;
+    assert_eq!(raw.cmd(&["ZCARD", &guests]).unwrap().int(), CAP as i64);
+
+    // both instances have the next guest to go cached...
+    for s in [&a, &b] {
+        assert!(s.load(g[0]).await.unwrap().is_some());
+        assert!(s.load_now(g[0]).is_some(), "cached");
+    }
+    // ...and one more guest evicts it, on both instances
+    let extra = new_key();
+    assert_eq!(
+        a.create(extra, record(None, 1), TTL).await.unwrap(),
+        Write::Applied
+    );
+    assert!(
+        a.load_now(g[0]).is_none(),
+        "the evicting instance dropped it"
+    );
+    assert!(a.load(g[0]).await.unwrap().is_none());
+    eventually(&b, g[0], None).await;
+    assert!(raw.cmd(&["EXISTS", &name(&g[0])]).unwrap().int() == 0);
+    assert_eq!(raw.cmd(&["ZCARD", &guests]).unwrap().int(), CAP as i64);
+    // the logged-in session and its index entry are untouched
+    assert!(b.load(u1).await.unwrap().is_some());
+    assert!(raw
+        .cmd(&["ZSCORE", &index, &name(&u1)])
+        .unwrap()
+        .bytes()
+        .is_some());
+    pause().await;
+
+    // activity keeps a guest: a touch raises its deadline, so the next guest goes instead
+    assert_eq!(
+        a.update(g[1], 1, record(None, 2), TTL).await.unwrap(),
+        Write::Applied
+    );
+    assert_eq!(zmembers(&mut raw, &guests).last(), Some(&name(&g[1])));
+    let h = new_key();
+    assert_eq!(
+        b.create(h, record(None, 1), TTL).await.unwrap(),
+        Write::Applied
+    );
+    assert!(
+        b.load(g[1]).await.unwrap().is_some(),
+        "the active guest stays"
+    );
+    eventually(&a, g[2], None).await;
+
+    // a rotated guest moves in the set; a guest that logs in and a deleted one leave it
+    let g4r = new_key();
+    assert_eq!(
+        a.rotate(g[4], 1, g4r, record(None, 1), TTL).await.unwrap(),
+        Write::Applied
+    );
+    let members = zmembers(&mut raw, &guests);
+    assert!(!members.contains(&name(&g[4])) && members.contains(&name(&g4r)));
+    assert_eq!(members.len(), CAP);
+    let u2 = new_key();
+    assert!(matches!(
+        b.login(Some((g[3], 1)), u2, record(Some(&user), 1), TTL, None)
+            .await
+            .unwrap(),
+        LoginWrite::Applied { .. }
+    ));
+    assert!(!zmembers(&mut raw, &guests).contains(&name(&g[3])));
+    assert!(a.delete(g[1]).await.unwrap());
+    assert_eq!(
+        zmembers(&mut raw, &guests),
+        [&extra, &h, &g4r].map(name),
+        "rotated, logged in and deleted guests left the set"
+    );
+
+    // an expired guest leaves the set by its deadline, which makes room without evicting
+    let brief = new_key();
+    assert_eq!(
+        a.create(brief, record(None, 1), Duration::from_millis(30))
+            .await
+            .unwrap(),
+        Write::Applied
+    );
+    assert_eq!(zmembers(&mut raw, &guests)[0], name(&brief));
+    tokio::time::sleep(Duration::from_millis(80)).await;
+    let next = new_key();
+    assert_eq!(
+        b.create(next, record(None, 1), TTL).await.unwrap(),
+        Write::Applied
+    );
+    assert_eq!(
+        zmembers(&mut raw, &guests),
+        [&extra, &h, &g4r, &next].map(name)
+    );
+
+    // a logged-in session is never evicted for a guest, even if listed in the guest set
+    raw.cmd(&["ZADD", &guests, "0", &name(&u1)]).unwrap();
+    let last = new_key();
+    assert_eq!(
+        a.create(last, record(None, 1), TTL).await.unwrap(),
+        Write::Applied
+    );
+    assert!(
+        b.load(u1).await.unwrap().is_some(),
+        "the user keeps the session"
+    );
+    assert_eq!(
+        zmembers(&mut raw, &guests),
+        [&extra, &h, &g4r, &next, &last].map(name)
+    );
+
+    // bytes per guest: its record and its entry in the guest set, as the layer writes them
+    // (the guests here are on another prefix, so the set holds only them)
+    let prefix2 = unique_prefix();
+    let _cleanup2 = Cleanup {
+        url: url.clone(),
+        prefix: prefix2.clone(),
+    };
+    let harness = Harness::new();
+    let app = harness.app(store(&url, &prefix2).await);
+    const MEASURED: i64 = 200;
+    let mut record_bytes = 0;
+    let mut last_key = String::new();
+    for _ in 0..MEASURED {
+        let res = call(&app, Method::POST, "/set/cart/3-items", None).await;
+        assert_eq!(res.status(), StatusCode::OK);
+        let key = SessionKey::from_token_str(&token_of(&res).unwrap()).unwrap();
+        let usage = raw
+            .cmd(&[
+                "MEMORY",
+                "USAGE",
+                &format!("{prefix2}s:{}", key.to_hex()),
+                "SAMPLES",
+                "0",
+            ])
+            .unwrap()
+            .int();
+        record_bytes += usage;
+        last_key = format!("{prefix2}s:{}", key.to_hex());
+    }
+    println!(
+        "a guest record: blob {} B, encoding {}",
+        raw.cmd(&["HSTRLEN", &last_key, "d"]).unwrap().int(),
+        raw.cmd(&["OBJECT", "ENCODING", &last_key]).unwrap().text()
+    );
+    let set_bytes = raw
+        .cmd(&[
+            "MEMORY",
+            "USAGE",
+            &format!("{prefix2}guests"),
+            "SAMPLES",
+            "0",
+        ])
+        .unwrap()
+        .int();
+    let per_guest = (record_bytes + set_bytes) / MEASURED;
+    println!(
+        "MEMORY USAGE per guest: record {} B + guest-set entry {} B = {per_guest} B",
+        record_bytes / MEASURED,
+        set_bytes / MEASURED
+    );
+    // and, for sizing maxmemory, per logged-in session (each of its own user here, so with
+    // a one-entry index each)
+    let (mut auth_record, mut auth_index) = (0, 0);
+    for i in 0..MEASURED {
+        let who = format!("u{i}-{}", random_id());
+        let key = SessionKey::from_token_str(&login_user(&app, &who).await).unwrap();
+        let mut usage = |k: String| {
+            raw.cmd(&["MEMORY", "USAGE", &k, "SAMPLES", "0"])
+                .unwrap()
+                .int()
+        };
+        auth_record += usage(format!("{prefix2}s:{}", key.to_hex()));
+        auth_index += usage(format!("{prefix2}u:{who}"));
+    }
+    println!(
+        "MEMORY USAGE per logged-in session: record {} B, a one-session index {} B",
+        auth_record / MEASURED,
+        auth_index / MEASURED
+    );
+    assert!(
+        per_guest <= 850,
+        "DEFAULT_GUEST_CAPACITY's documented ~790 B per guest no longer holds: {per_guest} B"
+    );
+}
+
+fn info_field(raw: &mut Raw, section: &str, field: &str) -> i64 {
+    let info = raw.cmd(&["INFO", section]).unwrap().text();
+    info.lines()
+        .find_map(|l| l.strip_prefix(&format!("{field}:")))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("INFO {section} has no {field}"))
+}
+
+/// With `maxmemory` and `noeviction`, a full Redis refuses new guests with
+/// `StoreError::full` (the layer answers 503 with `Retry-After`) instead of growing past its
+/// limit, while logouts keep working.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_redis_refuses_new_guests_and_still_ends_sessions() {
+    let _url = require_redis!();
+    require_redis_server!();
+    let server = Server::start(&["--appendonly", "no", "--maxmemory-policy", "noeviction"]);
+    let url = server.url();
+    let prefix = unique_prefix();
+    let a = store(&url, &prefix).await;
+    let mut raw = Raw::connect(&url).unwrap();
+    let user = format!("user-{}", random_id());
+    let s1 = new_key();
+    assert!(matches!(
+        a.login(None, s1, record(Some(&user), 1), TTL, None)
+            .await
+            .unwrap(),
+        LoginWrite::Applied { .. }
+    ));
+    let g1 = new_key();
+    assert_eq!(
+        a.create(g1, record(None, 1), TTL).await.unwrap(),
+        Write::Applied
+    );
+
+    let max = info_field(&mut raw, "memory", "used_memory") + 256 * 1024;
+    raw.cmd(&["CONFIG", "SET", "maxmemory", &max.to_string()])
+        .unwrap();
+    let mut created = 0;
+    let err = loop {
+        assert!(
+            created < 20_000,
+            "Redis never refused a guest: {created} created, used_memory {} > maxmemory {max}",
+            info_field(&mut raw, "memory", "used_memory")
+        );
+        match a.create(new_key(), record(None, 1), TTL).await {
+            Ok(Write::Applied) => created += 1,
+            Ok(Write::Conflict) => panic!("a fresh key conflicted"),
+            Err(e) => break e,
+        }
+    };
+    let used = info_field(&mut raw, "memory", "used_memory");
+    println!("full after {created} guests: {err}; used_memory {used}, maxmemory {max}");
+    assert!(
+        err.is_full(),
+        "a guest refused for lack of memory is 'full': {err}"
+    );
+    assert!(
+        used <= max + 16 * 1024,
+        "used_memory {used} > maxmemory {max}"
+    );
+    // a login is refused as well, as a plain store error
+    let err = a
+        .login(None, new_key(), record(Some(&user), 1), TTL, None)
+        .await
+        .expect_err("no room for a login either");
+    assert!(!err.is_full(), "{err}");
+    // the layer answers a new guest with 503 and Retry-After
+    let harness = Harness::new();
+    let app = harness.app(a.clone());
+    let res = call(&app, Method::POST, "/set/k/v", None).await;
+    assert_eq!(res.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert!(res.headers().contains_key("retry-after"));
+    // ending sessions still works
+    assert!(a.delete(s1).await.unwrap());
+    assert!(a.delete(g1).await.unwrap());
+    assert!(a.load(s1).await.unwrap().is_none());
 }
 
 // ----- round trips -----

@@ -9,7 +9,9 @@
 //! | key | type | what |
 //! | --- | --- | --- |
 //! | `{tsg}:s:<key hex>` | hash | one session: `v` (version, decimal), `d` (the record blob), `c` (creation, ms since the epoch), `u` (user id, authenticated sessions only) |
+//! | `{tsg}:s:<key hex>` (rotated away) | hash | a forwarding entry: only `f`, the name of the key the session moved to, for [`FORWARD_TTL`] |
 //! | `{tsg}:u:<user id>` | sorted set | the user's sessions: members are full record key names, scores are each record's expiry deadline (Redis time, ms) |
+//! | `{tsg}:guests` | sorted set | the guest sessions (no `u`), scored like an index: the guest budget |
 //! | `{tsg}:inval` | pub/sub channel | invalidation messages `"<instance id>:<key hex>"` |
 //!
 //! Keys are SHA-256 hashes of the tokens, so a dump of Redis holds no usable token. Every
@@ -36,10 +38,11 @@
 //!
 //! Every write is one Lua script, so one round trip and atomic: `create` refuses an existing
 //! key; `update` is compare-and-set on `v`; `rotate` checks the old version and the absence
-//! of the new key, writes the new record and deletes the old one; `login` does all of that
-//! plus the per-user index and the session limit. Scripts are loaded once (`SCRIPT LOAD`) and
-//! called with `EVALSHA`; after a Redis restart (`NOSCRIPT`) the store falls back to `EVAL`,
-//! which costs that one call a second round trip and caches the script again.
+//! of the new key, writes the new record and leaves the old key forwarding to it (see below);
+//! `login` does all of that plus the per-user index and the session limit. Scripts are loaded
+//! once (`SCRIPT LOAD`) and called with `EVALSHA`; after a Redis restart (`NOSCRIPT`) the
+//! store falls back to `EVAL`, which costs that one call a second round trip and caches the
+//! script again.
 //!
 //! | operation | round trips |
 //! | --- | --- |
@@ -69,12 +72,58 @@
 //! clock with Redis's. A deadline in Redis time that follows the record's own `PEXPIRE`
 //! needs no extra setting, is never earlier than the record's expiry (no live session is
 //! ever pruned) and never much later (the entry is bounded by the record). Scripts that touch
-//! an index drop entries whose deadline has passed (`ZREMRANGEBYSCORE -inf now`) and entries
-//! whose record no longer exists (all of them in `login` and `user_sessions`, which read the
-//! whole index anyway; the oldest 64 in the other writes), and set the index key's expiry to
-//! its highest score, so the index never outlives its last session. The limit policy
-//! `EvictOldest` orders by the records' creation time (`c`), like the
-//! [`MemoryStore`](super::MemoryStore).
+//! an index drop entries whose deadline has passed (`ZREMRANGEBYSCORE -inf now`) and, among
+//! the 64 entries with the earliest deadlines, entries whose record no longer exists, and set
+//! the index key's expiry to its highest score, so the index never outlives its last session.
+//!
+//! **Bounded work.** A script blocks every client of Redis while it runs, so no script reads
+//! a whole index: `login` counts the user's sessions with `ZCARD` (exact, because the scripts
+//! remove the entries of the records they end and expired entries go by score; only records
+//! deleted behind the store's back, by an eviction policy or by hand, leave stale entries,
+//! and every script that reads an index drops those it meets), checks the 64 entries with the
+//! earliest deadlines, and picks the victims of `EvictOldest` among them, by creation time
+//! (`c`), like the [`MemoryStore`](super::MemoryStore). Under the per-user limit the window
+//! holds the whole index, so the oldest sessions go; an index far over the limit (a limit
+//! lowered since its sessions logged in) shrinks by up to 64 per login. `user_sessions(user,
+//! limit)` examines at most `limit` + 64 entries and returns at most `limit` sessions (all of
+//! them under the per-user limit). Measured in `tests/redis.rs` with 5 000 live sessions of
+//! one user: a login examined 65 entries in 0.6 ms instead of 10 003 in 39 ms, a list of 20
+//! examined 20 in 0.13 ms instead of 10 002 in 21 ms.
+//!
+//! # Guests and memory
+//!
+//! Guest sessions (no user) are the only ones anybody can create without credentials, so the
+//! store bounds them: `{tsg}:guests` lists them, scored by their records' deadlines (raised
+//! by every write, like index entries), and a guest `create` first drops the entries whose
+//! deadline has passed, then, when the set holds
+//! [`guest_capacity`](RedisStoreBuilder::guest_capacity) guests (default
+//! [`DEFAULT_GUEST_CAPACITY`]), evicts the guests with the earliest deadlines (the least
+//! recently active): record, entry and invalidation message, at most 8 per call, so the
+//! script's work stays O(log n). A guest that logs in, rotates or is deleted leaves the set
+//! (a rotated one is replaced by its new key). A logged-in session is never evicted to make
+//! room for a guest. A guest's record, and its entry, expire with the ttl the layer gives it,
+//! that is its guest idle lifetime: the store has no setting of its own for it.
+//!
+//! Redis checks `maxmemory` (under `noeviction`) only at the first write of a script, and
+//! only for commands that may grow memory; the first write of most scripts here is a `DEL`
+//! or a `ZREM`, which it does not check, and once a script has written, its later writes go
+//! through. So the scripts that add a session (`create`, `login`) first send a `ZADD XX`
+//! that changes nothing but is checked: on a full Redis a new guest is then refused with
+//! [`StoreError::full`] (the layer answers 503 with `Retry-After`) and a login with a plain
+//! [`StoreError`], instead of growing Redis past its limit, while writes to existing
+//! sessions (touches, rotations) and deletes (logouts, revocations) keep working. See the
+//! README for `maxmemory` and `maxmemory-policy`.
+//!
+//! # Forwarding after rotation
+//!
+//! `rotate` and `login` leave the old key as a forwarding entry to the new one for
+//! [`FORWARD_TTL`] (60 s): a hash with only `f`, the new key's name. Loading it finds no
+//! record (`Ok(None)`, never cached), and `create`, `update`, `rotate` and `login` on it
+//! conflict. `delete` of it removes it and follows `f` (at most [`MAX_FORWARD_HOPS`] hops),
+//! removing every key on the way and the live record it reaches, with its index entry and an
+//! invalidation message for each, and answers whether a live record was removed. So a logout
+//! or a revocation that read the session just before a rotation on another instance still
+//! ends it, instead of answering success while the rotated session lives on.
 //!
 //! # The near-cache and its coherence
 //!
@@ -123,9 +172,13 @@
 //! with their own stores sharing one Redis (cross-instance logout, revocation and session
 //! limits, with the invalidation delay measured), round trips counted with `MONITOR` on a
 //! private server (the commands clients send, not those the scripts run), and an outage (a
-//! private `redis-server` killed and restarted). With `REDIS_CLUSTER_TEST=1` it also builds a
-//! three-node cluster on loopback ports (`redis-cli --cluster create`) and runs the contract
-//! and a cross-instance logout against it through a `redis-cluster://` URL.
+//! private `redis-server` killed and restarted); the guest budget (eviction order, both
+//! instances' near-caches, never a user, bytes per guest measured), the work of `login` and
+//! `user_sessions` on an index of 5 000 entries (reads counted with `INFO commandstats` on a
+//! private server), forwarding across instances, and a private server at `maxmemory`. With
+//! `REDIS_CLUSTER_TEST=1` it also builds a three-node cluster on loopback ports (`redis-cli
+//! --cluster create`) and runs the contract and a cross-instance logout against it through a
+//! `redis-cluster://` URL.
 
 use std::error::Error as StdError;
 use std::fmt;
@@ -149,7 +202,10 @@ use rand::RngCore;
 use tokio::sync::broadcast::error::{RecvError, TryRecvError};
 use tokio::task::AbortHandle;
 
-use super::{LimitPolicy, LoginWrite, SessionLimit, SessionStore, StoreError, Write};
+use super::{
+    LimitPolicy, LoginWrite, SessionLimit, SessionStore, StoreError, Write, FORWARD_TTL,
+    MAX_FORWARD_HOPS,
+};
 use crate::id::SessionKey;
 use crate::record::SessionRecord;
 
@@ -166,14 +222,36 @@ pub const DEFAULT_COMMAND_TIMEOUT: Duration = Duration::from_millis(300);
 pub const DEFAULT_RECONNECT_MAX_DELAY: Duration = Duration::from_secs(1);
 /// The default timeout of a TCP connection attempt.
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+/// The default guest budget (see [`RedisStoreBuilder::guest_capacity`]): 50 000 guest
+/// sessions, about 40 MB of Redis.
+///
+/// Measured with `MEMORY USAGE` on Redis 7.0 (`tests/redis.rs`,
+/// `guest_budget_evicts_the_least_recently_active_guests_never_users`): a guest record as the
+/// layer writes it (one small value; a 194-byte blob, so Redis stores the hash as a hash
+/// table) takes 584 bytes and its entry in the guest set 204, so **about 790 bytes per
+/// guest**; Redis's own key-space overhead (the expiry entry, the dictionaries) brings
+/// `used_memory` to about 900 bytes per guest. 50 000 guests are then about 40 MB (45 MB of
+/// `used_memory`): a sixth of a 256 MB Redis, the smallest common size, which leaves the
+/// rest to logged-in sessions; and room for 28 new guests a second, sustained, over a
+/// 30-minute guest idle lifetime, more than a site that needs no tuning sees. Without a bound,
+/// an anonymous flood filled 98 MB in 15 s.
+pub const DEFAULT_GUEST_CAPACITY: u64 = 50_000;
 
 /// The format byte of records written by this version.
 const FORMAT_V1: u8 = 1;
 /// TTLs are clamped to this (100 years), so that Redis accepts every `PEXPIRE` and Lua's
 /// doubles stay exact.
 const MAX_TTL_MS: u64 = 100 * 365 * 24 * 3600 * 1000;
-/// How many index entries the cheap writes check for existence (the oldest ones).
+/// How many index entries a script checks for existence (those with the earliest
+/// deadlines): the cheap writes, `login` (whose eviction victims come from these entries
+/// too) and, on top of its limit, `user_sessions`. It bounds their work, whatever the size of
+/// the index.
 const INDEX_SCAN: usize = 64;
+/// How many guests one guest `create` evicts at most, to bring the guest set under the cap.
+/// One suffices in the steady state; more let the set shrink after the cap was lowered.
+const GUEST_EVICT: usize = 8;
+/// Per-list bound of `user_sessions` (a larger limit is clamped to this).
+const MAX_LIST: usize = 100_000;
 /// Stripes of the near-cache's fill guard (see [`NearCache`]).
 const STRIPES: usize = 64;
 /// How long a (re)subscription may take before it is retried.
@@ -213,6 +291,11 @@ pub enum RedisStoreError {
     /// Redis answered something the store did not expect.
     #[error("unexpected reply from Redis: {0}")]
     Reply(String),
+    /// Redis refused a new guest session for lack of memory (`maxmemory` reached under
+    /// `noeviction`). The store returns it as [`StoreError::full`], which the layer answers
+    /// with 503 and `Retry-After`.
+    #[error("no room in Redis for a new guest session: {0}")]
+    Full(#[source] Box<dyn StdError + Send + Sync + 'static>),
 }
 
 impl From<FredError> for RedisStoreError {
@@ -223,7 +306,22 @@ impl From<FredError> for RedisStoreError {
 
 impl From<RedisStoreError> for StoreError {
     fn from(e: RedisStoreError) -> Self {
-        StoreError::new(e)
+        match e {
+            RedisStoreError::Full(_) => StoreError::full(e),
+            e => StoreError::new(e),
+        }
+    }
+}
+
+impl RedisStoreError {
+    /// Whether Redis refused a write for lack of memory (`OOM command not allowed ...`).
+    fn is_oom(&self) -> bool {
+        match self {
+            RedisStoreError::Redis(e) => e
+                .downcast_ref::<FredError>()
+                .is_some_and(|e| e.details().starts_with("OOM")),
+            _ => false,
+        }
     }
 }
 
@@ -278,6 +376,16 @@ fn created_ms(record: &SessionRecord) -> String {
 
 // ----- Lua -----
 
+/// Constants every script starts with, from the Rust ones (so the two cannot disagree).
+fn lua_prelude() -> String {
+    format!(
+        "local FORWARD_TTL = '{}'\nlocal MAX_FORWARD_HOPS = {}\nlocal GUEST_EVICT = {}\n",
+        millis(FORWARD_TTL),
+        MAX_FORWARD_HOPS,
+        GUEST_EVICT
+    )
+}
+
 /// Helpers shared by every script. Key names are computed from the prefix in Lua; on a
 /// cluster that is legal because every key of the store carries the prefix's hash tag.
 const LUA_COMMON: &str = r#"
@@ -288,6 +396,14 @@ end
 local function fmt(n) return string.format('%.0f', n) end
 local function inval(prefix, instance, key)
   redis.call('PUBLISH', prefix .. 'inval', instance .. ':' .. string.sub(key, #prefix + 3))
+end
+-- Fails the script with Redis's OOM error when Redis is at maxmemory under noeviction.
+-- Redis checks memory only at the first write of a script (later ones go through, so that
+-- the script stays atomic) and only for commands that may grow memory, which the first
+-- writes here (DEL, ZREM, ZREMRANGEBYSCORE) are not: so a script that adds a session calls
+-- this first. ZADD is checked; with XX and a member that never exists it changes nothing.
+local function deny_if_oom(zkey)
+  redis.call('ZADD', zkey, 'XX', '0', '')
 end
 -- Drops entries past their deadline, then checks the first `stop`+1 entries (all for -1)
 -- for a record that still exists; returns the checked entries that are live.
@@ -316,6 +432,17 @@ end
 local function index_remove(prefix, key, user)
   if user and user ~= '' then redis.call('ZREM', prefix .. 'u:' .. user, key) end
 end
+-- The guest set: the key names of guest records, scored by their expiry deadlines like an
+-- index, and living as long as its longest-lived guest.
+local function guests_key(prefix) return prefix .. 'guests' end
+local function guest_add(prefix, key, deadline)
+  local guests = guests_key(prefix)
+  redis.call('ZADD', guests, 'GT', fmt(deadline), key)
+  index_expiry(guests)
+end
+local function guest_remove(prefix, key)
+  redis.call('ZREM', guests_key(prefix), key)
+end
 local function write(key, version, blob, user, created, ttl)
   redis.call('DEL', key)
   if user ~= '' then
@@ -325,89 +452,168 @@ local function write(key, version, blob, user, created, ttl)
   end
   redis.call('PEXPIRE', key, ttl)
 end
-"#;
-
-/// KEYS: key, [index]. ARGV: prefix, instance, ttl, version, blob, user, created, scan.
-const LUA_CREATE: &str = r#"
-if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
-write(KEYS[1], ARGV[4], ARGV[5], ARGV[6], ARGV[7], ARGV[3])
-if ARGV[6] ~= '' then index_add(KEYS[2], KEYS[1], now_ms(), ARGV[3], tonumber(ARGV[8])) end
-return 1
+-- Leaves `old` (rotated away) as a forwarding entry to `new` for FORWARD_TTL ms: only the
+-- field `f`, so that loads find no record and compare-and-set writes find no version.
+local function forward(old, new)
+  redis.call('DEL', old)
+  redis.call('HSET', old, 'f', new)
+  redis.call('PEXPIRE', old, FORWARD_TTL)
+end
 "#;
 
 /// KEYS: key, [index]. ARGV: prefix, instance, ttl, version, blob, user, created, scan,
-/// expected.
+/// guest capacity. Returns {1, evicted guest keys...} (applied) or {0} (the key exists).
+///
+/// A guest first drops the guest set's expired entries (by score), then, if the set is at
+/// the capacity, evicts the guests with the earliest deadlines (at most `GUEST_EVICT`):
+/// record, set entry and an invalidation message each. Never a logged-in session.
+const LUA_CREATE: &str = r#"
+if redis.call('EXISTS', KEYS[1]) == 1 then return {0} end
+local now = now_ms()
+local result = {1}
+if ARGV[6] ~= '' then
+  deny_if_oom(KEYS[2])
+  write(KEYS[1], ARGV[4], ARGV[5], ARGV[6], ARGV[7], ARGV[3])
+  index_add(KEYS[2], KEYS[1], now, ARGV[3], tonumber(ARGV[8]))
+  return result
+end
+local guests = guests_key(ARGV[1])
+deny_if_oom(guests)
+redis.call('ZREMRANGEBYSCORE', guests, '-inf', fmt(now))
+local over = redis.call('ZCARD', guests) - tonumber(ARGV[9]) + 1
+if over > 0 then
+  for _, m in ipairs(redis.call('ZRANGE', guests, 0, math.min(over, GUEST_EVICT) - 1)) do
+    redis.call('ZREM', guests, m)
+    if redis.call('HEXISTS', m, 'u') == 0 and redis.call('DEL', m) == 1 then
+      inval(ARGV[1], ARGV[2], m)
+      result[#result + 1] = m
+    end
+  end
+end
+write(KEYS[1], ARGV[4], ARGV[5], ARGV[6], ARGV[7], ARGV[3])
+guest_add(ARGV[1], KEYS[1], now + tonumber(ARGV[3]))
+return result
+"#;
+
+/// KEYS: key, [index]. ARGV: prefix, instance, ttl, version, blob, user, created, scan,
+/// expected. A guest's deadline in the guest set follows its record's, like an index entry.
 const LUA_UPDATE: &str = r#"
 if redis.call('HGET', KEYS[1], 'v') ~= ARGV[9] then return 0 end
 local previous = redis.call('HGET', KEYS[1], 'u')
 write(KEYS[1], ARGV[4], ARGV[5], ARGV[6], ARGV[7], ARGV[3])
 if previous and previous ~= ARGV[6] then index_remove(ARGV[1], KEYS[1], previous) end
-if ARGV[6] ~= '' then index_add(KEYS[2], KEYS[1], now_ms(), ARGV[3], tonumber(ARGV[8])) end
+local now = now_ms()
+if ARGV[6] ~= '' then
+  if not previous then guest_remove(ARGV[1], KEYS[1]) end
+  index_add(KEYS[2], KEYS[1], now, ARGV[3], tonumber(ARGV[8]))
+else
+  guest_add(ARGV[1], KEYS[1], now + tonumber(ARGV[3]))
+end
 inval(ARGV[1], ARGV[2], KEYS[1])
 return 1
 "#;
 
 /// KEYS: old, new, [index]. ARGV: prefix, instance, ttl, version, blob, user, created,
-/// scan, expected.
+/// scan, expected. The old key is left forwarding to the new one for `FORWARD_TTL`, and
+/// leaves its index or the guest set; the new key joins its index or the guest set.
 const LUA_ROTATE: &str = r#"
 if redis.call('HGET', KEYS[1], 'v') ~= ARGV[9] then return 0 end
 if redis.call('EXISTS', KEYS[2]) == 1 then return 0 end
 local previous = redis.call('HGET', KEYS[1], 'u')
 write(KEYS[2], ARGV[4], ARGV[5], ARGV[6], ARGV[7], ARGV[3])
-redis.call('DEL', KEYS[1])
-index_remove(ARGV[1], KEYS[1], previous)
-if ARGV[6] ~= '' then index_add(KEYS[3], KEYS[2], now_ms(), ARGV[3], tonumber(ARGV[8])) end
+forward(KEYS[1], KEYS[2])
+if previous then
+  index_remove(ARGV[1], KEYS[1], previous)
+else
+  guest_remove(ARGV[1], KEYS[1])
+end
+local now = now_ms()
+if ARGV[6] ~= '' then
+  index_add(KEYS[3], KEYS[2], now, ARGV[3], tonumber(ARGV[8]))
+else
+  guest_add(ARGV[1], KEYS[2], now + tonumber(ARGV[3]))
+end
 inval(ARGV[1], ARGV[2], KEYS[1])
 return 1
 "#;
 
-/// KEYS: key. ARGV: prefix, instance. Publishes even for a missing key: a delete is usually
-/// a revocation, and a message costs nothing inside the script.
+/// KEYS: key. ARGV: prefix, instance. Removes the key and, while what it removed was a
+/// forwarding entry, the key that entry names (at most `MAX_FORWARD_HOPS` hops), up to and
+/// including the live record reached, with its index or guest-set entry. Publishes for the
+/// given key even if it is missing (a delete is usually a revocation, and a message costs
+/// nothing inside the script) and for every other key removed. Returns {1 if a live record
+/// was removed, else 0; then the keys removed other than the given one}.
 const LUA_DELETE: &str = r#"
-local user = redis.call('HGET', KEYS[1], 'u')
-local existed = redis.call('DEL', KEYS[1])
-index_remove(ARGV[1], KEYS[1], user)
-inval(ARGV[1], ARGV[2], KEYS[1])
-return existed
+local prefix = ARGV[1]
+local records = prefix .. 's:'
+local key, out = KEYS[1], {0}
+for hop = 0, MAX_FORWARD_HOPS do
+  local h = redis.call('HMGET', key, 'v', 'u', 'f')
+  local removed = redis.call('DEL', key) == 1
+  if hop == 0 or removed then inval(prefix, ARGV[2], key) end
+  if hop > 0 and removed then out[#out + 1] = key end
+  if h[1] then
+    if h[2] then index_remove(prefix, key, h[2]) else guest_remove(prefix, key) end
+    out[1] = 1
+    break
+  end
+  local f = h[3]
+  if not f or string.sub(f, 1, #records) ~= records then break end
+  key = f
+end
+return out
 "#;
 
-/// KEYS: new, index, [old]. ARGV: prefix, instance, ttl, version, blob, user, created,
+/// KEYS: new, index, [old]. ARGV: prefix, instance, ttl, version, blob, user, created, scan,
 /// limit max ('' for none), policy ('evict', 'reject' or ''), expected version of old.
 /// Returns {1, evicted keys...} (applied), {0} (conflict) or {2} (limit reached).
+///
+/// Bounded work, whatever the size of the index: entries past their deadline go by score;
+/// the first `scan`+1 entries (the earliest deadlines) are checked for a record, and are the
+/// only candidates for `EvictOldest` (oldest creation first); the user's sessions are counted
+/// with ZCARD (the scripts remove the entries of records they end). So an index over the
+/// limit by more than a window shrinks by up to a window per login. The old key, if any, is
+/// left forwarding to the new one.
 const LUA_LOGIN: &str = r#"
 local new, idx, old = KEYS[1], KEYS[2], KEYS[3]
+deny_if_oom(idx)
 local now = now_ms()
-local others = {}
-for _, m in ipairs(prune(idx, now, -1)) do
-  if m ~= old and m ~= new then others[#others + 1] = m end
+redis.call('ZREMRANGEBYSCORE', idx, '-inf', fmt(now))
+local candidates = {}
+for _, m in ipairs(redis.call('ZRANGE', idx, 0, tonumber(ARGV[8]))) do
+  local c = redis.call('HGET', m, 'c')
+  if not c then
+    redis.call('ZREM', idx, m)
+  elseif m ~= old and m ~= new then
+    candidates[#candidates + 1] = {tonumber(c) or 0, m}
+  end
 end
-local max = tonumber(ARGV[8])
-local policy = ARGV[9]
-if max and policy == 'reject' and #others >= max then return {2} end
-if old and redis.call('HGET', old, 'v') ~= ARGV[10] then return {0} end
+local others = redis.call('ZCARD', idx)
+if old and redis.call('ZSCORE', idx, old) then others = others - 1 end
+if redis.call('ZSCORE', idx, new) then others = others - 1 end
+local max = tonumber(ARGV[9])
+local policy = ARGV[10]
+if max and policy == 'reject' and others >= max then return {2} end
+if old and redis.call('HGET', old, 'v') ~= ARGV[11] then return {0} end
 if redis.call('EXISTS', new) == 1 then return {0} end
 write(new, ARGV[4], ARGV[5], ARGV[6], ARGV[7], ARGV[3])
 if old then
   local previous = redis.call('HGET', old, 'u')
-  redis.call('DEL', old)
-  index_remove(ARGV[1], old, previous)
+  forward(old, new)
+  if previous then index_remove(ARGV[1], old, previous) else guest_remove(ARGV[1], old) end
   inval(ARGV[1], ARGV[2], old)
 end
 redis.call('ZADD', idx, 'GT', fmt(now + tonumber(ARGV[3])), new)
 local result = {1}
 if max and policy == 'evict' then
-  local excess = #others + 1 - math.max(max, 1)
+  local excess = math.min(others + 1 - math.max(max, 1), #candidates)
   if excess > 0 then
-    local aged = {}
-    for _, m in ipairs(others) do
-      aged[#aged + 1] = {tonumber(redis.call('HGET', m, 'c')) or 0, m}
-    end
-    table.sort(aged, function(a, b)
+    table.sort(candidates, function(a, b)
       if a[1] ~= b[1] then return a[1] < b[1] end
       return a[2] < b[2]
     end)
     for i = 1, excess do
-      local m = aged[i][2]
+      local m = candidates[i][2]
       redis.call('DEL', m)
       redis.call('ZREM', idx, m)
       inval(ARGV[1], ARGV[2], m)
@@ -419,17 +625,26 @@ index_expiry(idx)
 return result
 "#;
 
-/// KEYS: index. Returns {key, blob, key, blob, ...} of the live sessions.
+/// KEYS: index. ARGV: limit, scan. Returns {key, blob, key, blob, ...} of at most `limit`
+/// live sessions, those with the earliest deadlines, after examining at most `limit` +
+/// `scan` entries (the entries without a record among them are dropped).
 const LUA_USER_SESSIONS: &str = r#"
-local out = {}
-for _, m in ipairs(prune(KEYS[1], now_ms(), -1)) do
+local idx = KEYS[1]
+redis.call('ZREMRANGEBYSCORE', idx, '-inf', fmt(now_ms()))
+local limit = tonumber(ARGV[1])
+local out, found = {}, 0
+for _, m in ipairs(redis.call('ZRANGE', idx, 0, limit + tonumber(ARGV[2]) - 1)) do
+  if found >= limit then break end
   local d = redis.call('HGET', m, 'd')
   if d then
     out[#out + 1] = m
     out[#out + 1] = d
+    found = found + 1
+  else
+    redis.call('ZREM', idx, m)
   end
 end
-index_expiry(KEYS[1])
+index_expiry(idx)
 return out
 "#;
 
@@ -563,6 +778,7 @@ pub struct RedisStoreBuilder {
     prefix: String,
     near_cache_ttl: Duration,
     near_cache_capacity: u64,
+    guest_capacity: u64,
     command_timeout: Duration,
     connect_timeout: Duration,
     reconnect_max_delay: Duration,
@@ -575,6 +791,7 @@ impl RedisStoreBuilder {
             prefix: DEFAULT_PREFIX.to_owned(),
             near_cache_ttl: DEFAULT_NEAR_CACHE_TTL,
             near_cache_capacity: DEFAULT_NEAR_CACHE_CAPACITY,
+            guest_capacity: DEFAULT_GUEST_CAPACITY,
             command_timeout: DEFAULT_COMMAND_TIMEOUT,
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
             reconnect_max_delay: DEFAULT_RECONNECT_MAX_DELAY,
@@ -612,6 +829,22 @@ impl RedisStoreBuilder {
     /// near-cache off.
     pub fn near_cache_capacity(mut self, capacity: u64) -> Self {
         self.near_cache_capacity = capacity;
+        self
+    }
+
+    /// How many guest sessions (sessions without a logged-in user) Redis holds at most
+    /// (default [`DEFAULT_GUEST_CAPACITY`], 50 000, about 40 MB; at least 1). A new guest
+    /// beyond it evicts the guests that would expire first, that is the least recently
+    /// active ones, on every instance; logged-in sessions are never evicted to make room for
+    /// a guest. The count is shared by every store with the same prefix, so give them the
+    /// same capacity.
+    ///
+    /// Without a bound, anonymous requests can fill Redis: then either new sessions are
+    /// refused (`noeviction`), logins included, or Redis evicts logged-in sessions and user
+    /// indexes (`allkeys-lru`). How long a guest lives is not set here: its record expires
+    /// with the lifetime the layer gives it, its guest idle lifetime.
+    pub fn guest_capacity(mut self, capacity: u64) -> Self {
+        self.guest_capacity = capacity.max(1);
         self
     }
 
@@ -752,6 +985,7 @@ impl RedisStoreBuilder {
             client,
             subscriber,
             prefix: self.prefix,
+            guest_capacity: self.guest_capacity.to_string(),
             channel,
             instance,
             scripts,
@@ -838,8 +1072,9 @@ async fn subscribe(subscriber: &SubscriberClient, channel: &str) -> Result<(), R
 }
 
 async fn load_scripts(client: &Client) -> Result<Scripts, RedisStoreError> {
+    let prelude = lua_prelude();
     let load = |body: &str| {
-        let body = format!("{LUA_COMMON}{body}");
+        let body = format!("{prelude}{LUA_COMMON}{body}");
         async move {
             // On a cluster this loads the script on every primary; the answer is its SHA-1.
             let sha: String = client.script_load_cluster(body.clone()).await?;
@@ -884,6 +1119,8 @@ struct Inner {
     client: Client,
     subscriber: SubscriberClient,
     prefix: String,
+    /// [`RedisStoreBuilder::guest_capacity`], as the create script takes it.
+    guest_capacity: String,
     channel: String,
     /// Random per store: names this store in its invalidation messages.
     instance: String,
@@ -1097,14 +1334,44 @@ impl Inner {
         record: Arc<SessionRecord>,
         ttl: Duration,
     ) -> Result<Write, RedisStoreError> {
-        let (args, user) = self.write_args(&record, ttl)?;
+        let (mut args, user) = self.write_args(&record, ttl)?;
+        args.push(Value::from(self.guest_capacity.as_str()));
+        let guest = user.is_none();
         let mut keys = vec![self.record_key(&key)];
         keys.extend(user.map(|u| self.index_key(&u)));
         let stamp = self.usable_stamp(&key);
-        let result = self.eval(&self.scripts.create, keys, args).await;
-        let write = result.and_then(|v| flag(&v)).map(applied);
+        let result = match self.eval(&self.scripts.create, keys, args).await {
+            // Redis is full (noeviction): no room for a guest, which is not an outage.
+            Err(e) if guest && e.is_oom() => Err(RedisStoreError::Full(Box::new(e))),
+            other => other,
+        };
+        let write = result.and_then(|reply| {
+            let (ok, evicted) = self.applied_and_keys(reply)?;
+            // Other instances drop them on the messages; this one ignores its own.
+            for gone in &evicted {
+                self.near.invalidate(gone);
+            }
+            Ok(applied(ok))
+        });
         self.settle(key, record, stamp, matches!(write, Ok(Write::Applied)));
         write
+    }
+
+    /// A `{0 or 1, key names...}` reply: the flag and the keys.
+    fn applied_and_keys(&self, reply: Value) -> Result<(bool, Vec<SessionKey>), RedisStoreError> {
+        let mut items = reply.into_array().into_iter();
+        let ok = match items.next() {
+            Some(first) => flag(&first)?,
+            None => return Err(RedisStoreError::Reply("empty reply".into())),
+        };
+        let keys = items
+            .map(|v| {
+                v.as_bytes()
+                    .ok_or_else(|| RedisStoreError::Reply(format!("{v:?}")))
+                    .and_then(|name| self.key_of(name))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok((ok, keys))
     }
 
     async fn update(
@@ -1157,7 +1424,12 @@ impl Inner {
             .await;
         // Again after the script, in case a fill raced with it.
         self.near.invalidate(&key);
-        flag(&result?)
+        let (live, followed) = self.applied_and_keys(result?)?;
+        // The keys it forwarded to (this instance ignores its own messages).
+        for gone in &followed {
+            self.near.invalidate(gone);
+        }
+        Ok(live)
     }
 
     async fn login(
@@ -1169,8 +1441,6 @@ impl Inner {
         limit: Option<SessionLimit>,
     ) -> Result<LoginWrite, RedisStoreError> {
         let (mut args, user) = self.write_args(&record, ttl)?;
-        // Scan is not an argument of the login script: it reads the whole index.
-        args.pop();
         let (max, policy) = match limit {
             Some(SessionLimit { max, policy }) => (
                 max.to_string(),
@@ -1227,12 +1497,20 @@ impl Inner {
     async fn user_sessions(
         &self,
         user_id: &str,
+        limit: usize,
     ) -> Result<Vec<(SessionKey, Arc<SessionRecord>)>, RedisStoreError> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let args = vec![
+            Value::from(limit.min(MAX_LIST).to_string()),
+            Value::from(INDEX_SCAN.to_string()),
+        ];
         let reply = self
             .eval(
                 &self.scripts.user_sessions,
                 vec![self.index_key(user_id)],
-                Vec::new(),
+                args,
             )
             .await?;
         let items = reply.into_array();
@@ -1438,14 +1716,15 @@ impl SessionStore for RedisStore {
         Ok(self.inner.login(old, new, record, ttl, limit).await?)
     }
 
+    /// At most `limit` sessions: all of the user's if they are no more (the per-user limit
+    /// makes it so), else the `limit` whose deadlines come first. One script examines at
+    /// most `limit` + 64 index entries, whatever the size of the index.
     async fn user_sessions(
         &self,
         user_id: &str,
         limit: usize,
     ) -> Result<Vec<(SessionKey, Arc<SessionRecord>)>, StoreError> {
-        let mut list = self.inner.user_sessions(user_id).await?;
-        list.truncate(limit);
-        Ok(list)
+        Ok(self.inner.user_sessions(user_id, limit).await?)
     }
 }
 
