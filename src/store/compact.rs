@@ -56,8 +56,13 @@ fn u64_at(b: &[u8], at: usize) -> u64 {
 }
 
 fn put_str(out: &mut Vec<u8>, s: &str) {
-    // Strings longer than 64 KiB are cut (identities and user agents are far shorter).
-    let bytes = &s.as_bytes()[..s.len().min(usize::from(u16::MAX))];
+    // Strings longer than 64 KiB are cut (identities and user agents are far shorter), at a
+    // character boundary so that the cut string still decodes.
+    let mut n = s.len().min(usize::from(u16::MAX));
+    while !s.is_char_boundary(n) {
+        n -= 1;
+    }
+    let bytes = &s.as_bytes()[..n];
     out.extend_from_slice(&(bytes.len() as u16).to_le_bytes());
     out.extend_from_slice(bytes);
 }
@@ -308,6 +313,17 @@ mod tests {
         let blob = Blob::encode(&SessionToken::generate().key(), &r, SystemTime::now());
         // With malloc's 8-byte header this is a 112-byte chunk.
         assert!(blob.len() <= 104, "{} bytes", blob.len());
+    }
+
+    #[test]
+    fn an_overlong_user_id_is_cut_at_a_character_boundary() {
+        let mut r = SessionRecord::new(SystemTime::now());
+        // 'é' is two bytes: 32 768 of them put a boundary one byte past the 65 535 cut.
+        r.identity = Some(Identity::new("é".repeat(32_768)));
+        let blob = Blob::encode(&SessionToken::generate().key(), &r, SystemTime::now());
+        let user = blob.user_id().expect("the cut user id still decodes");
+        assert_eq!(user.len(), 65_534);
+        assert!(blob.decode().is_some());
     }
 
     #[test]
