@@ -148,6 +148,11 @@ impl Blob {
         u64_at(&self.0, VERSION_AT)
     }
 
+    /// When a session was created, ns since the epoch.
+    pub(crate) fn created_at(&self) -> u64 {
+        u64_at(&self.0, CREATED_AT)
+    }
+
     /// The user this session belongs to, without decoding the rest.
     pub(crate) fn user_id(&self) -> Option<&str> {
         let mut r = Reader {

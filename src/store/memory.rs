@@ -15,7 +15,7 @@
 //! after a write (in particular, a deleted session can never reappear).
 
 use std::collections::hash_map::{Entry, RandomState};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::future::{ready, Future};
 use std::hash::BuildHasher;
 use std::hash::{BuildHasherDefault, Hasher};
@@ -42,6 +42,10 @@ const SHARDS: usize = 64;
 const SWEEP_EVERY: u32 = 1024;
 /// Entries looked at to pick an eviction victim when a shard is full of live sessions.
 const EVICTION_SAMPLE: usize = 16;
+/// A user's index list becomes a hash set beyond this many sessions, so that adding and
+/// removing stay O(1) for a user with very many sessions (and it turns back into a list
+/// below half of it).
+const INDEX_LIST_MAX: usize = 32;
 
 /// Session keys are SHA-256 outputs, already uniform: one multiply spreads 64 of their bits
 /// over the table, where SipHash would cost ~20 ns for nothing. Nobody can plant keys: the
@@ -126,8 +130,8 @@ struct Shard {
 /// The per-user index, in shards: keyed SipHash of the user id → 64-bit key prefixes of
 /// that user's sessions. Most users hold one session, which costs one 24-byte slot and no
 /// allocation (`Keys::One`). A collision of two users' hashes only merges their lists, and
-/// every reader checks the decoded record's user id. SipHash with a random key, because user
-/// ids are chosen by users and this map must not be floodable.
+/// every reader checks the session's user id. SipHash with a random key, because user ids
+/// are chosen by users and this map must not be floodable.
 #[derive(Default)]
 struct UserIndex {
     map: HashMap<u64, Keys, BuildKeyHasher>,
@@ -139,6 +143,34 @@ enum Keys {
     /// million users that is 16 MB, for one extra allocation per user with several sessions.
     #[allow(clippy::box_collection)]
     Many(Box<Vec<u64>>),
+    /// More than [`INDEX_LIST_MAX`] sessions: a set, so that adding and removing one stays
+    /// O(1) (a list's removal is a scan, which made ending all of a big user's sessions
+    /// quadratic).
+    #[allow(clippy::box_collection)]
+    Set(Box<HashSet<u64, BuildKeyHasher>>),
+}
+
+impl Keys {
+    fn len(&self) -> usize {
+        match self {
+            Keys::One(_) => 1,
+            Keys::Many(list) => list.len(),
+            Keys::Set(set) => set.len(),
+        }
+    }
+
+    /// After removals: a small set goes back to a list, a mostly empty set gives memory
+    /// back. Returns whether nothing is left.
+    fn settle(&mut self) -> bool {
+        if let Keys::Set(set) = self {
+            if set.len() <= INDEX_LIST_MAX / 2 {
+                *self = Keys::Many(Box::new(set.iter().copied().collect()));
+            } else if set.len() * 4 < set.capacity() {
+                set.shrink_to_fit();
+            }
+        }
+        self.len() == 0
+    }
 }
 
 impl UserIndex {
@@ -155,7 +187,15 @@ impl UserIndex {
                 }
                 // Prefixes are unique per live session (create refuses a taken one), so no
                 // duplicate check: adding stays O(1) for users with many sessions.
-                Keys::Many(list) => list.push(p),
+                Keys::Many(list) if list.len() < INDEX_LIST_MAX => list.push(p),
+                Keys::Many(list) => {
+                    let mut set: HashSet<u64, BuildKeyHasher> = list.iter().copied().collect();
+                    set.insert(p);
+                    *o.get_mut() = Keys::Set(Box::new(set));
+                }
+                Keys::Set(set) => {
+                    set.insert(p);
+                }
             },
         }
     }
@@ -163,11 +203,47 @@ impl UserIndex {
     fn remove(&mut self, h: u64, p: u64) {
         let now_empty = match self.map.get_mut(&h) {
             Some(Keys::One(q)) => *q == p,
-            Some(Keys::Many(list)) => {
-                if let Some(i) = list.iter().position(|q| *q == p) {
-                    list.swap_remove(i);
+            Some(keys) => {
+                match keys {
+                    Keys::Many(list) => {
+                        // At most INDEX_LIST_MAX entries: the scan is bounded.
+                        if let Some(i) = list.iter().position(|q| *q == p) {
+                            list.swap_remove(i);
+                        }
+                    }
+                    Keys::Set(set) => {
+                        set.remove(&p);
+                    }
+                    Keys::One(_) => {}
                 }
-                list.is_empty()
+                keys.settle()
+            }
+            None => false,
+        };
+        if now_empty {
+            self.map.remove(&h);
+        }
+    }
+
+    /// Removes every prefix in `gone`: O(the user's sessions).
+    fn remove_all(&mut self, h: u64, gone: &HashSet<u64, BuildKeyHasher>) {
+        let now_empty = match self.map.get_mut(&h) {
+            Some(Keys::One(q)) => gone.contains(q),
+            Some(keys) => {
+                match keys {
+                    Keys::Many(list) => list.retain(|q| !gone.contains(q)),
+                    Keys::Set(set) => {
+                        if gone.len() < set.len() {
+                            for q in gone {
+                                set.remove(q);
+                            }
+                        } else {
+                            set.retain(|q| !gone.contains(q));
+                        }
+                    }
+                    Keys::One(_) => {}
+                }
+                keys.settle()
             }
             None => false,
         };
@@ -180,21 +256,8 @@ impl UserIndex {
         match self.map.get(&h) {
             Some(Keys::One(p)) => vec![*p],
             Some(Keys::Many(list)) => list.to_vec(),
+            Some(Keys::Set(set)) => set.iter().copied().collect(),
             None => Vec::new(),
-        }
-    }
-
-    fn retain(&mut self, h: u64, keep: impl Fn(u64) -> bool) {
-        let now_empty = match self.map.get_mut(&h) {
-            Some(Keys::One(p)) => !keep(*p),
-            Some(Keys::Many(list)) => {
-                list.retain(|p| keep(*p));
-                list.is_empty()
-            }
-            None => false,
-        };
-        if now_empty {
-            self.map.remove(&h);
         }
     }
 }
@@ -237,6 +300,16 @@ fn write(s: &RwLock<Shard>) -> RwLockWriteGuard<'_, Shard> {
 }
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Oldest first (by creation, then key), at most `n`: O(len) to select, then a sort of `n`.
+fn oldest_first(mut sessions: Vec<(u64, SessionKey)>, n: usize) -> Vec<(u64, SessionKey)> {
+    if n < sessions.len() {
+        sessions.select_nth_unstable(n);
+        sessions.truncate(n);
+    }
+    sessions.sort_unstable();
+    sessions
 }
 
 impl MemoryStore {
@@ -459,29 +532,53 @@ impl MemoryStore {
         }
     }
 
-    /// The user's live sessions, oldest first.
-    fn live_sessions(&self, user_id: &str) -> Vec<(SessionKey, Arc<SessionRecord>)> {
+    /// The user's live sessions (creation time, key), in no order: O(the user's index).
+    /// Index entries whose session is gone (ended, expired, or never the user's) are pruned.
+    fn user_live(&self, user_id: &str) -> Vec<(u64, SessionKey)> {
         let prefixes = {
             let (index, h) = self.index(user_id);
             index.get(h)
         };
         let now = now_ns();
-        let mut live: Vec<_> = prefixes
-            .into_iter()
-            .filter_map(|p| {
-                let shard = read(self.shard(p));
-                let blob = shard.map.get(&p).filter(|b| b.expires_at() > now)?;
-                let key = blob.key(p);
-                let record = blob.decode()?;
-                record
-                    .identity
-                    .as_ref()
-                    .is_some_and(|i| i.user_id == user_id)
-                    .then(|| (key, Arc::new(record)))
-            })
-            .collect();
-        live.sort_by_key(|(_, r)| r.created_at);
+        let mut live = Vec::with_capacity(prefixes.len());
+        let mut gone = HashSet::<u64, BuildKeyHasher>::default();
+        for p in prefixes {
+            let shard = read(self.shard(p));
+            match shard.map.get(&p) {
+                Some(b) => match b.user_id() {
+                    Some(u) if u == user_id && b.expires_at() > now => {
+                        live.push((b.created_at(), b.key(p)));
+                    }
+                    Some(u) if u == user_id => {
+                        gone.insert(p);
+                    }
+                    // Another user whose hash collides with this one's: theirs to prune.
+                    Some(_) => {}
+                    None => {
+                        gone.insert(p);
+                    }
+                },
+                None => {
+                    gone.insert(p);
+                }
+            }
+        }
+        if !gone.is_empty() {
+            // Only what was seen gone: a session added meanwhile stays indexed.
+            let (mut index, h) = self.index(user_id);
+            index.remove_all(h, &gone);
+        }
         live
+    }
+
+    /// Decodes the session under `key` if it is still the user's and live.
+    fn decode_user_session(&self, key: SessionKey, user_id: &str) -> Option<Arc<SessionRecord>> {
+        let p = prefix(&key);
+        let shard = read(self.shard(p));
+        let blob = shard.map.get(&p).filter(|b| {
+            b.is_for(&key) && b.expires_at() > now_ns() && b.user_id() == Some(user_id)
+        })?;
+        blob.decode().map(Arc::new)
     }
 }
 
@@ -556,20 +653,16 @@ impl SessionStore for MemoryStore {
         limit: Option<SessionLimit>,
     ) -> impl Future<Output = Result<LoginWrite, StoreError>> + Send {
         let _serial = lock(&self.inner.logins);
-        let user_id = record
-            .identity
-            .as_ref()
-            .map(|i| i.user_id.clone())
-            .unwrap_or_default();
         // The session being logged in does not count against its own user. Without a limit
         // there is nothing to count, so a login costs no scan of the user's sessions.
-        let others: Vec<_> = match limit {
-            None => Vec::new(),
-            Some(_) => self
-                .live_sessions(&user_id)
-                .into_iter()
-                .filter(|(k, _)| Some(*k) != old.map(|(o, _)| o))
-                .collect(),
+        let others: Vec<_> = match (limit, &record.identity) {
+            (Some(_), Some(identity)) => {
+                let old = old.map(|(o, _)| o);
+                let mut live = self.user_live(&identity.user_id);
+                live.retain(|(_, k)| Some(*k) != old);
+                live
+            }
+            _ => Vec::new(),
         };
         if let Some(SessionLimit {
             max,
@@ -593,9 +686,9 @@ impl SessionStore for MemoryStore {
             policy: LimitPolicy::EvictOldest,
         }) = limit
         {
-            // `others` is oldest first; keep room for the new session.
+            // Keep room for the new session: the oldest of the others go.
             let excess = (others.len() + 1).saturating_sub(max.max(1));
-            for (key, _) in others.into_iter().take(excess) {
+            for (_, key) in oldest_first(others, excess) {
                 if self.delete_now(key) {
                     evicted.push(key);
                 }
@@ -610,13 +703,12 @@ impl SessionStore for MemoryStore {
         limit: usize,
     ) -> impl Future<Output = Result<Vec<(SessionKey, Arc<SessionRecord>)>, StoreError>> + Send
     {
-        let mut live = self.live_sessions(user_id);
-        // Prune index entries whose sessions are gone (expired, not yet swept).
-        let (mut index, h) = self.index(user_id);
-        index.retain(h, |p| live.iter().any(|(k, _)| prefix(k) == p));
-        drop(index);
-        live.truncate(limit);
-        ready(Ok(live))
+        let oldest = oldest_first(self.user_live(user_id), limit);
+        let sessions = oldest
+            .into_iter()
+            .filter_map(|(_, key)| Some((key, self.decode_user_session(key, user_id)?)))
+            .collect();
+        ready(Ok(sessions))
     }
 }
 
@@ -704,10 +796,10 @@ mod tests {
         let k = SessionToken::generate().key();
         let _ = s.create_now(k, user_rec("u"), TTL);
         assert!(s.read(k).unwrap().is_some(), "hot");
-        assert_eq!(s.live_sessions("u").len(), 1);
+        assert_eq!(s.user_live("u").len(), 1);
         assert!(s.delete_now(k));
         assert!(s.read(k).unwrap().is_none());
-        assert!(s.live_sessions("u").is_empty());
+        assert!(s.user_live("u").is_empty());
         assert_eq!(indexed(&s, "u"), 0);
         assert!(!s.delete_now(k));
     }
@@ -762,5 +854,41 @@ mod tests {
         assert!(!shard.map.contains_key(&p));
         drop(shard);
         assert_eq!(indexed(&s, "gone"), 0);
+    }
+
+    #[test]
+    fn a_big_users_index_becomes_a_set_and_shrinks_back() {
+        let mut index = UserIndex::default();
+        for p in 0..1000 {
+            index.add(7, p);
+        }
+        assert!(matches!(index.map.get(&7), Some(Keys::Set(_))));
+        assert_eq!(index.get(7).len(), 1000);
+        for p in 0..990 {
+            index.remove(7, p);
+        }
+        assert!(matches!(index.map.get(&7), Some(Keys::Many(l)) if l.len() == 10));
+        let gone: HashSet<u64, BuildKeyHasher> = (990..1000).collect();
+        index.remove_all(7, &gone);
+        assert!(index.map.is_empty());
+    }
+
+    #[test]
+    fn listing_prunes_ended_sessions_from_the_index_only() {
+        let s = MemoryStore::new();
+        for _ in 0..5 {
+            let _ = s.create_now(
+                SessionToken::generate().key(),
+                user_rec("u"),
+                Duration::ZERO,
+            );
+        }
+        let live: Vec<_> = (0..3).map(|_| SessionToken::generate().key()).collect();
+        for k in &live {
+            let _ = s.create_now(*k, user_rec("u"), TTL);
+        }
+        assert_eq!(indexed(&s, "u"), 8);
+        assert_eq!(s.user_live("u").len(), 3);
+        assert_eq!(indexed(&s, "u"), 3, "expired ones pruned");
     }
 }
