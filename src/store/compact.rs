@@ -127,6 +127,16 @@ impl Blob {
         Blob(out.into_boxed_slice())
     }
 
+    /// Whether this is a guest session (no identity), read from the identity's tag so that
+    /// the answer never depends on the user id decoding.
+    pub(crate) fn is_guest(&self) -> bool {
+        let mut r = Reader {
+            b: &self.0,
+            at: HEADER,
+        };
+        r.skip_ip().is_some() && r.u8() == Some(0)
+    }
+
     /// Whether this blob belongs to `key` (whose first 8 bytes the map already matched).
     pub(crate) fn is_for(&self, key: &SessionKey) -> bool {
         self.0.get(KEY_AT..KEY_AT + KEY_TAIL) == Some(&key.as_bytes()[32 - KEY_TAIL..])
@@ -328,7 +338,22 @@ mod tests {
         let blob = Blob::encode(&SessionToken::generate().key(), &r, SystemTime::now());
         let user = blob.user_id().expect("the cut user id still decodes");
         assert_eq!(user.len(), 65_534);
+        assert!(!blob.is_guest());
+        assert!(!blob.is_guest());
         assert!(blob.decode().is_some());
+    }
+
+    #[test]
+    fn guests_are_told_from_users_by_the_identity_tag() {
+        let key = SessionToken::generate().key();
+        let exp = SystemTime::now();
+        assert!(!Blob::encode(&key, &full(), exp).is_guest());
+        let guest = Blob::encode(&key, &SessionRecord::new(SystemTime::now()), exp);
+        assert!(guest.is_guest());
+        assert_eq!(
+            guest.created_at(),
+            nanos(guest.decode().unwrap().created_at)
+        );
     }
 
     #[test]
