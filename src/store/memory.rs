@@ -20,6 +20,13 @@
 //! for a guest. A new session takes its slot before it locks its own shard, so a victim in
 //! another shard is evicted with only the victim's shard locked: no two shard locks are ever
 //! held at once.
+//!
+//! Lineage: a rotated-away key stays for [`FORWARD_TTL`] as a forwarding entry to its
+//! successor, in the same map (same key and expiry fields), so that a logout or revocation
+//! racing a rotation ends the successor too. Forwards count against no capacity but are
+//! bounded: they expire in the order they were written, each shard keeps them in a FIFO
+//! that drops expired ones as new ones come, and a shard holds at most its share of a
+//! quarter of the capacity.
 
 use std::collections::hash_map::{Entry, RandomState};
 use std::collections::{HashMap, HashSet, VecDeque};
@@ -33,7 +40,10 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use moka::sync::Cache;
 
 use super::compact::Blob;
-use super::{LimitPolicy, LoginWrite, SessionLimit, SessionStore, StoreError, Write};
+use super::{
+    LimitPolicy, LoginWrite, SessionLimit, SessionStore, StoreError, Write, FORWARD_TTL,
+    MAX_FORWARD_HOPS,
+};
 use crate::id::SessionKey;
 use crate::record::SessionRecord;
 
@@ -65,6 +75,12 @@ const EVICTION_ATTEMPTS: usize = 8;
 /// removing stay O(1) for a user with very many sessions (and it turns back into a list
 /// below half of it).
 const INDEX_LIST_MAX: usize = 32;
+/// Forwarding entries are bounded to `capacity / FORWARD_SHARE` (spread over the shards,
+/// at least [`MIN_FORWARDS_PER_SHARD`] each): one costs ~130 bytes, so a flood of rotations
+/// can add at most about a sixth to the store's memory. Beyond it the oldest forwards end
+/// early, which only shortens the window in which a racing logout follows them.
+const FORWARD_SHARE: u64 = 4;
+const MIN_FORWARDS_PER_SHARD: usize = 16;
 
 /// Session keys are SHA-256 outputs, already uniform: one multiply spreads 64 of their bits
 /// over the table, where SipHash would cost ~20 ns for nothing. Nobody can plant keys: the
@@ -155,8 +171,8 @@ impl Doorkeeper {
 
 #[derive(Default)]
 struct Shard {
-    /// First 64 bits of the key → the session; the blob holds the full key, checked on
-    /// every lookup.
+    /// First 64 bits of the key → the session or forwarding entry; the blob holds the full
+    /// key, checked on every lookup.
     map: HashMap<u64, Blob, BuildKeyHasher>,
     /// Writes since the last sweep.
     writes: u32,
@@ -169,6 +185,11 @@ struct Shard {
     guests: VecDeque<(u64, u64)>,
     /// Guest sessions in `map`.
     guest_count: usize,
+    /// Forwarding entries in the order they were written, which is the order they expire
+    /// (they all live [`FORWARD_TTL`]); stale entries are skipped when they reach the front.
+    forwards: VecDeque<u64>,
+    /// Forwarding entries in `map`.
+    forward_count: usize,
 }
 
 /// The per-user index, in shards: keyed SipHash of the user id → 64-bit key prefixes of
@@ -325,7 +346,8 @@ struct Inner {
     users: RandomState,
     /// Serialises logins, so the session limit holds under concurrent logins of one user.
     logins: Mutex<()>,
-    /// Sessions (guests and users) held or being written, against `capacity`.
+    /// Sessions (guests and users) held or being written, against `capacity`. Forwarding
+    /// entries do not count.
     count: AtomicUsize,
     /// Guest sessions held or being written, against `guest_capacity`.
     guests: AtomicUsize,
@@ -339,6 +361,8 @@ struct Inner {
     doorkeeper: Doorkeeper,
     capacity: usize,
     guest_capacity: usize,
+    forwards_per_shard: usize,
+    forward_ttl: Duration,
 }
 
 /// Sessions in process memory.
@@ -357,9 +381,10 @@ struct Inner {
 /// logged-in users plus the guest budget.
 ///
 /// Expired sessions are swept as writes go by, with no background thread. Writes are
-/// compare-and-set under a shard lock, which gives the [`SessionStore`] contract. The
-/// per-user index is kept in step by every write, delete, sweep and eviction. Clones share
-/// the same sessions.
+/// compare-and-set under a shard lock, which gives the [`SessionStore`] contract; a rotated
+/// key forwards to its successor for [`FORWARD_TTL`](super::FORWARD_TTL). The per-user
+/// index is kept in step by every write, delete, sweep and eviction. Clones share the same
+/// sessions.
 #[derive(Clone)]
 pub struct MemoryStore {
     inner: Arc<Inner>,
@@ -372,6 +397,7 @@ pub struct MemoryStoreBuilder {
     capacity: u64,
     hot_capacity: Option<u64>,
     guest_capacity: Option<u64>,
+    forward_ttl: Duration,
 }
 
 impl Default for MemoryStoreBuilder {
@@ -380,6 +406,7 @@ impl Default for MemoryStoreBuilder {
             capacity: DEFAULT_CAPACITY,
             hot_capacity: None,
             guest_capacity: None,
+            forward_ttl: FORWARD_TTL,
         }
     }
 }
@@ -415,6 +442,13 @@ impl MemoryStoreBuilder {
         self
     }
 
+    /// How long a rotated-away key forwards: the tests shorten it to watch forwards expire.
+    #[cfg(test)]
+    fn forward_ttl(mut self, ttl: Duration) -> Self {
+        self.forward_ttl = ttl;
+        self
+    }
+
     /// The store.
     pub fn build(self) -> MemoryStore {
         let capacity = self.capacity.max(1);
@@ -427,6 +461,8 @@ impl MemoryStoreBuilder {
             .unwrap_or(capacity.div_ceil(2))
             .min(capacity);
         let size = |n: u64| usize::try_from(n).unwrap_or(usize::MAX);
+        let forwards_per_shard =
+            size((capacity / FORWARD_SHARE).div_ceil(SHARDS as u64)).max(MIN_FORWARDS_PER_SHARD);
         MemoryStore {
             inner: Arc::new(Inner {
                 shards: (0..SHARDS).map(|_| RwLock::new(Shard::default())).collect(),
@@ -443,6 +479,8 @@ impl MemoryStoreBuilder {
                 doorkeeper: Doorkeeper::new(),
                 capacity: size(capacity),
                 guest_capacity: size(guests),
+                forwards_per_shard,
+                forward_ttl: self.forward_ttl,
             }),
         }
     }
@@ -498,12 +536,16 @@ impl MemoryStore {
             .build()
     }
 
-    /// How many sessions are held (including expired ones not yet swept).
+    /// How many sessions are held (including expired ones not yet swept; not counting keys
+    /// that only forward to a rotated session).
     pub fn len(&self) -> u64 {
         self.inner
             .shards
             .iter()
-            .map(|s| read(s).map.len() as u64)
+            .map(|s| {
+                let s = read(s);
+                s.map.len().saturating_sub(s.forward_count) as u64
+            })
             .sum()
     }
 
@@ -580,6 +622,11 @@ impl MemoryStore {
     /// gives back the slots it held except those in `keep`.
     fn remove_locked(&self, i: usize, shard: &mut Shard, p: u64, keep: Keep) -> Option<Blob> {
         let blob = shard.map.remove(&p)?;
+        if !blob.is_session() {
+            // A forwarding entry: it holds no slot and was never in moka or the index.
+            shard.forward_count = shard.forward_count.saturating_sub(1);
+            return Some(blob);
+        }
         if keep == Keep::Nothing {
             give_slot(&self.inner.count);
         }
@@ -597,7 +644,7 @@ impl MemoryStore {
         Some(blob)
     }
 
-    /// Counts a write to the shard and sweeps its expired sessions when it is
+    /// Counts a write to the shard and sweeps its expired sessions and forwards when it is
     /// due: every [`SWEEP_EVERY`] writes, and sooner when room is short (`guest`: the write
     /// is a guest's, so a full guest budget counts) but at a bounded cost per write.
     fn maintain(&self, i: usize, shard: &mut Shard, guest: bool) {
@@ -617,7 +664,7 @@ impl MemoryStore {
         }
     }
 
-    /// Removes the shard's expired sessions.
+    /// Removes the shard's expired sessions and forwards.
     fn sweep(&self, i: usize, shard: &mut Shard, now: u64) {
         shard.writes = 0;
         shard.swept_at = now;
@@ -629,6 +676,26 @@ impl MemoryStore {
             .collect();
         for p in expired {
             self.remove_locked(i, shard, p, Keep::Nothing);
+        }
+        self.trim_forwards(shard, now);
+    }
+
+    /// Drops forwards off the front of the shard's queue while they are expired or the shard
+    /// holds more than its share; skips entries whose forward is already gone.
+    fn trim_forwards(&self, shard: &mut Shard, now: u64) {
+        while let Some(&p) = shard.forwards.front() {
+            let over = shard.forwards.len() > self.inner.forwards_per_shard;
+            match shard.map.get(&p) {
+                Some(b) if !b.is_session() => {
+                    if !over && b.expires_at() > now {
+                        break;
+                    }
+                    shard.map.remove(&p);
+                    shard.forward_count = shard.forward_count.saturating_sub(1);
+                }
+                _ => {}
+            }
+            shard.forwards.pop_front();
         }
     }
 
@@ -741,7 +808,7 @@ impl MemoryStore {
                 let i = (first + k) % SHARDS;
                 let shard = read(&self.inner.shards[i]);
                 let held = shard.map.len();
-                if held == 0 {
+                if held == shard.forward_count {
                     continue;
                 }
                 let offset = rand::random::<u64>() as usize % held;
@@ -750,6 +817,7 @@ impl MemoryStore {
                     .iter()
                     .skip(offset)
                     .chain(shard.map.iter().take(offset))
+                    .filter(|(_, b)| b.is_session())
                     .take(EVICTION_SAMPLE - seen);
                 for (p, b) in sample {
                     seen += 1;
@@ -764,7 +832,10 @@ impl MemoryStore {
             };
             let mut shard = write(&self.inner.shards[i]);
             // Still the session we chose (not replaced meanwhile): evict it.
-            let unchanged = shard.map.get(&p).is_some_and(|b| b.expires_at() == expires);
+            let unchanged = shard
+                .map
+                .get(&p)
+                .is_some_and(|b| b.is_session() && b.expires_at() == expires);
             if unchanged
                 && self
                     .remove_locked(i, &mut shard, p, Keep::Session)
@@ -794,7 +865,8 @@ impl MemoryStore {
         {
             let mut shard = write(&self.inner.shards[i]);
             if shard.map.contains_key(&p) {
-                // Taken (by this key, or, once in 2^64, by another with the same 64 bits).
+                // Taken (by this key, a key forwarding from it, or, once in 2^64, by another
+                // with the same 64 bits).
                 return Ok(Write::Conflict);
             }
             self.maintain(i, &mut shard, guest);
@@ -826,7 +898,7 @@ impl MemoryStore {
         let Some(blob) = shard.map.get_mut(&p) else {
             return Write::Conflict;
         };
-        if !(blob.is_for(&key) && blob.version() == expected) {
+        if !(blob.is_session() && blob.is_for(&key) && blob.version() == expected) {
             return Write::Conflict;
         }
         let owner = record.identity.as_ref().map(|i| i.user_id.as_str());
@@ -850,30 +922,73 @@ impl MemoryStore {
         Write::Applied
     }
 
-    /// Removes `key` if it is at version `expected`.
-    fn remove_if(&self, key: SessionKey, expected: u64) -> bool {
+    /// Turns `old` (if it is a session at version `expected`) into a forwarding entry to
+    /// `new`, giving back its slots.
+    fn retire(&self, old: SessionKey, expected: u64, new: SessionKey) -> bool {
+        let p = prefix(&old);
+        let i = Self::shard_of(p);
+        let mut shard = write(&self.inner.shards[i]);
+        let matches = shard
+            .map
+            .get(&p)
+            .is_some_and(|b| b.is_session() && b.is_for(&old) && b.version() == expected);
+        if !matches
+            || self
+                .remove_locked(i, &mut shard, p, Keep::Nothing)
+                .is_none()
+        {
+            return false;
+        }
+        let forward = Blob::forward(&old, &new, SystemTime::now() + self.inner.forward_ttl);
+        shard.map.insert(p, forward);
+        shard.forward_count += 1;
+        shard.forwards.push_back(p);
+        self.trim_forwards(&mut shard, now_ns());
+        true
+    }
+
+    /// Removes the session under `key` (not following forwards); whether it was there.
+    fn remove_session(&self, key: SessionKey) -> bool {
         let p = prefix(&key);
         let i = Self::shard_of(p);
         let mut shard = write(&self.inner.shards[i]);
         let matches = shard
             .map
             .get(&p)
-            .is_some_and(|b| b.is_for(&key) && b.version() == expected);
+            .is_some_and(|b| b.is_session() && b.is_for(&key));
         matches
             && self
                 .remove_locked(i, &mut shard, p, Keep::Nothing)
                 .is_some()
     }
 
+    /// Removes `key` and, if it forwards, what it forwards to (at most [`MAX_FORWARD_HOPS`]
+    /// hops, each under its own shard lock only). True if a live session was removed.
     fn delete_now(&self, key: SessionKey) -> bool {
-        let p = prefix(&key);
-        let i = Self::shard_of(p);
-        let mut shard = write(&self.inner.shards[i]);
-        let matches = shard.map.get(&p).is_some_and(|b| b.is_for(&key));
-        matches
-            && self
-                .remove_locked(i, &mut shard, p, Keep::Nothing)
-                .is_some()
+        let now = now_ns();
+        let mut key = key;
+        for hop in 0..=MAX_FORWARD_HOPS {
+            let p = prefix(&key);
+            let i = Self::shard_of(p);
+            let mut shard = write(&self.inner.shards[i]);
+            let (live, next) = match shard.map.get(&p) {
+                Some(b) if b.is_for(&key) => {
+                    let live = b.expires_at() > now;
+                    match b.forward_target() {
+                        // An expired forward no longer leads anywhere.
+                        Some(to) => (false, (live && hop < MAX_FORWARD_HOPS).then_some(to)),
+                        None => (live, None),
+                    }
+                }
+                _ => return false,
+            };
+            self.remove_locked(i, &mut shard, p, Keep::Nothing);
+            match next {
+                Some(to) => key = to,
+                None => return live,
+            }
+        }
+        false
     }
 
     fn read(&self, key: SessionKey) -> Result<Option<Arc<SessionRecord>>, StoreError> {
@@ -885,7 +1000,8 @@ impl MemoryStore {
         let Some(blob) = shard.map.get(&p).filter(|b| b.is_for(&key)) else {
             return Ok(None);
         };
-        if blob.expires_at() <= now_ns() {
+        // A forwarding entry reads as absent (and never enters moka).
+        if !blob.is_session() || blob.expires_at() <= now_ns() {
             return Ok(None);
         }
         let record = Arc::new(
@@ -914,7 +1030,7 @@ impl MemoryStore {
         let old_is_there = read(self.shard(p))
             .map
             .get(&p)
-            .is_some_and(|b| b.is_for(&old) && b.version() == expected);
+            .is_some_and(|b| b.is_session() && b.is_for(&old) && b.version() == expected);
         if !old_is_there {
             return Write::Conflict;
         }
@@ -939,11 +1055,11 @@ impl MemoryStore {
             self.maintain(i, &mut shard, false);
             self.insert_locked(i, &mut shard, new, record, ttl);
         }
-        if self.remove_if(old, expected) {
+        if self.retire(old, expected, new) {
             Write::Applied
         } else {
             // The old session changed or ended meanwhile (a concurrent logout, say): undo.
-            self.delete_now(new);
+            self.remove_session(new);
             Write::Conflict
         }
     }
@@ -961,7 +1077,7 @@ impl MemoryStore {
         for p in prefixes {
             let shard = read(self.shard(p));
             match shard.map.get(&p) {
-                Some(b) => match b.user_id() {
+                Some(b) if b.is_session() => match b.user_id() {
                     Some(u) if u == user_id && b.expires_at() > now => {
                         live.push((b.created_at(), b.key(p)));
                     }
@@ -974,7 +1090,7 @@ impl MemoryStore {
                         gone.insert(p);
                     }
                 },
-                None => {
+                _ => {
                     gone.insert(p);
                 }
             }
@@ -992,7 +1108,10 @@ impl MemoryStore {
         let p = prefix(&key);
         let shard = read(self.shard(p));
         let blob = shard.map.get(&p).filter(|b| {
-            b.is_for(&key) && b.expires_at() > now_ns() && b.user_id() == Some(user_id)
+            b.is_session()
+                && b.is_for(&key)
+                && b.expires_at() > now_ns()
+                && b.user_id() == Some(user_id)
         })?;
         blob.decode().map(Arc::new)
     }
@@ -1196,8 +1315,11 @@ mod tests {
         let (mut sessions, mut guests) = (0, 0);
         for (i, shard) in s.inner.shards.iter().enumerate() {
             let shard = read(shard);
+            let forwards = shard.map.values().filter(|b| !b.is_session()).count();
             let g = shard.map.values().filter(|b| b.is_guest()).count();
+            assert_eq!(shard.forward_count, forwards, "shard {i}: forwards");
             assert_eq!(shard.guest_count, g, "shard {i}: guests");
+            assert!(shard.forwards.len() <= s.inner.forwards_per_shard);
             let front = shard.guests.front().copied();
             if let Some((p, _)) = front {
                 assert!(shard.map.get(&p).is_some_and(Blob::is_guest), "shard {i}");
@@ -1206,7 +1328,7 @@ mod tests {
                 s.inner.oldest_guest[i].load(Ordering::Relaxed),
                 front.map_or(u64::MAX, |(_, seq)| seq)
             );
-            sessions += shard.map.len();
+            sessions += shard.map.len() - forwards;
             guests += g;
         }
         assert_eq!(s.inner.count.load(Ordering::Relaxed), sessions, "sessions");
@@ -1400,6 +1522,115 @@ mod tests {
             lost <= 2,
             "{lost} of the first 16 in iteration order evicted"
         );
+        assert_books_balance(&s);
+    }
+
+    #[test]
+    fn a_forward_is_never_served_nor_cached() {
+        let s = MemoryStore::new();
+        let (old, new) = (
+            SessionToken::generate().key(),
+            SessionToken::generate().key(),
+        );
+        let _ = create(&s, old, user_rec("u"), TTL);
+        assert!(s.read(old).unwrap().is_some());
+        assert_eq!(
+            s.rotate_now(old, 1, new, user_rec("u"), TTL),
+            Write::Applied
+        );
+        for _ in 0..3 {
+            // Repeated misses would pass the doorkeeper if the forward were a session.
+            assert!(s.read(old).unwrap().is_none());
+        }
+        assert!(s.inner.hot.get(&old).is_none());
+        assert_eq!(indexed(&s, "u"), 1, "only the successor is indexed");
+        assert_eq!(s.len(), 1);
+        assert_books_balance(&s);
+    }
+
+    /// Forwards live `FORWARD_TTL`. Time is driven through the sweep's clock and through
+    /// a forward lifetime of zero, never by sleeping.
+    #[test]
+    fn a_forward_expires_leads_nowhere_then_and_is_swept() {
+        let s = MemoryStore::new();
+        let (old, new) = (
+            SessionToken::generate().key(),
+            SessionToken::generate().key(),
+        );
+        let _ = create(&s, old, user_rec("u"), TTL);
+        assert_eq!(
+            s.rotate_now(old, 1, new, user_rec("u"), TTL),
+            Write::Applied
+        );
+        let p = prefix(&old);
+        let i = MemoryStore::shard_of(p);
+        assert!(read(&s.inner.shards[i]).map.contains_key(&p), "written");
+        // Past its lifetime (and not yet swept), a forward is not followed.
+        let expired = Blob::forward(&old, &new, SystemTime::now() - Duration::from_secs(1));
+        let live = std::mem::replace(write(&s.inner.shards[i]).map.get_mut(&p).unwrap(), expired);
+        assert!(!s.delete_now(old), "the forward had expired");
+        assert!(cold_version(&s, new).is_some(), "so the successor lives");
+        // A sweep at the end of its lifetime removes a forward.
+        {
+            let mut shard = write(&s.inner.shards[i]);
+            shard.map.insert(p, live);
+            shard.forward_count += 1;
+            shard.forwards.push_back(p);
+            let later = now_ns() + FORWARD_TTL.as_nanos() as u64 + 1;
+            s.sweep(i, &mut shard, now_ns());
+            assert!(shard.map.contains_key(&p), "not before");
+            s.sweep(i, &mut shard, later);
+            assert!(!shard.map.contains_key(&p));
+            assert_eq!(shard.forward_count, 0);
+            assert!(shard.forwards.is_empty());
+        }
+        // A forward of zero lifetime is dropped as soon as it is written.
+        let s = MemoryStore::builder().forward_ttl(Duration::ZERO).build();
+        let _ = create(&s, old, user_rec("u"), TTL);
+        assert_eq!(
+            s.rotate_now(old, 1, new, user_rec("u"), TTL),
+            Write::Applied
+        );
+        assert!(!read(&s.inner.shards[i]).map.contains_key(&p));
+        assert!(!s.delete_now(old));
+        assert!(cold_version(&s, new).is_some());
+        assert_books_balance(&s);
+    }
+
+    #[test]
+    fn forwards_are_bounded_per_shard_and_expire_as_new_ones_come() {
+        let s = MemoryStore::with_capacity(1000);
+        let cap = s.inner.forwards_per_shard;
+        assert_eq!(cap, MIN_FORWARDS_PER_SHARD);
+        let mut key = SessionToken::generate().key();
+        let _ = create(&s, key, user_rec("u"), TTL);
+        for _ in 0..SHARDS * cap * 3 {
+            let next = SessionToken::generate().key();
+            assert_eq!(
+                s.rotate_now(key, 1, next, user_rec("u"), TTL),
+                Write::Applied
+            );
+            key = next;
+        }
+        let forwards: usize = s.inner.shards.iter().map(|x| read(x).forward_count).sum();
+        assert!(forwards <= SHARDS * cap, "{forwards} forwards");
+        assert_eq!(s.len(), 1, "forwards are not sessions");
+        assert_books_balance(&s);
+
+        // With a zero lifetime, each new forward drops its expired predecessors.
+        let s = MemoryStore::builder().forward_ttl(Duration::ZERO).build();
+        let mut key = SessionToken::generate().key();
+        let _ = create(&s, key, user_rec("u"), TTL);
+        for _ in 0..SHARDS * 50 {
+            let next = SessionToken::generate().key();
+            assert_eq!(
+                s.rotate_now(key, 1, next, user_rec("u"), TTL),
+                Write::Applied
+            );
+            key = next;
+        }
+        let forwards: usize = s.inner.shards.iter().map(|x| read(x).forward_count).sum();
+        assert!(forwards <= SHARDS, "{forwards} forwards");
         assert_books_balance(&s);
     }
 
