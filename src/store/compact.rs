@@ -16,6 +16,17 @@
 //!        user agent (tag 0 | 1 + u16-length string)
 //!        data: the rest, a JSON object (empty when there is no data)
 //! ```
+//!
+//! A key that was rotated away is kept for a while as a **forwarding entry** to its successor
+//! (see [`SessionStore`](super::SessionStore)): same key and expiry fields, so sweeps and
+//! lookups treat both kinds alike, then the successor's full key.
+//!
+//! ```text
+//! 0      format (2)
+//! 1..25  bytes 8..32 of the rotated-away key
+//! 25..33 expires_at, ns since the epoch (when the forward ends)
+//! 33..65 the successor's key
+//! ```
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
@@ -25,6 +36,7 @@ use crate::id::SessionKey;
 use crate::record::{Identity, SessionRecord};
 
 const FORMAT: u8 = 1;
+const FORWARD: u8 = 2;
 const KEY_AT: usize = 1;
 /// The map key holds the first 8 bytes of the session key; the blob keeps the other 24.
 const KEY_TAIL: usize = 24;
@@ -34,6 +46,8 @@ const CREATED_AT: usize = 41;
 const LAST_SEEN_AT: usize = 49;
 const AUTHENTICATED_AT: usize = 57;
 const HEADER: usize = 65;
+const FORWARD_TO: usize = 33;
+const FORWARD_LEN: usize = FORWARD_TO + 32;
 const NO_TIME: u64 = u64::MAX;
 
 /// One encoded session.
@@ -56,8 +70,13 @@ fn u64_at(b: &[u8], at: usize) -> u64 {
 }
 
 fn put_str(out: &mut Vec<u8>, s: &str) {
-    // Strings longer than 64 KiB are cut (identities and user agents are far shorter).
-    let bytes = &s.as_bytes()[..s.len().min(usize::from(u16::MAX))];
+    // Strings longer than 64 KiB are cut (identities and user agents are far shorter), at a
+    // character boundary so that the cut string still decodes.
+    let mut n = s.len().min(usize::from(u16::MAX));
+    while !s.is_char_boundary(n) {
+        n -= 1;
+    }
+    let bytes = &s.as_bytes()[..n];
     out.extend_from_slice(&(bytes.len() as u16).to_le_bytes());
     out.extend_from_slice(bytes);
 }
@@ -122,6 +141,43 @@ impl Blob {
         Blob(out.into_boxed_slice())
     }
 
+    /// A forwarding entry: `key` was rotated away to `to`; it forwards until `expires_at`.
+    pub(crate) fn forward(key: &SessionKey, to: &SessionKey, expires_at: SystemTime) -> Blob {
+        let mut out = Vec::with_capacity(FORWARD_LEN);
+        out.push(FORWARD);
+        out.extend_from_slice(&key.as_bytes()[32 - KEY_TAIL..]);
+        out.extend_from_slice(&nanos(expires_at).to_le_bytes());
+        out.extend_from_slice(to.as_bytes());
+        Blob(out.into_boxed_slice())
+    }
+
+    /// Whether this is a session (not a forwarding entry).
+    pub(crate) fn is_session(&self) -> bool {
+        self.0.first() != Some(&FORWARD)
+    }
+
+    /// Where a forwarding entry leads; `None` for a session.
+    pub(crate) fn forward_target(&self) -> Option<SessionKey> {
+        if self.is_session() {
+            return None;
+        }
+        let to = self.0.get(FORWARD_TO..FORWARD_LEN)?;
+        <[u8; 32]>::try_from(to).ok().map(SessionKey::from_bytes)
+    }
+
+    /// Whether this is a guest session (no identity), read from the identity's tag so that
+    /// the answer never depends on the user id decoding.
+    pub(crate) fn is_guest(&self) -> bool {
+        if !self.is_session() {
+            return false;
+        }
+        let mut r = Reader {
+            b: &self.0,
+            at: HEADER,
+        };
+        r.skip_ip().is_some() && r.u8() == Some(0)
+    }
+
     /// Whether this blob belongs to `key` (whose first 8 bytes the map already matched).
     pub(crate) fn is_for(&self, key: &SessionKey) -> bool {
         self.0.get(KEY_AT..KEY_AT + KEY_TAIL) == Some(&key.as_bytes()[32 - KEY_TAIL..])
@@ -139,12 +195,22 @@ impl Blob {
         u64_at(&self.0, EXPIRES_AT)
     }
 
+    /// The version of a session (meaningless for a forwarding entry: check
+    /// [`is_session`](Self::is_session) first).
     pub(crate) fn version(&self) -> u64 {
         u64_at(&self.0, VERSION_AT)
     }
 
+    /// When a session was created, ns since the epoch (meaningless for a forwarding entry).
+    pub(crate) fn created_at(&self) -> u64 {
+        u64_at(&self.0, CREATED_AT)
+    }
+
     /// The user this session belongs to, without decoding the rest.
     pub(crate) fn user_id(&self) -> Option<&str> {
+        if !self.is_session() {
+            return None;
+        }
         let mut r = Reader {
             b: &self.0,
             at: HEADER,
@@ -308,6 +374,58 @@ mod tests {
         let blob = Blob::encode(&SessionToken::generate().key(), &r, SystemTime::now());
         // With malloc's 8-byte header this is a 112-byte chunk.
         assert!(blob.len() <= 104, "{} bytes", blob.len());
+    }
+
+    #[test]
+    fn a_forward_keeps_key_and_expiry_where_sessions_do() {
+        let (key, to) = (
+            SessionToken::generate().key(),
+            SessionToken::generate().key(),
+        );
+        let exp = SystemTime::now() + Duration::from_secs(60);
+        let fwd = Blob::forward(&key, &to, exp);
+        assert!(!fwd.is_session());
+        assert!(fwd.is_for(&key) && !fwd.is_for(&to));
+        assert_eq!(fwd.expires_at(), nanos(exp));
+        assert_eq!(fwd.forward_target(), Some(to));
+        assert!(!fwd.is_guest());
+        assert_eq!(fwd.user_id(), None);
+        assert!(fwd.decode().is_none(), "a forward is no session");
+
+        let session = Blob::encode(&key, &full(), exp);
+        assert!(session.is_session() && !session.is_guest());
+        assert_eq!(session.forward_target(), None);
+        let guest = Blob::encode(&key, &SessionRecord::new(SystemTime::now()), exp);
+        assert!(guest.is_session() && guest.is_guest());
+        assert_eq!(
+            guest.created_at(),
+            nanos(guest.decode().unwrap().created_at)
+        );
+    }
+
+    #[test]
+    fn an_overlong_user_id_is_cut_at_a_character_boundary() {
+        let mut r = SessionRecord::new(SystemTime::now());
+        // 'é' is two bytes: 32 768 of them put a boundary one byte past the 65 535 cut.
+        r.identity = Some(Identity::new("é".repeat(32_768)));
+        let blob = Blob::encode(&SessionToken::generate().key(), &r, SystemTime::now());
+        let user = blob.user_id().expect("the cut user id still decodes");
+        assert_eq!(user.len(), 65_534);
+        assert!(!blob.is_guest());
+        assert!(blob.decode().is_some());
+    }
+
+    #[test]
+    fn guests_are_told_from_users_by_the_identity_tag() {
+        let key = SessionToken::generate().key();
+        let exp = SystemTime::now();
+        assert!(!Blob::encode(&key, &full(), exp).is_guest());
+        let guest = Blob::encode(&key, &SessionRecord::new(SystemTime::now()), exp);
+        assert!(guest.is_guest());
+        assert_eq!(
+            guest.created_at(),
+            nanos(guest.decode().unwrap().created_at)
+        );
     }
 
     #[test]
