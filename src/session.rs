@@ -570,8 +570,13 @@ impl Session {
     }
 
     /// Ends the session on the server and sends the removal cookie. After this, the old ID is
-    /// refused everywhere, including by requests already in flight. Does nothing without a
-    /// session. On a store error the session is left as it was and the error returned.
+    /// refused everywhere, including by requests already in flight, and so is the ID a
+    /// concurrent login or rotation moved the session to meanwhile (the store follows the
+    /// rotation). Does nothing without a session.
+    ///
+    /// # Errors
+    ///
+    /// A store error; the session is then left as it was.
     pub async fn logout(&self) -> Result<(), SessionError> {
         let _w = self.shared.writes.lock().await;
         let Some(live) = self.state().current.clone() else {
@@ -582,8 +587,10 @@ impl Session {
         st.current = None;
         st.issued = None;
         self.shared.changed.store(true, Ordering::Release);
-        // Only a session that was really live gets the removal cookie: if it was already
-        // rotated away by a concurrent login, the client's cookie may be the new one.
+        // The store's delete follows a rotation that raced this request (the session's
+        // lineage), so `existed` means the session this request loaded is now ended wherever
+        // it had moved, and the removal cookie cannot clobber a live one. Nothing existed:
+        // another request ended it first, and its response carried the removal.
         if existed {
             st.ended = true;
             drop(st);

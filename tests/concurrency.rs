@@ -236,7 +236,11 @@ async fn logout_with_unknown_token_sends_no_cookie() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn in_flight_logout_after_concurrent_login_sends_no_removal_cookie() {
+async fn in_flight_logout_after_concurrent_login_ends_both() {
+    // A logout that loaded the session before another tab's login rotated it ends the
+    // session it asked to end, wherever the rotation moved it (the hardening review found
+    // 31 of 200 such races answered 204 while the rotated session stayed alive). The
+    // removal cookie is then right: whatever cookie the browser holds is dead.
     let gate = Gate::default();
     let app = gated_app(&gate);
     let guest = guest_token(&app, "k", "v").await;
@@ -253,19 +257,13 @@ async fn in_flight_logout_after_concurrent_login_sends_no_removal_cookie() {
     gate.release.notify_one();
     let res = slow.await.unwrap();
     assert!(gate.take_outcome().is_ok());
-    assert!(
-        set_cookies(&res).is_empty(),
-        "a stale response must not clobber the fresh cookie: {:?}",
-        set_cookies(&res)
-    );
-    assert_eq!(
-        call(&app, Method::GET, "/me", Some(&fresh)).await.status(),
-        StatusCode::OK
-    );
-    assert_eq!(
-        call(&app, Method::GET, "/me", Some(&guest)).await.status(),
-        StatusCode::UNAUTHORIZED
-    );
+    assert!(has_removal_cookie(&res), "{:?}", set_cookies(&res));
+    for token in [&fresh, &guest] {
+        assert_eq!(
+            call(&app, Method::GET, "/me", Some(token)).await.status(),
+            StatusCode::UNAUTHORIZED
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -44,12 +44,20 @@ async fn flood(app: &Router, size: u64) -> f64 {
     let mut users = Vec::with_capacity(USERS);
     for i in 0..USERS {
         let from = peer(&format!("10.{}.{}.1", i / 250, i % 250));
-        users.push((from, login_from(app, from, &format!("user{i}"), &[], &[]).await));
+        users.push((
+            from,
+            login_from(app, from, &format!("user{i}"), &[], &[]).await,
+        ));
     }
     let start = Instant::now();
     let mut refused = 0u64;
     for i in 0..size {
-        let from = peer(&format!("198.{}.{}.{}", 18 + (i >> 16) % 2, (i >> 8) % 256, i % 256));
+        let from = peer(&format!(
+            "198.{}.{}.{}",
+            18 + (i >> 16) % 2,
+            (i >> 8) % 256,
+            i % 256
+        ));
         let res = call_from(app, Method::POST, "/counter", None, Some(from), &[]).await;
         match res.status() {
             StatusCode::OK => {}
@@ -67,6 +75,7 @@ async fn flood(app: &Router, size: u64) -> f64 {
         }
     }
     println!("flood: {alive} of {USERS} logged-in users still logged in");
+    println!("flood: peak resident memory of this test process {}", peak_rss());
     assert_eq!(alive, USERS, "the flood logged users out");
     rate
 }
@@ -124,4 +133,16 @@ fn redis_keys(url: &str, prefix: &str) -> String {
         .unwrap_or("used_memory_human:?")
         .to_owned();
     format!("{guests} guests tracked (cap 50000), {memory}")
+}
+
+/// `VmHWM` (peak resident set) of this process, from `/proc/self/status`.
+fn peak_rss() -> String {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .map(|l| l.trim_start_matches("VmHWM:").trim().to_owned())
+        })
+        .unwrap_or_else(|| "unknown".to_owned())
 }

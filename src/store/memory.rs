@@ -589,7 +589,13 @@ impl MemoryStore {
             }
             None => self.push_guest(i, shard, p),
         }
-        self.inner.hot.insert(key, record);
+        // Guests enter the hot tier only through reads (the doorkeeper's second miss): a
+        // flood of new guests must not push logged-in users' sessions out of it.
+        if record.identity.is_some() {
+            self.inner.hot.insert(key, record);
+        } else {
+            self.inner.hot.invalidate(&key);
+        }
     }
 
     fn push_guest(&self, i: usize, shard: &mut Shard, p: u64) {
@@ -904,7 +910,13 @@ impl MemoryStore {
         let owner = record.identity.as_ref().map(|i| i.user_id.as_str());
         if blob.is_guest() == owner.is_none() && blob.user_id() == owner {
             *blob = Blob::encode(&key, &record, Self::expires(ttl));
-            self.inner.hot.insert(key, record);
+            // A guest's write refreshes its hot entry only if it already has one (its reads
+            // admitted it); otherwise it stays out, as at creation.
+            if owner.is_some() || self.inner.hot.contains_key(&key) {
+                self.inner.hot.insert(key, record);
+            } else {
+                self.inner.hot.invalidate(&key);
+            }
             return Write::Applied;
         }
         // The layer never changes the owner in an update (only rotate and login do); if a
@@ -1734,5 +1746,29 @@ mod tests {
         assert_eq!(s.user_live("u").len(), 3);
         assert_eq!(indexed(&s, "u"), 3, "expired ones pruned");
         assert_books_balance(&s);
+    }
+
+    #[test]
+    fn a_guest_flood_leaves_the_hot_tier_to_logged_in_users() {
+        let s = MemoryStore::with_capacities(100_000, 64);
+        let users: Vec<_> = (0..32).map(|_| SessionToken::generate().key()).collect();
+        for k in &users {
+            let _ = create(&s, *k, user_rec("u"), TTL);
+        }
+        for _ in 0..10_000 {
+            let _ = create(&s, SessionToken::generate().key(), rec(1), TTL);
+        }
+        s.inner.hot.run_pending_tasks();
+        for k in &users {
+            assert!(
+                s.inner.hot.contains_key(k),
+                "a user's session was pushed out"
+            );
+        }
+        assert_eq!(
+            s.inner.hot.entry_count(),
+            32,
+            "no guest entered the hot tier"
+        );
     }
 }

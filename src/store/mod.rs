@@ -29,7 +29,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-pub use memory::{MemoryStore, DEFAULT_CAPACITY, DEFAULT_HOT_CAPACITY};
+pub use memory::{MemoryStore, MemoryStoreBuilder, DEFAULT_CAPACITY, DEFAULT_HOT_CAPACITY};
 #[cfg(feature = "redis")]
 pub use redis::{NearCacheStats, RedisStore, RedisStoreBuilder, RedisStoreError};
 
