@@ -75,7 +75,10 @@ async fn flood(app: &Router, size: u64) -> f64 {
         }
     }
     println!("flood: {alive} of {USERS} logged-in users still logged in");
-    println!("flood: peak resident memory of this test process {}", peak_rss());
+    println!(
+        "flood: peak resident memory of this test process {}",
+        peak_rss()
+    );
     assert_eq!(alive, USERS, "the flood logged users out");
     rate
 }
