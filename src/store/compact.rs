@@ -192,6 +192,18 @@ impl Blob {
         Some(record)
     }
 
+    /// A blob of arbitrary bytes, for the fuzz targets.
+    #[cfg(fuzzing)]
+    pub(crate) fn from_boxed(bytes: Box<[u8]>) -> Blob {
+        Blob(bytes)
+    }
+
+    /// The encoded bytes, for the fuzz targets.
+    #[cfg(fuzzing)]
+    pub(crate) fn as_bytes(&self) -> &[u8] {
+        &self.0
+    }
+
     /// Heap bytes held by this blob.
     #[cfg(test)]
     pub(crate) fn len(&self) -> usize {
