@@ -113,8 +113,12 @@ fuzz_target!(|data: &[u8]| {
     let res = common::call(&w.services[index], req);
     let status = res.status();
     assert!(
-        [StatusCode::OK, StatusCode::UNAUTHORIZED, StatusCode::SERVICE_UNAVAILABLE]
-            .contains(&status),
+        [
+            StatusCode::OK,
+            StatusCode::UNAUTHORIZED,
+            StatusCode::SERVICE_UNAVAILABLE
+        ]
+        .contains(&status),
         "undocumented status {status}"
     );
     let seen: Seen = *res
@@ -130,7 +134,9 @@ fuzz_target!(|data: &[u8]| {
         sent.iter().any(|l| {
             l.sent
                 && ((l.header && reads_header) || (!l.header && reads_cookie))
-                && l.value.windows(token.len()).any(|win| win == token.as_bytes())
+                && l.value
+                    .windows(token.len())
+                    .any(|win| win == token.as_bytes())
         })
     };
     match seen.fingerprint {

@@ -135,8 +135,10 @@ fuzz_target!(|data: &[u8]| {
     let mut req = common::request("/", peer);
     if with_session {
         let token = w.pinned[choice].lock().unwrap().clone();
-        req.headers_mut()
-            .insert(TOKEN_HEADER, token.parse().expect("a token is a header value"));
+        req.headers_mut().insert(
+            TOKEN_HEADER,
+            token.parse().expect("a token is a header value"),
+        );
     }
     let (xff, real_ip) = (
         HeaderName::from_static("x-forwarded-for"),
@@ -166,7 +168,11 @@ fuzz_target!(|data: &[u8]| {
 
     let res = common::call(&w.services[choice], req);
     let status = res.status();
-    assert_ne!(status, StatusCode::INTERNAL_SERVER_ERROR, "the peer is known");
+    assert_ne!(
+        status,
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "the peer is known"
+    );
     let Some(&Seen {
         client_ip,
         authenticated,
@@ -187,9 +193,16 @@ fuzz_target!(|data: &[u8]| {
         client == canonical_peer || !is_trusted(client),
         "a trusted proxy {client} taken for the client"
     );
-    assert_eq!(client, client.to_canonical(), "IPv4-mapped addresses come back as IPv4");
+    assert_eq!(
+        client,
+        client.to_canonical(),
+        "IPv4-mapped addresses come back as IPv4"
+    );
     if !is_trusted(peer) || !any_read {
-        assert_eq!(client, canonical_peer, "headers that must not count were read");
+        assert_eq!(
+            client, canonical_peer,
+            "headers that must not count were read"
+        );
     }
     // X-Forwarded-For alone among the headers the layer reads.
     let others = (reads.forwarded && any_forwarded) || (reads.real_ip && any_real_ip);

@@ -17,7 +17,9 @@ fuzz_target!(|data: &[u8]| {
     // Index entries and invalidation messages carry keys as 64 hex characters.
     if let Some(key) = redis_parse_hex_key(data) {
         assert!(data.len() == 64 && data.iter().all(u8::is_ascii_hexdigit));
-        assert!(key.to_hex().eq_ignore_ascii_case(std::str::from_utf8(data).unwrap()));
+        assert!(key
+            .to_hex()
+            .eq_ignore_ascii_case(std::str::from_utf8(data).unwrap()));
     } else {
         assert!(data.len() != 64 || !data.iter().all(u8::is_ascii_hexdigit));
     }
