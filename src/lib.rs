@@ -35,6 +35,11 @@ mod cookie;
 mod events;
 #[cfg(feature = "axum")]
 mod extract;
+// The fuzz targets' entry points (fuzz/): only in `cargo fuzz` builds, which set `--cfg fuzzing`.
+#[cfg(fuzzing)]
+#[doc(hidden)]
+#[path = "fuzz.rs"]
+pub mod __fuzz;
 mod id;
 mod layer;
 pub mod pin;

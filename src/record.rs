@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 use std::net::IpAddr;
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
@@ -96,34 +96,35 @@ impl SessionRecord {
     }
 
     /// When this record stops being valid: the earlier of the idle and absolute deadlines.
-    /// A deadline that does not fit in a `SystemTime` (a corrupt record) is the record's own
-    /// time, so such a record counts as expired rather than eternal.
+    ///
+    /// A deadline past what `SystemTime` can represent (a timestamp no clock of this crate
+    /// writes, so a damaged or forged record from a shared store) counts as the epoch: such a
+    /// record is expired, never a reason to panic.
     pub fn expires_at(&self, idle: Duration, absolute: Duration) -> SystemTime {
-        let idle_end = self.last_seen.checked_add(idle).unwrap_or(self.last_seen);
-        let absolute_end = self
-            .created_at
-            .checked_add(absolute)
-            .unwrap_or(self.created_at);
-        idle_end.min(absolute_end)
+        deadline(self.last_seen, idle).min(deadline(self.created_at, absolute))
     }
 
-    /// Why the record is expired at `now`, if it is. Checked arithmetic throughout: absurd
-    /// times (from a corrupt or hostile store) expire the record instead of panicking.
+    /// Why the record is expired at `now`, if it is.
     pub fn expiry(
         &self,
         now: SystemTime,
         idle: Duration,
         absolute: Duration,
     ) -> Option<ExpiryKind> {
-        match self.created_at.checked_add(absolute) {
-            Some(end) if now < end => {}
-            _ => return Some(ExpiryKind::Absolute),
-        }
-        match self.last_seen.checked_add(idle) {
-            Some(end) if now < end => None,
-            _ => Some(ExpiryKind::Idle),
+        if now >= deadline(self.created_at, absolute) {
+            Some(ExpiryKind::Absolute)
+        } else if now >= deadline(self.last_seen, idle) {
+            Some(ExpiryKind::Idle)
+        } else {
+            None
         }
     }
+}
+
+/// `start + lifetime`, or the epoch (already past) if that is beyond `SystemTime`'s range: a
+/// record with such a timestamp is treated as expired (see [`SessionRecord::expires_at`]).
+fn deadline(start: SystemTime, lifetime: Duration) -> SystemTime {
+    start.checked_add(lifetime).unwrap_or(UNIX_EPOCH)
 }
 
 /// Which lifetime ran out.
@@ -134,4 +135,45 @@ pub enum ExpiryKind {
     Idle,
     /// Older than the absolute lifetime.
     Absolute,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const IDLE: Duration = Duration::from_secs(30 * 60);
+    const ABSOLUTE: Duration = Duration::from_secs(8 * 3600);
+
+    /// A record from the Redis store whose `created_at` was near the end of `SystemTime`'s
+    /// range (`secs_since_epoch` 0x7fff_ffff_ffff_fff0, fuzz/seeds/redis_decode/
+    /// far-future-created) decoded fine and then panicked the layer's expiry check with
+    /// "overflow when adding duration to `SystemTime`".
+    #[test]
+    fn unrepresentable_deadlines_are_expired_not_a_panic() {
+        let now = SystemTime::now();
+        let far = UNIX_EPOCH
+            .checked_add(Duration::from_secs(0x7fff_ffff_ffff_fff0))
+            .expect("64-bit seconds since the epoch");
+        let mut r = SessionRecord::new(far);
+        assert_eq!(r.expiry(now, IDLE, ABSOLUTE), Some(ExpiryKind::Absolute));
+        assert_eq!(r.expires_at(IDLE, ABSOLUTE), UNIX_EPOCH);
+        r.created_at = now;
+        assert_eq!(r.expiry(now, IDLE, ABSOLUTE), Some(ExpiryKind::Idle));
+        assert_eq!(r.expires_at(IDLE, ABSOLUTE), UNIX_EPOCH);
+    }
+
+    #[test]
+    fn deadlines_are_the_earlier_lifetime() {
+        let now = SystemTime::now();
+        let mut r = SessionRecord::new(now);
+        assert_eq!(r.expiry(now, IDLE, ABSOLUTE), None);
+        assert_eq!(r.expires_at(IDLE, ABSOLUTE), now + IDLE);
+        r.last_seen = now + ABSOLUTE;
+        assert_eq!(r.expires_at(IDLE, ABSOLUTE), now + ABSOLUTE);
+        assert_eq!(
+            r.expiry(now + ABSOLUTE, IDLE, ABSOLUTE),
+            Some(ExpiryKind::Absolute)
+        );
+        assert_eq!(r.expiry(now + IDLE, IDLE, ABSOLUTE), None);
+    }
 }

@@ -63,10 +63,14 @@ fn time(n: u64) -> SystemTime {
     UNIX_EPOCH + Duration::from_nanos(n)
 }
 
+/// The header field at `at`; 0 if the blob is too short to hold it. The store only holds
+/// blobs it encoded, which always have the whole header, but a blob's accessors answer for
+/// any bytes: a short blob reads as expired at the epoch (so a sweep drops it) and as
+/// version 0 (which no compare-and-set expects: versions start at 1).
 fn u64_at(b: &[u8], at: usize) -> u64 {
-    let mut w = [0u8; 8];
-    w.copy_from_slice(&b[at..at + 8]);
-    u64::from_le_bytes(w)
+    b.get(at..at + 8)
+        .and_then(|w| <[u8; 8]>::try_from(w).ok())
+        .map_or(0, u64::from_le_bytes)
 }
 
 fn put_str(out: &mut Vec<u8>, s: &str) {
@@ -183,11 +187,14 @@ impl Blob {
         self.0.get(KEY_AT..KEY_AT + KEY_TAIL) == Some(&key.as_bytes()[32 - KEY_TAIL..])
     }
 
-    /// The full session key, given the first 8 bytes the map is keyed by.
+    /// The full session key, given the first 8 bytes the map is keyed by. A blob too short
+    /// to hold the rest (never one the store encoded) gives zeros for it.
     pub(crate) fn key(&self, head: u64) -> SessionKey {
         let mut bytes = [0u8; 32];
         bytes[..8].copy_from_slice(&head.to_le_bytes());
-        bytes[8..].copy_from_slice(&self.0[KEY_AT..KEY_AT + KEY_TAIL]);
+        if let Some(tail) = self.0.get(KEY_AT..KEY_AT + KEY_TAIL) {
+            bytes[8..].copy_from_slice(tail);
+        }
         SessionKey::from_bytes(bytes)
     }
 
@@ -256,6 +263,18 @@ impl Blob {
                 serde_json::from_slice::<HashMap<String, serde_json::Value>>(rest).ok()?;
         }
         Some(record)
+    }
+
+    /// A blob of arbitrary bytes, for the fuzz targets.
+    #[cfg(fuzzing)]
+    pub(crate) fn from_boxed(bytes: Box<[u8]>) -> Blob {
+        Blob(bytes)
+    }
+
+    /// The encoded bytes, for the fuzz targets.
+    #[cfg(fuzzing)]
+    pub(crate) fn as_bytes(&self) -> &[u8] {
+        &self.0
     }
 
     /// Heap bytes held by this blob.
@@ -374,6 +393,60 @@ mod tests {
         let blob = Blob::encode(&SessionToken::generate().key(), &r, SystemTime::now());
         // With malloc's 8-byte header this is a 112-byte chunk.
         assert!(blob.len() <= 104, "{} bytes", blob.len());
+    }
+
+    /// Found by the `compact_decode` fuzz target: an empty blob (and any blob shorter than
+    /// the 65-byte header) panicked in `expires_at`, `version` and `key`, which sliced fixed
+    /// offsets without a length check.
+    #[test]
+    fn short_blobs_answer_without_panicking() {
+        let key = SessionToken::generate().key();
+        let whole = Blob::encode(&key, &full(), SystemTime::now());
+        for cut in [
+            0,
+            1,
+            KEY_AT + KEY_TAIL - 1,
+            EXPIRES_AT + 7,
+            VERSION_AT + 7,
+            HEADER - 1,
+        ] {
+            let short = Blob(whole.0[..cut].to_vec().into_boxed_slice());
+            if cut < EXPIRES_AT + 8 {
+                assert_eq!(short.expires_at(), 0, "cut at {cut}");
+            }
+            if cut < VERSION_AT + 8 {
+                assert_eq!(short.version(), 0, "cut at {cut}");
+            }
+            assert!(short.decode().is_none() && short.user_id().is_none());
+            assert_eq!(short.is_for(&key), cut >= KEY_AT + KEY_TAIL, "cut at {cut}");
+            let _ = short.key(7);
+        }
+        let tail_only = Blob(whole.0[..EXPIRES_AT].to_vec().into_boxed_slice());
+        let mut head = [0u8; 8];
+        head.copy_from_slice(&key.as_bytes()[..8]);
+        assert_eq!(tail_only.key(u64::from_le_bytes(head)), key);
+    }
+
+    /// Found by the `compact_decode` fuzz target (a data value `-666…660`, 50 digits, read
+    /// as -6.666666666666666e49): serde_json's float parser without `float_roundtrip` read the
+    /// text it had written for that f64 back one ulp off, so a float in session data came back
+    /// changed from the memory store.
+    #[test]
+    fn floats_in_data_round_trip_exactly() {
+        let mut r = SessionRecord::new(SystemTime::now());
+        let floats = [
+            "-6.666666666666666e49",
+            "-6.666666666666665e49",
+            "0.1",
+            "1e-300",
+            "2.2250738585072014e-308",
+        ];
+        for (i, text) in floats.into_iter().enumerate() {
+            let x: f64 = text.parse().unwrap();
+            r.data.insert(format!("f{i}"), serde_json::json!(x));
+        }
+        let blob = Blob::encode(&SessionToken::generate().key(), &r, SystemTime::now());
+        assert_eq!(blob.decode(), Some(r));
     }
 
     #[test]

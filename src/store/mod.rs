@@ -17,7 +17,8 @@
 //!
 //! Stores see only [`SessionKey`]s (SHA-256 of tokens), never tokens.
 
-mod compact;
+// `pub(crate)` for the fuzz targets' entry points (src/fuzz.rs, `--cfg fuzzing` only).
+pub(crate) mod compact;
 mod memory;
 #[cfg(feature = "redis")]
 pub mod redis;

@@ -327,7 +327,7 @@ impl RedisStoreError {
 
 // ----- the record blob -----
 
-fn encode(record: &SessionRecord) -> Result<Vec<u8>, RedisStoreError> {
+pub(crate) fn encode(record: &SessionRecord) -> Result<Vec<u8>, RedisStoreError> {
     let mut out = Vec::with_capacity(256);
     out.push(FORMAT_V1);
     rmp_serde::encode::write_named(&mut out, record)
@@ -335,7 +335,7 @@ fn encode(record: &SessionRecord) -> Result<Vec<u8>, RedisStoreError> {
     Ok(out)
 }
 
-fn decode(blob: &[u8]) -> Result<SessionRecord, RedisStoreError> {
+pub(crate) fn decode(blob: &[u8]) -> Result<SessionRecord, RedisStoreError> {
     match blob.split_first() {
         Some((&FORMAT_V1, rest)) => {
             rmp_serde::from_slice(rest).map_err(|e| RedisStoreError::Decode(e.to_string()))
@@ -345,7 +345,7 @@ fn decode(blob: &[u8]) -> Result<SessionRecord, RedisStoreError> {
     }
 }
 
-fn parse_hex_key(hex: &[u8]) -> Option<SessionKey> {
+pub(crate) fn parse_hex_key(hex: &[u8]) -> Option<SessionKey> {
     if hex.len() != 64 {
         return None;
     }
