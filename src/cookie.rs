@@ -108,11 +108,11 @@ pub(crate) fn read_token(headers: &HeaderMap, config: &Config) -> (Candidates, V
 /// Marks the request's session cookie and token header values sensitive, so that their
 /// `Debug` (in a policy's log line, a handler's `?headers`) is redacted.
 pub(crate) fn mark_sensitive(headers: &mut HeaderMap, config: &Config) {
-    for name in [COOKIE, config.token_header.clone()] {
-        if let http::header::Entry::Occupied(mut e) = headers.entry(name) {
-            for v in e.iter_mut() {
-                v.set_sensitive(true);
-            }
+    // One pass over the (few) headers: `entry` would reserve room in the map first, and a
+    // second name would mean a second lookup.
+    for (name, value) in headers.iter_mut() {
+        if name == COOKIE || name == config.token_header {
+            value.set_sensitive(true);
         }
     }
 }
