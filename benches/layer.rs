@@ -778,7 +778,7 @@ fn redis(c: &mut Criterion) {
     let written = rt
         .block_on(near.create(support::guard_key(0), record, support::IDLE))
         .expect("redis create");
-    assert_eq!(written, tower_session_guard::Write::Applied);
+    assert_eq!(written, tower_session_guard::WriteOutcome::Applied);
 
     let mut rng: u64 = 0x5eed;
     let one = Pick::Uniform(1);

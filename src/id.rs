@@ -102,6 +102,11 @@ impl SessionKey {
     pub fn to_hex(&self) -> String {
         hex(&self.0)
     }
+
+    /// Parses the 64 hex characters of [`to_hex`](Self::to_hex) (either case).
+    pub fn from_hex(text: &[u8]) -> Option<Self> {
+        unhex::<32>(text).map(SessionKey)
+    }
 }
 
 impl fmt::Debug for SessionKey {
@@ -132,21 +137,9 @@ impl std::str::FromStr for Fingerprint {
 
     /// Parses the 16 hex characters that `Display` prints.
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let b = s.as_bytes();
-        if b.len() != 16 {
-            return Err(InvalidFingerprint);
-        }
-        let nibble = |c: u8| {
-            (c as char)
-                .to_digit(16)
-                .map(|d| d as u8)
-                .ok_or(InvalidFingerprint)
-        };
-        let mut out = [0u8; 8];
-        for (i, pair) in b.chunks_exact(2).enumerate() {
-            out[i] = (nibble(pair[0])? << 4) | nibble(pair[1])?;
-        }
-        Ok(Fingerprint(out))
+        unhex::<8>(s.as_bytes())
+            .map(Fingerprint)
+            .ok_or(InvalidFingerprint)
     }
 }
 
@@ -173,6 +166,19 @@ fn hex(bytes: &[u8]) -> String {
         out.push(DIGITS[usize::from(b & 0xf)] as char);
     }
     out
+}
+
+/// Exactly `2 * N` hex digits (either case) as `N` bytes; the one hex decoder of the crate.
+fn unhex<const N: usize>(text: &[u8]) -> Option<[u8; N]> {
+    if text.len() != 2 * N {
+        return None;
+    }
+    let nibble = |c: u8| (c as char).to_digit(16).and_then(|d| u8::try_from(d).ok());
+    let mut out = [0u8; N];
+    for (byte, pair) in out.iter_mut().zip(text.chunks_exact(2)) {
+        *byte = (nibble(pair[0])? << 4) | nibble(pair[1])?;
+    }
+    Some(out)
 }
 
 #[cfg(test)]

@@ -71,7 +71,7 @@ pub use crate::rejection::{is_grpc, DefaultRejectionResponse, Rejection, Respons
 pub use crate::service::{ResponseFuture, SessionGuard};
 pub use crate::session::{Session, SessionError, MAX_VALUE_DEPTH};
 pub use crate::store::{
-    LimitPolicy, LoginWrite, MemoryStore, SessionLimit, SessionStore, StoreError, Write,
+    LimitPolicy, LoginOutcome, MemoryStore, SessionLimit, SessionStore, StoreError, WriteOutcome,
 };
 #[cfg(feature = "redis")]
 pub use crate::store::{NearCacheStats, RedisStore, RedisStoreBuilder, RedisStoreError};

@@ -40,7 +40,7 @@ use crate::policy::{Decision, PolicyContext, PostAuthPolicy};
 use crate::record::{ExpiryKind, Identity, SessionRecord};
 use crate::rejection::{respond, Rejection};
 use crate::session::{Live, Session};
-use crate::store::{SessionStore, StoreError, Write};
+use crate::store::{SessionStore, StoreError, WriteOutcome};
 
 /// The middleware service built by [`SessionGuardLayer`](crate::SessionGuardLayer).
 pub struct SessionGuard<S, St, P> {
@@ -716,7 +716,7 @@ fn touch(session: &Session, live: &Live, now: SystemTime) -> BoxTouch {
     Box::pin(async move {
         // A conflict means another request wrote meanwhile, which recorded activity too.
         match core.store().update(key, expected, Arc::new(rec), ttl).await {
-            Ok(Write::Applied | Write::Conflict) => {}
+            Ok(WriteOutcome::Applied | WriteOutcome::Conflict) => {}
             Err(e) => core.config().emit(SessionEvent::StoreFailed {
                 session: Some(key.fingerprint()),
                 error: e.to_string(),

@@ -30,7 +30,7 @@ use crate::id::{Fingerprint, SessionKey, SessionToken};
 use crate::layer::Backend;
 use crate::policy::{Decision, PolicyContext};
 use crate::record::{Identity, SessionRecord};
-use crate::store::{DynStore, LoginWrite, StoreError, Write};
+use crate::store::{DynStore, LoginOutcome, StoreError, WriteOutcome};
 
 /// How many times a write re-reads and re-applies itself after losing a compare-and-set race
 /// before giving up with [`SessionError::Contention`]. Each retry means another writer won,
@@ -449,7 +449,7 @@ impl Session {
             let key = token.key();
             let old = previous.as_ref().map(|l| (l.key, l.record.version));
             match store.login(old, key, rec.clone(), ttl, limit).await? {
-                LoginWrite::Applied { evicted } => {
+                LoginOutcome::Applied { evicted } => {
                     self.install(key, rec, Some(token));
                     self.config().emit(SessionEvent::LoggedIn {
                         session: key.fingerprint(),
@@ -466,7 +466,7 @@ impl Session {
                     }
                     return Ok(());
                 }
-                LoginWrite::LimitReached => {
+                LoginOutcome::LimitReached => {
                     return Err(SessionError::TooManySessions {
                         limit: limit.map(|l| l.max).unwrap_or(0),
                     })
@@ -474,7 +474,7 @@ impl Session {
                 // The old session changed meanwhile: log in from its fresh state; if it ended
                 // (a concurrent logout), log in on a fresh session. A new-key collision simply
                 // retries with another key.
-                LoginWrite::Conflict => {
+                LoginOutcome::Conflict => {
                     if let Some(live) = &previous {
                         previous = match self.reload(live.key, now).await {
                             Ok(fresh) => Some(Live {
@@ -693,11 +693,11 @@ impl Session {
                 .update(live.key, base.version, rec.clone(), ttl)
                 .await?
             {
-                Write::Applied => {
+                WriteOutcome::Applied => {
                     self.install(live.key, rec, None);
                     return Ok(out);
                 }
-                Write::Conflict => base = self.reload(live.key, now).await?,
+                WriteOutcome::Conflict => base = self.reload(live.key, now).await?,
             }
         }
         Err(SessionError::Contention)
@@ -747,7 +747,7 @@ impl Session {
         for _ in 0..MAX_CREATE_ATTEMPTS {
             let token = SessionToken::generate();
             let key = token.key();
-            if self.store().create(key, rec.clone(), ttl).await? == Write::Applied {
+            if self.store().create(key, rec.clone(), ttl).await? == WriteOutcome::Applied {
                 self.install(key, rec, Some(token));
                 return Ok(key.fingerprint());
             }
@@ -780,11 +780,11 @@ impl Session {
                 .rotate(live.key, base.version, key, rec.clone(), ttl)
                 .await?
             {
-                Write::Applied => {
+                WriteOutcome::Applied => {
                     self.install(key, rec, Some(token));
                     return Ok(Some(live.key.fingerprint()));
                 }
-                Write::Conflict => match self.reload(live.key, now).await {
+                WriteOutcome::Conflict => match self.reload(live.key, now).await {
                     Ok(fresh) => base = fresh,
                     Err(SessionError::Ended) => return Ok(None),
                     Err(e) => return Err(e),

@@ -9,8 +9,8 @@ use std::time::{Duration, SystemTime};
 
 use tower_session_guard::store::MAX_FORWARD_HOPS;
 use tower_session_guard::{
-    Identity, LimitPolicy, LoginWrite, MemoryStore, SessionKey, SessionLimit, SessionRecord,
-    SessionStore, SessionToken, Write,
+    Identity, LimitPolicy, LoginOutcome, MemoryStore, SessionKey, SessionLimit, SessionRecord,
+    SessionStore, SessionToken, WriteOutcome,
 };
 
 const TTL: Duration = Duration::from_secs(3600);
@@ -39,7 +39,10 @@ async fn users(s: &MemoryStore, n: usize) -> Vec<SessionKey> {
     for i in 0..n {
         let k = key();
         let written = s.create(k, user(&format!("user{i}")), TTL).await;
-        assert_eq!(written.expect("a user is never refused"), Write::Applied);
+        assert_eq!(
+            written.expect("a user is never refused"),
+            WriteOutcome::Applied
+        );
         keys.push(k);
     }
     keys
@@ -50,7 +53,7 @@ async fn guests(s: &MemoryStore, n: usize) -> Vec<SessionKey> {
     for _ in 0..n {
         let k = key();
         let written = s.create(k, guest(), TTL).await;
-        assert_eq!(written.expect("room for guests"), Write::Applied);
+        assert_eq!(written.expect("room for guests"), WriteOutcome::Applied);
         keys.push(k);
     }
     keys
@@ -156,7 +159,7 @@ async fn under_mixed_load_every_user_survives() {
             )
             .await
             .expect("memory store");
-        assert_eq!(login, LoginWrite::Applied { evicted: vec![] });
+        assert_eq!(login, LoginOutcome::Applied { evicted: vec![] });
         held.push(to);
         visitors.pop();
         // ...and a user logs out.
@@ -189,7 +192,7 @@ async fn a_rotation_in_a_full_store_evicts_nobody() {
             .rotate(*k, 1, new, user(&format!("user{i}")), TTL)
             .await
             .expect("memory store");
-        assert_eq!(w, Write::Applied);
+        assert_eq!(w, WriteOutcome::Applied);
         *k = new;
     }
     assert_eq!(s.len(), 1000);
@@ -232,24 +235,27 @@ async fn deleting_a_rotated_key_ends_its_successor() {
     let (old, new) = (key(), key());
     assert_eq!(
         s.create(old, user("alice"), TTL).await.unwrap(),
-        Write::Applied
+        WriteOutcome::Applied
     );
     assert_eq!(
         s.rotate(old, 1, new, user("alice"), TTL).await.unwrap(),
-        Write::Applied
+        WriteOutcome::Applied
     );
     // The old key is no session: it loads as absent and every write on it conflicts.
     assert!(!alive(&s, old).await);
     assert!(s.load_now(old).unwrap().unwrap().is_none());
     assert_eq!(
         s.update(old, 1, user("alice"), TTL).await.unwrap(),
-        Write::Conflict
+        WriteOutcome::Conflict
     );
     assert_eq!(
         s.rotate(old, 1, key(), user("alice"), TTL).await.unwrap(),
-        Write::Conflict
+        WriteOutcome::Conflict
     );
-    assert_eq!(s.create(old, guest(), TTL).await.unwrap(), Write::Conflict);
+    assert_eq!(
+        s.create(old, guest(), TTL).await.unwrap(),
+        WriteOutcome::Conflict
+    );
     assert_eq!(s.len(), 1, "a forward is not a session");
     let listed = s.user_sessions("alice", 20).await.unwrap();
     assert_eq!(listed.iter().map(|(k, _)| *k).collect::<Vec<_>>(), [new]);
@@ -269,17 +275,20 @@ async fn delete_follows_a_lineage_up_to_the_hop_limit() {
     for hops in [1, MAX_FORWARD_HOPS, MAX_FORWARD_HOPS + 1] {
         let s = MemoryStore::new();
         let first = key();
-        assert_eq!(s.create(first, guest(), TTL).await.unwrap(), Write::Applied);
+        assert_eq!(
+            s.create(first, guest(), TTL).await.unwrap(),
+            WriteOutcome::Applied
+        );
         let mut last = key();
         let login = s
             .login(Some((first, 1)), last, user("bob"), TTL, None)
             .await
             .unwrap();
-        assert_eq!(login, LoginWrite::Applied { evicted: vec![] });
+        assert_eq!(login, LoginOutcome::Applied { evicted: vec![] });
         for _ in 1..hops {
             let next = key();
             let w = s.rotate(last, 1, next, user("bob"), TTL).await.unwrap();
-            assert_eq!(w, Write::Applied);
+            assert_eq!(w, WriteOutcome::Applied);
             last = next;
         }
         assert_eq!(s.len(), 1);
@@ -299,7 +308,7 @@ async fn forwards_are_not_sessions() {
         for (i, k) in held.iter_mut().enumerate() {
             let new = key();
             let w = s.rotate(*k, 1, new, user(&format!("user{i}")), TTL).await;
-            assert_eq!(w.unwrap(), Write::Applied);
+            assert_eq!(w.unwrap(), WriteOutcome::Applied);
             *k = new;
         }
     }
@@ -327,7 +336,10 @@ async fn a_user_with_100k_sessions_lists_and_logs_in_within_bounds() {
         let mut r = SessionRecord::new(t0 + Duration::from_millis(i as u64));
         r.identity = Some(Identity::new("alice"));
         let k = key();
-        assert_eq!(s.create(k, Arc::new(r), TTL).await.unwrap(), Write::Applied);
+        assert_eq!(
+            s.create(k, Arc::new(r), TTL).await.unwrap(),
+            WriteOutcome::Applied
+        );
         keys.push(k);
     }
     let listed = s.user_sessions("alice", 20).await.unwrap();
@@ -339,7 +351,7 @@ async fn a_user_with_100k_sessions_lists_and_logs_in_within_bounds() {
         max: 20,
         policy: LimitPolicy::EvictOldest,
     };
-    let LoginWrite::Applied { evicted } = s
+    let LoginOutcome::Applied { evicted } = s
         .login(None, new, user("alice"), TTL, Some(limit))
         .await
         .unwrap()
@@ -367,7 +379,7 @@ async fn a_user_with_100k_sessions_lists_and_logs_in_within_bounds() {
         .login(None, key(), user("alice"), TTL, Some(reject))
         .await
         .unwrap();
-    assert_eq!(refused, LoginWrite::LimitReached);
+    assert_eq!(refused, LoginOutcome::LimitReached);
 }
 
 /// Sessions that expired leave the per-user list (and its index) without a sweep.
@@ -391,7 +403,10 @@ async fn users_of(s: &MemoryStore, id: &str, n: usize) -> Vec<SessionKey> {
     let mut keys = Vec::with_capacity(n);
     for _ in 0..n {
         let k = key();
-        assert_eq!(s.create(k, user(id), TTL).await.unwrap(), Write::Applied);
+        assert_eq!(
+            s.create(k, user(id), TTL).await.unwrap(),
+            WriteOutcome::Applied
+        );
         keys.push(k);
     }
     keys

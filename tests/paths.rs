@@ -22,8 +22,8 @@ use axum::routing::get;
 use axum::Router;
 use common::*;
 use tower_session_guard::{
-    Decision, LoginWrite, MemoryStore, PinMode, PolicyContext, PostAuthPolicy, Rejection,
-    SessionEvent, SessionKey, SessionLimit, SessionRecord, SessionStore, StoreError, Write,
+    Decision, LoginOutcome, MemoryStore, PinMode, PolicyContext, PostAuthPolicy, Rejection,
+    SessionEvent, SessionKey, SessionLimit, SessionRecord, SessionStore, StoreError, WriteOutcome,
 };
 
 /// The default idle timeout (the scenario keeps the default timeouts).
@@ -47,7 +47,7 @@ macro_rules! delegate_writes {
             key: SessionKey,
             record: Arc<SessionRecord>,
             ttl: Duration,
-        ) -> impl std::future::Future<Output = Result<Write, StoreError>> + Send {
+        ) -> impl std::future::Future<Output = Result<WriteOutcome, StoreError>> + Send {
             self.0.create(key, record, ttl)
         }
 
@@ -57,7 +57,7 @@ macro_rules! delegate_writes {
             expected: u64,
             record: Arc<SessionRecord>,
             ttl: Duration,
-        ) -> impl std::future::Future<Output = Result<Write, StoreError>> + Send {
+        ) -> impl std::future::Future<Output = Result<WriteOutcome, StoreError>> + Send {
             self.0.update(key, expected, record, ttl)
         }
 
@@ -68,7 +68,7 @@ macro_rules! delegate_writes {
             new: SessionKey,
             record: Arc<SessionRecord>,
             ttl: Duration,
-        ) -> impl std::future::Future<Output = Result<Write, StoreError>> + Send {
+        ) -> impl std::future::Future<Output = Result<WriteOutcome, StoreError>> + Send {
             self.0.rotate(old, expected, new, record, ttl)
         }
 
@@ -86,7 +86,7 @@ macro_rules! delegate_writes {
             record: Arc<SessionRecord>,
             ttl: Duration,
             limit: Option<SessionLimit>,
-        ) -> impl std::future::Future<Output = Result<LoginWrite, StoreError>> + Send {
+        ) -> impl std::future::Future<Output = Result<LoginOutcome, StoreError>> + Send {
             self.0.login(old, new, record, ttl, limit)
         }
 

@@ -23,8 +23,8 @@ use axum::Router;
 use common::*;
 use tower_session_guard::store::{FORWARD_TTL, MAX_FORWARD_HOPS};
 use tower_session_guard::{
-    Identity, LimitPolicy, LoginWrite, RedisStore, SessionGuardLayer, SessionKey, SessionLimit,
-    SessionRecord, SessionStore, SessionToken, StoreError, Write,
+    Identity, LimitPolicy, LoginOutcome, RedisStore, SessionGuardLayer, SessionKey, SessionLimit,
+    SessionRecord, SessionStore, SessionToken, StoreError, WriteOutcome,
 };
 
 // ----- environment -----
@@ -393,40 +393,40 @@ async fn contract(a: &RedisStore, b: &RedisStore) {
     let k = new_key();
     assert_eq!(
         a.create(k, record(None, 1), TTL).await.unwrap(),
-        Write::Applied
+        WriteOutcome::Applied
     );
     assert_eq!(
         a.create(k, record(None, 7), TTL).await.unwrap(),
-        Write::Conflict
+        WriteOutcome::Conflict
     );
     assert_eq!(
         b.create(k, record(None, 7), TTL).await.unwrap(),
-        Write::Conflict
+        WriteOutcome::Conflict
     );
     assert_eq!(b.load(k).await.unwrap().map(|r| r.version), Some(1));
 
     // update is compare-and-set, and the other instance sees the new version
     assert_eq!(
         a.update(k, 2, record(None, 3), TTL).await.unwrap(),
-        Write::Conflict
+        WriteOutcome::Conflict
     );
     assert_eq!(
         a.update(k, 1, record(None, 2), TTL).await.unwrap(),
-        Write::Applied
+        WriteOutcome::Applied
     );
     assert_eq!(
         a.update(k, 1, record(None, 2), TTL).await.unwrap(),
-        Write::Conflict
+        WriteOutcome::Conflict
     );
     // B sees A's update; B's stale compare-and-set fails, then succeeds on the fresh version
     eventually(b, k, Some(2)).await;
     assert_eq!(
         b.update(k, 1, record(None, 2), TTL).await.unwrap(),
-        Write::Conflict
+        WriteOutcome::Conflict
     );
     assert_eq!(
         b.update(k, 2, record(None, 3), TTL).await.unwrap(),
-        Write::Applied
+        WriteOutcome::Applied
     );
     eventually(a, k, Some(3)).await;
 
@@ -434,7 +434,7 @@ async fn contract(a: &RedisStore, b: &RedisStore) {
     let ghost = new_key();
     assert_eq!(
         a.update(ghost, 1, record(None, 2), TTL).await.unwrap(),
-        Write::Conflict
+        WriteOutcome::Conflict
     );
     assert!(a.load(ghost).await.unwrap().is_none());
 
@@ -442,7 +442,7 @@ async fn contract(a: &RedisStore, b: &RedisStore) {
     let new = new_key();
     assert_eq!(
         a.rotate(k, 2, new, record(None, 1), TTL).await.unwrap(),
-        Write::Conflict
+        WriteOutcome::Conflict
     );
     assert!(
         b.load(new).await.unwrap().is_none(),
@@ -451,11 +451,11 @@ async fn contract(a: &RedisStore, b: &RedisStore) {
     let taken = new_key();
     assert_eq!(
         a.create(taken, record(None, 1), TTL).await.unwrap(),
-        Write::Applied
+        WriteOutcome::Applied
     );
     assert_eq!(
         a.rotate(k, 3, taken, record(None, 1), TTL).await.unwrap(),
-        Write::Conflict
+        WriteOutcome::Conflict
     );
     assert_eq!(
         b.load(k).await.unwrap().map(|r| r.version),
@@ -464,7 +464,7 @@ async fn contract(a: &RedisStore, b: &RedisStore) {
     );
     assert_eq!(
         a.rotate(k, 3, new, record(None, 1), TTL).await.unwrap(),
-        Write::Applied
+        WriteOutcome::Applied
     );
     assert!(a.load(k).await.unwrap().is_none(), "old gone on A");
     eventually(b, k, None).await; // and on B
@@ -475,13 +475,13 @@ async fn contract(a: &RedisStore, b: &RedisStore) {
     assert!(!a.delete(new).await.unwrap());
     assert_eq!(
         a.update(new, 1, record(None, 2), TTL).await.unwrap(),
-        Write::Conflict
+        WriteOutcome::Conflict
     );
     assert_eq!(
         a.rotate(new, 1, new_key(), record(None, 1), TTL)
             .await
             .unwrap(),
-        Write::Conflict
+        WriteOutcome::Conflict
     );
     eventually(a, new, None).await;
     assert!(b.load(new).await.unwrap().is_none());
@@ -493,20 +493,20 @@ async fn contract(a: &RedisStore, b: &RedisStore) {
     let at = |secs| aged(&user, t0 + Duration::from_secs(secs));
     assert_eq!(
         a.login(None, s1, at(0), TTL, None).await.unwrap(),
-        LoginWrite::Applied { evicted: vec![] }
+        LoginOutcome::Applied { evicted: vec![] }
     );
     // a guest session logs in: the guest key disappears, the new one is indexed
     let guest = new_key();
     assert_eq!(
         b.create(guest, record(None, 1), TTL).await.unwrap(),
-        Write::Applied
+        WriteOutcome::Applied
     );
     let s2 = new_key();
     assert_eq!(
         b.login(Some((guest, 2)), s2, at(1), TTL, None)
             .await
             .unwrap(),
-        LoginWrite::Conflict,
+        LoginOutcome::Conflict,
         "stale version of the old session"
     );
     assert!(a.load(s2).await.unwrap().is_none());
@@ -514,7 +514,7 @@ async fn contract(a: &RedisStore, b: &RedisStore) {
         b.login(Some((guest, 1)), s2, at(1), TTL, None)
             .await
             .unwrap(),
-        LoginWrite::Applied { evicted: vec![] }
+        LoginOutcome::Applied { evicted: vec![] }
     );
     assert!(a.load(guest).await.unwrap().is_none());
     let listed: Vec<SessionKey> = a
@@ -532,7 +532,7 @@ async fn contract(a: &RedisStore, b: &RedisStore) {
         a.login(None, s3, at(2), TTL, limit(2, LimitPolicy::RejectNew))
             .await
             .unwrap(),
-        LoginWrite::LimitReached
+        LoginOutcome::LimitReached
     );
     assert!(
         b.load(s3).await.unwrap().is_none(),
@@ -550,7 +550,7 @@ async fn contract(a: &RedisStore, b: &RedisStore) {
         )
         .await
         .unwrap(),
-        LoginWrite::Applied { evicted: vec![] }
+        LoginOutcome::Applied { evicted: vec![] }
     );
     eventually(b, s2, None).await;
     // evict the oldest beyond the limit
@@ -558,7 +558,7 @@ async fn contract(a: &RedisStore, b: &RedisStore) {
         b.login(None, s3, at(4), TTL, limit(2, LimitPolicy::EvictOldest))
             .await
             .unwrap(),
-        LoginWrite::Applied { evicted: vec![s1] }
+        LoginOutcome::Applied { evicted: vec![s1] }
     );
     eventually(a, s1, None).await;
     let s4 = new_key();
@@ -566,7 +566,7 @@ async fn contract(a: &RedisStore, b: &RedisStore) {
         a.login(None, s4, at(5), TTL, limit(1, LimitPolicy::EvictOldest))
             .await
             .unwrap(),
-        LoginWrite::Applied {
+        LoginOutcome::Applied {
             evicted: vec![s2b, s3]
         }
     );
@@ -621,7 +621,7 @@ async fn records_are_versioned_blobs_with_ttls_and_fail_closed() {
         )
         .await
         .unwrap(),
-        LoginWrite::Applied { .. }
+        LoginOutcome::Applied { .. }
     ));
 
     // the hash: version, blob with format byte 1, user, creation
@@ -661,7 +661,7 @@ async fn records_are_versioned_blobs_with_ttls_and_fail_closed() {
         a.update(k, 1, Arc::new(touched.clone()), Duration::from_secs(600))
             .await
             .unwrap(),
-        Write::Applied
+        WriteOutcome::Applied
     );
     let raised = score(&mut raw) - now_ms(&mut raw);
     assert!(
@@ -673,7 +673,7 @@ async fn records_are_versioned_blobs_with_ttls_and_fail_closed() {
         a.update(k, 2, Arc::new(touched), Duration::from_secs(60))
             .await
             .unwrap(),
-        Write::Applied
+        WriteOutcome::Applied
     );
     assert!(
         score(&mut raw) - now_ms(&mut raw) > 590_000.0,
@@ -686,7 +686,7 @@ async fn records_are_versioned_blobs_with_ttls_and_fail_closed() {
         a.login(None, gone, record(Some(&user), 1), TTL, None)
             .await
             .unwrap(),
-        LoginWrite::Applied { .. }
+        LoginOutcome::Applied { .. }
     ));
     raw.cmd(&["DEL", &format!("{prefix}s:{}", gone.to_hex())])
         .unwrap();
@@ -1065,7 +1065,7 @@ async fn login_and_user_sessions_do_bounded_work_on_a_huge_index() {
         a.login(None, model, aged(&user, SystemTime::UNIX_EPOCH), TTL, None)
             .await
             .unwrap(),
-        LoginWrite::Applied { .. }
+        LoginOutcome::Applied { .. }
     ));
     const FILL: &str = "local blob = redis.call('HGET', KEYS[1], 'd') \
         local t = redis.call('TIME') local now = tonumber(t[1]) * 1000 \
@@ -1111,7 +1111,7 @@ async fn login_and_user_sessions_do_bounded_work_on_a_huge_index() {
         N + 1
     );
     assert!(reads <= SCAN + 2, "login examined {reads} entries");
-    let LoginWrite::Applied { evicted } = outcome else {
+    let LoginOutcome::Applied { evicted } = outcome else {
         panic!("{outcome:?}")
     };
     assert_eq!(evicted.len() as i64, SCAN, "one window per login");
@@ -1147,7 +1147,7 @@ async fn login_and_user_sessions_do_bounded_work_on_a_huge_index() {
         )
         .await
         .unwrap(),
-        LoginWrite::LimitReached
+        LoginOutcome::LimitReached
     );
     let (reads, _) = script_work(&mut raw);
     assert!(reads <= SCAN + 2, "a refused login examined {reads}");
@@ -1171,7 +1171,7 @@ async fn login_and_user_sessions_do_bounded_work_on_a_huge_index() {
     reset_stats(&mut raw);
     assert!(matches!(
         login(&ghost).await.unwrap(),
-        LoginWrite::Applied { .. }
+        LoginOutcome::Applied { .. }
     ));
     let (reads, usec) = script_work(&mut raw);
     println!("login, {N} stale entries: {reads} entries examined, {usec} µs");
@@ -1208,7 +1208,7 @@ async fn login_and_user_sessions_do_bounded_work_on_a_huge_index() {
     reset_stats(&mut raw);
     assert!(matches!(
         login(&expired).await.unwrap(),
-        LoginWrite::Applied { .. }
+        LoginOutcome::Applied { .. }
     ));
     let (reads, usec) = script_work(&mut raw);
     println!("login, {N} expired entries: {reads} entries examined, {usec} µs");
@@ -1238,13 +1238,13 @@ async fn deleting_a_rotated_away_key_ends_the_session_it_forwards_to() {
     let k0 = new_key();
     assert_eq!(
         a.create(k0, record(None, 1), TTL).await.unwrap(),
-        Write::Applied
+        WriteOutcome::Applied
     );
     assert!(b.load(k0).await.unwrap().is_some());
     let k1 = new_key();
     assert_eq!(
         a.rotate(k0, 1, k1, record(None, 1), TTL).await.unwrap(),
-        Write::Applied
+        WriteOutcome::Applied
     );
     // the old key only forwards to the new one, for FORWARD_TTL
     match raw.cmd(&["HGETALL", &name(&k0)]).unwrap() {
@@ -1267,23 +1267,23 @@ async fn deleting_a_rotated_away_key_ends_the_session_it_forwards_to() {
     assert!(b.load_now(k0).is_none());
     assert_eq!(
         a.update(k0, 1, record(None, 2), TTL).await.unwrap(),
-        Write::Conflict
+        WriteOutcome::Conflict
     );
     assert_eq!(
         b.rotate(k0, 1, new_key(), record(None, 1), TTL)
             .await
             .unwrap(),
-        Write::Conflict
+        WriteOutcome::Conflict
     );
     assert_eq!(
         a.create(k0, record(None, 1), TTL).await.unwrap(),
-        Write::Conflict
+        WriteOutcome::Conflict
     );
     assert_eq!(
         b.login(Some((k0, 1)), new_key(), record(Some(&user), 1), TTL, None)
             .await
             .unwrap(),
-        LoginWrite::Conflict
+        LoginOutcome::Conflict
     );
     assert_eq!(
         raw.cmd(&["HLEN", &name(&k0)]).unwrap().int(),
@@ -1297,7 +1297,7 @@ async fn deleting_a_rotated_away_key_ends_the_session_it_forwards_to() {
         a.login(Some((k1, 1)), k2, record(Some(&user), 1), TTL, None)
             .await
             .unwrap(),
-        LoginWrite::Applied { evicted: vec![] }
+        LoginOutcome::Applied { evicted: vec![] }
     );
     assert_eq!(
         raw.cmd(&["HGET", &name(&k1), "f"]).unwrap().text(),
@@ -1330,11 +1330,11 @@ async fn deleting_a_rotated_away_key_ends_the_session_it_forwards_to() {
     let (f0, f1) = (new_key(), new_key());
     assert_eq!(
         a.create(f0, record(None, 1), TTL).await.unwrap(),
-        Write::Applied
+        WriteOutcome::Applied
     );
     assert_eq!(
         a.rotate(f0, 1, f1, record(None, 1), TTL).await.unwrap(),
-        Write::Applied
+        WriteOutcome::Applied
     );
     assert!(b.delete(f1).await.unwrap());
     assert!(!a.delete(f0).await.unwrap());
@@ -1345,12 +1345,12 @@ async fn deleting_a_rotated_away_key_ends_the_session_it_forwards_to() {
         let chain: Vec<SessionKey> = (0..=hops).map(|_| new_key()).collect();
         assert_eq!(
             a.create(chain[0], record(None, 1), TTL).await.unwrap(),
-            Write::Applied
+            WriteOutcome::Applied
         );
         for w in chain.windows(2) {
             assert_eq!(
                 a.rotate(w[0], 1, w[1], record(None, 1), TTL).await.unwrap(),
-                Write::Applied
+                WriteOutcome::Applied
             );
         }
         let reached = hops <= MAX_FORWARD_HOPS;
@@ -1427,7 +1427,7 @@ async fn guest_budget_evicts_the_least_recently_active_guests_never_users() {
         a.login(None, u1, record(Some(&user), 1), TTL, None)
             .await
             .unwrap(),
-        LoginWrite::Applied { .. }
+        LoginOutcome::Applied { .. }
     ));
 
     // CAP guests from both instances, each a little later (so with a later deadline)
@@ -1437,7 +1437,7 @@ async fn guest_budget_evicts_the_least_recently_active_guests_never_users() {
         let s = if i % 2 == 0 { &a } else { &b };
         assert_eq!(
             s.create(k, record(None, 1), TTL).await.unwrap(),
-            Write::Applied
+            WriteOutcome::Applied
         );
         g.push(k);
         pause().await;
@@ -1467,7 +1467,7 @@ async fn guest_budget_evicts_the_least_recently_active_guests_never_users() {
         a.create(short, record(None, 1), Duration::from_secs(90))
             .await
             .unwrap(),
-        Write::Applied
+        WriteOutcome::Applied
     );
     let pttl = raw.cmd(&["PTTL", &name(&short)]).unwrap().int();
     assert!((85_000..=90_000).contains(&pttl), "guest PTTL {pttl}");
@@ -1479,7 +1479,7 @@ async fn guest_budget_evicts_the_least_recently_active_guests_never_users() {
     let refill = new_key();
     assert_eq!(
         b.create(refill, record(None, 1), TTL).await.unwrap(),
-        Write::Applied
+        WriteOutcome::Applied
     );
     g.push(refill);
     pause().await;
@@ -1494,7 +1494,7 @@ async fn guest_budget_evicts_the_least_recently_active_guests_never_users() {
     let extra = new_key();
     assert_eq!(
         a.create(extra, record(None, 1), TTL).await.unwrap(),
-        Write::Applied
+        WriteOutcome::Applied
     );
     assert!(
         a.load_now(g[0]).is_none(),
@@ -1516,13 +1516,13 @@ async fn guest_budget_evicts_the_least_recently_active_guests_never_users() {
     // activity keeps a guest: a touch raises its deadline, so the next guest goes instead
     assert_eq!(
         a.update(g[1], 1, record(None, 2), TTL).await.unwrap(),
-        Write::Applied
+        WriteOutcome::Applied
     );
     assert_eq!(zmembers(&mut raw, &guests).last(), Some(&name(&g[1])));
     let h = new_key();
     assert_eq!(
         b.create(h, record(None, 1), TTL).await.unwrap(),
-        Write::Applied
+        WriteOutcome::Applied
     );
     assert!(
         b.load(g[1]).await.unwrap().is_some(),
@@ -1534,7 +1534,7 @@ async fn guest_budget_evicts_the_least_recently_active_guests_never_users() {
     let g4r = new_key();
     assert_eq!(
         a.rotate(g[4], 1, g4r, record(None, 1), TTL).await.unwrap(),
-        Write::Applied
+        WriteOutcome::Applied
     );
     let members = zmembers(&mut raw, &guests);
     assert!(!members.contains(&name(&g[4])) && members.contains(&name(&g4r)));
@@ -1544,7 +1544,7 @@ async fn guest_budget_evicts_the_least_recently_active_guests_never_users() {
         b.login(Some((g[3], 1)), u2, record(Some(&user), 1), TTL, None)
             .await
             .unwrap(),
-        LoginWrite::Applied { .. }
+        LoginOutcome::Applied { .. }
     ));
     assert!(!zmembers(&mut raw, &guests).contains(&name(&g[3])));
     assert!(a.delete(g[1]).await.unwrap());
@@ -1560,14 +1560,14 @@ async fn guest_budget_evicts_the_least_recently_active_guests_never_users() {
         a.create(brief, record(None, 1), Duration::from_millis(30))
             .await
             .unwrap(),
-        Write::Applied
+        WriteOutcome::Applied
     );
     assert_eq!(zmembers(&mut raw, &guests)[0], name(&brief));
     tokio::time::sleep(Duration::from_millis(80)).await;
     let next = new_key();
     assert_eq!(
         b.create(next, record(None, 1), TTL).await.unwrap(),
-        Write::Applied
+        WriteOutcome::Applied
     );
     assert_eq!(
         as_set(zmembers(&mut raw, &guests)),
@@ -1579,7 +1579,7 @@ async fn guest_budget_evicts_the_least_recently_active_guests_never_users() {
     let last = new_key();
     assert_eq!(
         a.create(last, record(None, 1), TTL).await.unwrap(),
-        Write::Applied
+        WriteOutcome::Applied
     );
     assert!(
         b.load(u1).await.unwrap().is_some(),
@@ -1691,12 +1691,12 @@ async fn a_full_redis_refuses_new_guests_and_still_ends_sessions() {
         a.login(None, s1, record(Some(&user), 1), TTL, None)
             .await
             .unwrap(),
-        LoginWrite::Applied { .. }
+        LoginOutcome::Applied { .. }
     ));
     let g1 = new_key();
     assert_eq!(
         a.create(g1, record(None, 1), TTL).await.unwrap(),
-        Write::Applied
+        WriteOutcome::Applied
     );
 
     let max = info_field(&mut raw, "memory", "used_memory") + 256 * 1024;
@@ -1710,8 +1710,8 @@ async fn a_full_redis_refuses_new_guests_and_still_ends_sessions() {
             info_field(&mut raw, "memory", "used_memory")
         );
         match a.create(new_key(), record(None, 1), TTL).await {
-            Ok(Write::Applied) => created += 1,
-            Ok(Write::Conflict) => panic!("a fresh key conflicted"),
+            Ok(WriteOutcome::Applied) => created += 1,
+            Ok(WriteOutcome::Conflict) => panic!("a fresh key conflicted"),
             Err(e) => break e,
         }
     };

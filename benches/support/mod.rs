@@ -27,7 +27,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use tower_session_guard::{
     Clock, Identity, MemoryStore, PinMode, PolicyMode, RateLimit, Rule, SessionGuardLayer,
-    SessionKey, SessionRecord, SessionStore, ValidationPolicy, Write,
+    SessionKey, SessionRecord, SessionStore, ValidationPolicy, WriteOutcome,
 };
 
 /// The layer's cookie name (its default).
@@ -222,7 +222,7 @@ pub fn guard_fill(
         // store's retention margin (60 s), counted from now.
         let ttl = IDLE - phase(i) + Duration::from_secs(60);
         let written = poll_now(store.create(guard_key(i), rec, ttl)).expect("memory store");
-        assert_eq!(written, Write::Applied, "session {i} created once");
+        assert_eq!(written, WriteOutcome::Applied, "session {i} created once");
     }
 }
 

@@ -41,7 +41,7 @@ use moka::sync::Cache;
 
 use super::compact::Blob;
 use super::{
-    LimitPolicy, LoginWrite, SessionLimit, SessionStore, StoreError, Write, FORWARD_TTL,
+    LimitPolicy, LoginOutcome, SessionLimit, SessionStore, StoreError, WriteOutcome, FORWARD_TTL,
     MAX_FORWARD_HOPS,
 };
 use crate::id::SessionKey;
@@ -864,7 +864,7 @@ impl MemoryStore {
         key: SessionKey,
         record: Arc<SessionRecord>,
         ttl: Duration,
-    ) -> Result<Write, StoreError> {
+    ) -> Result<WriteOutcome, StoreError> {
         let p = prefix(&key);
         let i = Self::shard_of(p);
         let guest = record.identity.is_none();
@@ -873,22 +873,22 @@ impl MemoryStore {
             if shard.map.contains_key(&p) {
                 // Taken (by this key, a key forwarding from it, or, once in 2^64, by another
                 // with the same 64 bits).
-                return Ok(Write::Conflict);
+                return Ok(WriteOutcome::Conflict);
             }
             self.maintain(i, &mut shard, guest);
             if self.take_free_slots(guest) {
                 self.insert_locked(i, &mut shard, key, record, ttl);
-                return Ok(Write::Applied);
+                return Ok(WriteOutcome::Applied);
             }
         }
         self.make_room(guest)?;
         let mut shard = write(&self.inner.shards[i]);
         if shard.map.contains_key(&p) {
             self.give_back_slots(guest);
-            return Ok(Write::Conflict);
+            return Ok(WriteOutcome::Conflict);
         }
         self.insert_locked(i, &mut shard, key, record, ttl);
-        Ok(Write::Applied)
+        Ok(WriteOutcome::Applied)
     }
 
     fn update_now(
@@ -897,15 +897,15 @@ impl MemoryStore {
         expected: u64,
         record: Arc<SessionRecord>,
         ttl: Duration,
-    ) -> Write {
+    ) -> WriteOutcome {
         let p = prefix(&key);
         let i = Self::shard_of(p);
         let mut shard = write(&self.inner.shards[i]);
         let Some(blob) = shard.map.get_mut(&p) else {
-            return Write::Conflict;
+            return WriteOutcome::Conflict;
         };
         if !(blob.is_session() && blob.is_for(&key) && blob.version() == expected) {
-            return Write::Conflict;
+            return WriteOutcome::Conflict;
         }
         let owner = record.identity.as_ref().map(|i| i.user_id.as_str());
         if blob.is_guest() == owner.is_none() && blob.user_id() == owner {
@@ -917,7 +917,7 @@ impl MemoryStore {
             } else {
                 self.inner.hot.invalidate(&key);
             }
-            return Write::Applied;
+            return WriteOutcome::Applied;
         }
         // The layer never changes the owner in an update (only rotate and login do); if a
         // caller does, the guest budget and the index follow it.
@@ -931,7 +931,7 @@ impl MemoryStore {
             _ => {}
         }
         self.insert_locked(i, &mut shard, key, record, ttl);
-        Write::Applied
+        WriteOutcome::Applied
     }
 
     /// Turns `old` (if it is a session at version `expected`) into a forwarding entry to
@@ -1037,14 +1037,14 @@ impl MemoryStore {
         new: SessionKey,
         record: Arc<SessionRecord>,
         ttl: Duration,
-    ) -> Write {
+    ) -> WriteOutcome {
         let p = prefix(&old);
         let old_is_there = read(self.shard(p))
             .map
             .get(&p)
             .is_some_and(|b| b.is_session() && b.is_for(&old) && b.version() == expected);
         if !old_is_there {
-            return Write::Conflict;
+            return WriteOutcome::Conflict;
         }
         // The new record takes the old one's slots on credit: the old one gives them back a
         // moment later (or the new one does, on conflict), so a rotation never evicts anyone,
@@ -1062,17 +1062,17 @@ impl MemoryStore {
             let mut shard = write(&self.inner.shards[i]);
             if shard.map.contains_key(&q) {
                 self.give_back_slots(guest);
-                return Write::Conflict;
+                return WriteOutcome::Conflict;
             }
             self.maintain(i, &mut shard, false);
             self.insert_locked(i, &mut shard, new, record, ttl);
         }
         if self.retire(old, expected, new) {
-            Write::Applied
+            WriteOutcome::Applied
         } else {
             // The old session changed or ended meanwhile (a concurrent logout, say): undo.
             self.remove_session(new);
-            Write::Conflict
+            WriteOutcome::Conflict
         }
     }
 
@@ -1167,7 +1167,7 @@ impl SessionStore for MemoryStore {
         key: SessionKey,
         record: Arc<SessionRecord>,
         ttl: Duration,
-    ) -> impl Future<Output = Result<Write, StoreError>> + Send {
+    ) -> impl Future<Output = Result<WriteOutcome, StoreError>> + Send {
         ready(self.create_now(key, record, ttl))
     }
 
@@ -1177,7 +1177,7 @@ impl SessionStore for MemoryStore {
         expected: u64,
         record: Arc<SessionRecord>,
         ttl: Duration,
-    ) -> impl Future<Output = Result<Write, StoreError>> + Send {
+    ) -> impl Future<Output = Result<WriteOutcome, StoreError>> + Send {
         ready(Ok(self.update_now(key, expected, record, ttl)))
     }
 
@@ -1188,7 +1188,7 @@ impl SessionStore for MemoryStore {
         new: SessionKey,
         record: Arc<SessionRecord>,
         ttl: Duration,
-    ) -> impl Future<Output = Result<Write, StoreError>> + Send {
+    ) -> impl Future<Output = Result<WriteOutcome, StoreError>> + Send {
         ready(Ok(self.rotate_now(old, expected, new, record, ttl)))
     }
 
@@ -1203,7 +1203,7 @@ impl SessionStore for MemoryStore {
         record: Arc<SessionRecord>,
         ttl: Duration,
         limit: Option<SessionLimit>,
-    ) -> impl Future<Output = Result<LoginWrite, StoreError>> + Send {
+    ) -> impl Future<Output = Result<LoginOutcome, StoreError>> + Send {
         ready(self.login_now(old, new, record, ttl, limit))
     }
 
@@ -1230,7 +1230,7 @@ impl MemoryStore {
         record: Arc<SessionRecord>,
         ttl: Duration,
         limit: Option<SessionLimit>,
-    ) -> Result<LoginWrite, StoreError> {
+    ) -> Result<LoginOutcome, StoreError> {
         let _serial = lock(&self.inner.logins);
         // The session being logged in does not count against its own user. Without a limit
         // there is nothing to count, so a login costs no scan of the user's sessions.
@@ -1249,15 +1249,15 @@ impl MemoryStore {
         }) = limit
         {
             if others.len() >= max {
-                return Ok(LoginWrite::LimitReached);
+                return Ok(LoginOutcome::LimitReached);
             }
         }
         let written = match old {
             Some((old, expected)) => self.rotate_now(old, expected, new, record, ttl),
             None => self.create_now(new, record, ttl)?,
         };
-        if written == Write::Conflict {
-            return Ok(LoginWrite::Conflict);
+        if written == WriteOutcome::Conflict {
+            return Ok(LoginOutcome::Conflict);
         }
         let mut evicted = Vec::new();
         if let Some(SessionLimit {
@@ -1273,7 +1273,7 @@ impl MemoryStore {
                 }
             }
         }
-        Ok(LoginWrite::Applied { evicted })
+        Ok(LoginOutcome::Applied { evicted })
     }
 }
 
@@ -1307,7 +1307,12 @@ mod tests {
         s.read(k).unwrap().map(|r| r.version)
     }
 
-    fn create(s: &MemoryStore, k: SessionKey, r: Arc<SessionRecord>, ttl: Duration) -> Write {
+    fn create(
+        s: &MemoryStore,
+        k: SessionKey,
+        r: Arc<SessionRecord>,
+        ttl: Duration,
+    ) -> WriteOutcome {
         s.create_now(k, r, ttl).unwrap()
     }
 
@@ -1352,8 +1357,8 @@ mod tests {
     fn create_refuses_existing_key() {
         let s = MemoryStore::new();
         let k = SessionToken::generate().key();
-        assert_eq!(create(&s, k, rec(1), TTL), Write::Applied);
-        assert_eq!(create(&s, k, rec(7), TTL), Write::Conflict);
+        assert_eq!(create(&s, k, rec(1), TTL), WriteOutcome::Applied);
+        assert_eq!(create(&s, k, rec(7), TTL), WriteOutcome::Conflict);
         assert_eq!(cold_version(&s, k), Some(1));
     }
 
@@ -1363,15 +1368,15 @@ mod tests {
         let k = SessionToken::generate().key();
         assert_eq!(
             s.update_now(k, 1, rec(2), TTL),
-            Write::Conflict,
+            WriteOutcome::Conflict,
             "absent stays absent"
         );
         assert_eq!(cold_version(&s, k), None);
         let _ = create(&s, k, rec(1), TTL);
-        assert_eq!(s.update_now(k, 1, rec(2), TTL), Write::Applied);
+        assert_eq!(s.update_now(k, 1, rec(2), TTL), WriteOutcome::Applied);
         assert_eq!(
             s.update_now(k, 1, rec(2), TTL),
-            Write::Conflict,
+            WriteOutcome::Conflict,
             "stale version"
         );
         assert_eq!(cold_version(&s, k), Some(2));
@@ -1385,13 +1390,19 @@ mod tests {
             SessionToken::generate().key(),
         );
         let _ = create(&s, old, rec(3), TTL);
-        assert_eq!(s.rotate_now(old, 2, new, rec(1), TTL), Write::Conflict);
+        assert_eq!(
+            s.rotate_now(old, 2, new, rec(1), TTL),
+            WriteOutcome::Conflict
+        );
         assert_eq!(
             cold_version(&s, new),
             None,
             "a failed rotation leaves no new record"
         );
-        assert_eq!(s.rotate_now(old, 3, new, rec(1), TTL), Write::Applied);
+        assert_eq!(
+            s.rotate_now(old, 3, new, rec(1), TTL),
+            WriteOutcome::Applied
+        );
         assert_eq!(cold_version(&s, old), None);
         assert_eq!(cold_version(&s, new), Some(1));
         assert_books_balance(&s);
@@ -1416,7 +1427,7 @@ mod tests {
         let s = MemoryStore::with_capacity(1000);
         let keys: Vec<_> = (0..1000).map(|_| SessionToken::generate().key()).collect();
         for k in &keys {
-            assert_eq!(create(&s, *k, user_rec("x"), TTL), Write::Applied);
+            assert_eq!(create(&s, *k, user_rec("x"), TTL), WriteOutcome::Applied);
         }
         assert_eq!(s.len(), 1000);
         assert!(keys.iter().all(|k| cold_version(&s, *k).is_some()));
@@ -1478,10 +1489,13 @@ mod tests {
         let s = MemoryStore::with_capacity(10);
         let held: Vec<_> = (0..10).map(|_| key_in_shard(0)).collect();
         for k in &held {
-            assert_eq!(create(&s, *k, user_rec("u"), TTL), Write::Applied);
+            assert_eq!(create(&s, *k, user_rec("u"), TTL), WriteOutcome::Applied);
         }
         let newcomer = key_in_shard(1);
-        assert_eq!(create(&s, newcomer, user_rec("v"), TTL), Write::Applied);
+        assert_eq!(
+            create(&s, newcomer, user_rec("v"), TTL),
+            WriteOutcome::Applied
+        );
         assert_eq!(s.len(), 10);
         assert!(cold_version(&s, newcomer).is_some());
         assert_eq!(
@@ -1514,7 +1528,7 @@ mod tests {
         for k in &first {
             assert_eq!(
                 s.update_now(*k, 1, user_rec("u"), Duration::from_secs(7200)),
-                Write::Applied
+                WriteOutcome::Applied
             );
         }
         for _ in 0..32 {
@@ -1548,7 +1562,7 @@ mod tests {
         assert!(s.read(old).unwrap().is_some());
         assert_eq!(
             s.rotate_now(old, 1, new, user_rec("u"), TTL),
-            Write::Applied
+            WriteOutcome::Applied
         );
         for _ in 0..3 {
             // Repeated misses would pass the doorkeeper if the forward were a session.
@@ -1572,7 +1586,7 @@ mod tests {
         let _ = create(&s, old, user_rec("u"), TTL);
         assert_eq!(
             s.rotate_now(old, 1, new, user_rec("u"), TTL),
-            Write::Applied
+            WriteOutcome::Applied
         );
         let p = prefix(&old);
         let i = MemoryStore::shard_of(p);
@@ -1601,7 +1615,7 @@ mod tests {
         let _ = create(&s, old, user_rec("u"), TTL);
         assert_eq!(
             s.rotate_now(old, 1, new, user_rec("u"), TTL),
-            Write::Applied
+            WriteOutcome::Applied
         );
         assert!(!read(&s.inner.shards[i]).map.contains_key(&p));
         assert!(!s.delete_now(old));
@@ -1620,7 +1634,7 @@ mod tests {
             let next = SessionToken::generate().key();
             assert_eq!(
                 s.rotate_now(key, 1, next, user_rec("u"), TTL),
-                Write::Applied
+                WriteOutcome::Applied
             );
             key = next;
         }
@@ -1637,7 +1651,7 @@ mod tests {
             let next = SessionToken::generate().key();
             assert_eq!(
                 s.rotate_now(key, 1, next, user_rec("u"), TTL),
-                Write::Applied
+                WriteOutcome::Applied
             );
             key = next;
         }
@@ -1655,7 +1669,7 @@ mod tests {
         let mut guests: Vec<SessionKey> = Vec::new();
         for _ in 0..300 {
             let k = SessionToken::generate().key();
-            assert_eq!(create(&s, k, rec(1), TTL), Write::Applied);
+            assert_eq!(create(&s, k, rec(1), TTL), WriteOutcome::Applied);
             guests.push(k);
         }
         assert_books_balance(&s);
@@ -1671,13 +1685,16 @@ mod tests {
         let user = SessionToken::generate().key();
         assert_eq!(
             s.rotate_now(live[1], 1, user, user_rec("u"), TTL),
-            Write::Applied
+            WriteOutcome::Applied
         );
-        assert_eq!(s.update_now(live[2], 1, user_rec("w"), TTL), Write::Applied);
+        assert_eq!(
+            s.update_now(live[2], 1, user_rec("w"), TTL),
+            WriteOutcome::Applied
+        );
         assert_eq!(s.user_live("w").len(), 1);
         assert_eq!(
             s.update_now(live[3], 1, rec(2), Duration::ZERO),
-            Write::Applied
+            WriteOutcome::Applied
         );
         assert_books_balance(&s);
         for i in 0..SHARDS {

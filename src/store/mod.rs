@@ -40,7 +40,7 @@ use crate::record::SessionRecord;
 /// Whether a conditional write took effect.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[must_use]
-pub enum Write {
+pub enum WriteOutcome {
     /// The write took effect.
     Applied,
     /// The condition did not hold: the key exists (create), the record is gone or at another
@@ -72,7 +72,7 @@ pub enum LimitPolicy {
 /// The outcome of [`SessionStore::login`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[must_use]
-pub enum LoginWrite {
+pub enum LoginOutcome {
     /// The session is logged in under the new key; these other sessions of the user were
     /// ended to respect the limit.
     Applied {
@@ -172,7 +172,7 @@ pub trait SessionStore: Send + Sync + 'static {
         key: SessionKey,
         record: Arc<SessionRecord>,
         ttl: Duration,
-    ) -> impl Future<Output = Result<Write, StoreError>> + Send;
+    ) -> impl Future<Output = Result<WriteOutcome, StoreError>> + Send;
 
     /// Replaces the record only if the stored one exists and has version `expected`.
     fn update(
@@ -181,7 +181,7 @@ pub trait SessionStore: Send + Sync + 'static {
         expected: u64,
         record: Arc<SessionRecord>,
         ttl: Duration,
-    ) -> impl Future<Output = Result<Write, StoreError>> + Send;
+    ) -> impl Future<Output = Result<WriteOutcome, StoreError>> + Send;
 
     /// Moves a session to a new key: `record` appears under `new` and `old` disappears, only
     /// if `old` exists at version `expected` and `new` does not exist.
@@ -192,7 +192,7 @@ pub trait SessionStore: Send + Sync + 'static {
         new: SessionKey,
         record: Arc<SessionRecord>,
         ttl: Duration,
-    ) -> impl Future<Output = Result<Write, StoreError>> + Send;
+    ) -> impl Future<Output = Result<WriteOutcome, StoreError>> + Send;
 
     /// Removes a record, and what it forwards to if it was rotated away within
     /// [`FORWARD_TTL`]. Returns whether a live record was removed.
@@ -209,7 +209,7 @@ pub trait SessionStore: Send + Sync + 'static {
         record: Arc<SessionRecord>,
         ttl: Duration,
         limit: Option<SessionLimit>,
-    ) -> impl Future<Output = Result<LoginWrite, StoreError>> + Send;
+    ) -> impl Future<Output = Result<LoginOutcome, StoreError>> + Send;
 
     /// At most `limit` live sessions of a user (oldest first), from the per-user index. Index
     /// entries of sessions that ended or expired are dropped, so the index does not grow
@@ -236,14 +236,14 @@ pub(crate) trait DynStore: Send + Sync + 'static {
         key: SessionKey,
         record: Arc<SessionRecord>,
         ttl: Duration,
-    ) -> BoxFuture<'_, Result<Write, StoreError>>;
+    ) -> BoxFuture<'_, Result<WriteOutcome, StoreError>>;
     fn update(
         &self,
         key: SessionKey,
         expected: u64,
         record: Arc<SessionRecord>,
         ttl: Duration,
-    ) -> BoxFuture<'_, Result<Write, StoreError>>;
+    ) -> BoxFuture<'_, Result<WriteOutcome, StoreError>>;
     fn rotate(
         &self,
         old: SessionKey,
@@ -251,7 +251,7 @@ pub(crate) trait DynStore: Send + Sync + 'static {
         new: SessionKey,
         record: Arc<SessionRecord>,
         ttl: Duration,
-    ) -> BoxFuture<'_, Result<Write, StoreError>>;
+    ) -> BoxFuture<'_, Result<WriteOutcome, StoreError>>;
     fn delete(&self, key: SessionKey) -> BoxFuture<'_, Result<bool, StoreError>>;
     fn login(
         &self,
@@ -260,7 +260,7 @@ pub(crate) trait DynStore: Send + Sync + 'static {
         record: Arc<SessionRecord>,
         ttl: Duration,
         limit: Option<SessionLimit>,
-    ) -> BoxFuture<'_, Result<LoginWrite, StoreError>>;
+    ) -> BoxFuture<'_, Result<LoginOutcome, StoreError>>;
     #[allow(clippy::type_complexity)]
     fn user_sessions<'a>(
         &'a self,
@@ -281,7 +281,7 @@ impl<T: SessionStore> DynStore for T {
         key: SessionKey,
         record: Arc<SessionRecord>,
         ttl: Duration,
-    ) -> BoxFuture<'_, Result<Write, StoreError>> {
+    ) -> BoxFuture<'_, Result<WriteOutcome, StoreError>> {
         Box::pin(SessionStore::create(self, key, record, ttl))
     }
     fn update(
@@ -290,7 +290,7 @@ impl<T: SessionStore> DynStore for T {
         expected: u64,
         record: Arc<SessionRecord>,
         ttl: Duration,
-    ) -> BoxFuture<'_, Result<Write, StoreError>> {
+    ) -> BoxFuture<'_, Result<WriteOutcome, StoreError>> {
         Box::pin(SessionStore::update(self, key, expected, record, ttl))
     }
     fn rotate(
@@ -300,7 +300,7 @@ impl<T: SessionStore> DynStore for T {
         new: SessionKey,
         record: Arc<SessionRecord>,
         ttl: Duration,
-    ) -> BoxFuture<'_, Result<Write, StoreError>> {
+    ) -> BoxFuture<'_, Result<WriteOutcome, StoreError>> {
         Box::pin(SessionStore::rotate(self, old, expected, new, record, ttl))
     }
     fn delete(&self, key: SessionKey) -> BoxFuture<'_, Result<bool, StoreError>> {
@@ -313,7 +313,7 @@ impl<T: SessionStore> DynStore for T {
         record: Arc<SessionRecord>,
         ttl: Duration,
         limit: Option<SessionLimit>,
-    ) -> BoxFuture<'_, Result<LoginWrite, StoreError>> {
+    ) -> BoxFuture<'_, Result<LoginOutcome, StoreError>> {
         Box::pin(SessionStore::login(self, old, new, record, ttl, limit))
     }
     fn user_sessions<'a>(

@@ -203,7 +203,7 @@ use tokio::sync::broadcast::error::{RecvError, TryRecvError};
 use tokio::task::AbortHandle;
 
 use super::{
-    LimitPolicy, LoginWrite, SessionLimit, SessionStore, StoreError, Write, FORWARD_TTL,
+    LimitPolicy, LoginOutcome, SessionLimit, SessionStore, StoreError, WriteOutcome, FORWARD_TTL,
     MAX_FORWARD_HOPS,
 };
 use crate::id::SessionKey;
@@ -346,15 +346,7 @@ pub(crate) fn decode(blob: &[u8]) -> Result<SessionRecord, RedisStoreError> {
 }
 
 pub(crate) fn parse_hex_key(hex: &[u8]) -> Option<SessionKey> {
-    if hex.len() != 64 {
-        return None;
-    }
-    let nibble = |c: u8| (c as char).to_digit(16).map(|d| d as u8);
-    let mut out = [0u8; 32];
-    for (i, pair) in hex.chunks_exact(2).enumerate() {
-        out[i] = (nibble(pair[0])? << 4) | nibble(pair[1])?;
-    }
-    Some(SessionKey::from_bytes(out))
+    SessionKey::from_hex(hex)
 }
 
 fn millis(d: Duration) -> u64 {
@@ -1333,7 +1325,7 @@ impl Inner {
         key: SessionKey,
         record: Arc<SessionRecord>,
         ttl: Duration,
-    ) -> Result<Write, RedisStoreError> {
+    ) -> Result<WriteOutcome, RedisStoreError> {
         let (mut args, user) = self.write_args(&record, ttl)?;
         args.push(Value::from(self.guest_capacity.as_str()));
         let guest = user.is_none();
@@ -1353,7 +1345,12 @@ impl Inner {
             }
             Ok(applied(ok))
         });
-        self.settle(key, record, stamp, matches!(write, Ok(Write::Applied)));
+        self.settle(
+            key,
+            record,
+            stamp,
+            matches!(write, Ok(WriteOutcome::Applied)),
+        );
         write
     }
 
@@ -1380,7 +1377,7 @@ impl Inner {
         expected: u64,
         record: Arc<SessionRecord>,
         ttl: Duration,
-    ) -> Result<Write, RedisStoreError> {
+    ) -> Result<WriteOutcome, RedisStoreError> {
         let (mut args, user) = self.write_args(&record, ttl)?;
         args.push(Value::from(expected.to_string()));
         let mut keys = vec![self.record_key(&key)];
@@ -1388,7 +1385,12 @@ impl Inner {
         let stamp = self.usable_stamp(&key);
         let result = self.eval(&self.scripts.update, keys, args).await;
         let write = result.and_then(|v| flag(&v)).map(applied);
-        self.settle(key, record, stamp, matches!(write, Ok(Write::Applied)));
+        self.settle(
+            key,
+            record,
+            stamp,
+            matches!(write, Ok(WriteOutcome::Applied)),
+        );
         write
     }
 
@@ -1399,7 +1401,7 @@ impl Inner {
         new: SessionKey,
         record: Arc<SessionRecord>,
         ttl: Duration,
-    ) -> Result<Write, RedisStoreError> {
+    ) -> Result<WriteOutcome, RedisStoreError> {
         let (mut args, user) = self.write_args(&record, ttl)?;
         args.push(Value::from(expected.to_string()));
         let mut keys = vec![self.record_key(&old), self.record_key(&new)];
@@ -1409,7 +1411,12 @@ impl Inner {
         let write = result.and_then(|v| flag(&v)).map(applied);
         // The old key is gone (or changed meanwhile): either way, not cached any more.
         self.near.invalidate(&old);
-        self.settle(new, record, stamp, matches!(write, Ok(Write::Applied)));
+        self.settle(
+            new,
+            record,
+            stamp,
+            matches!(write, Ok(WriteOutcome::Applied)),
+        );
         write
     }
 
@@ -1439,7 +1446,7 @@ impl Inner {
         record: Arc<SessionRecord>,
         ttl: Duration,
         limit: Option<SessionLimit>,
-    ) -> Result<LoginWrite, RedisStoreError> {
+    ) -> Result<LoginOutcome, RedisStoreError> {
         let (mut args, user) = self.write_args(&record, ttl)?;
         let (max, policy) = match limit {
             Some(SessionLimit { max, policy }) => (
@@ -1465,17 +1472,17 @@ impl Inner {
             self.near.invalidate(&old);
         }
         let outcome = result.and_then(|v| self.login_outcome(v));
-        if let Ok(LoginWrite::Applied { evicted }) = &outcome {
+        if let Ok(LoginOutcome::Applied { evicted }) = &outcome {
             for key in evicted {
                 self.near.invalidate(key);
             }
         }
-        let ok = matches!(outcome, Ok(LoginWrite::Applied { .. }));
+        let ok = matches!(outcome, Ok(LoginOutcome::Applied { .. }));
         self.settle(new, record, stamp, ok);
         outcome
     }
 
-    fn login_outcome(&self, reply: Value) -> Result<LoginWrite, RedisStoreError> {
+    fn login_outcome(&self, reply: Value) -> Result<LoginOutcome, RedisStoreError> {
         let mut items = reply.into_array().into_iter();
         match items.next().and_then(|v| v.as_i64()) {
             Some(1) => {
@@ -1486,10 +1493,10 @@ impl Inner {
                             .and_then(|name| self.key_of(name))
                     })
                     .collect::<Result<Vec<_>, _>>()?;
-                Ok(LoginWrite::Applied { evicted })
+                Ok(LoginOutcome::Applied { evicted })
             }
-            Some(0) => Ok(LoginWrite::Conflict),
-            Some(2) => Ok(LoginWrite::LimitReached),
+            Some(0) => Ok(LoginOutcome::Conflict),
+            Some(2) => Ok(LoginOutcome::LimitReached),
             other => Err(RedisStoreError::Reply(format!("login answered {other:?}"))),
         }
     }
@@ -1542,11 +1549,11 @@ fn flag(reply: &Value) -> Result<bool, RedisStoreError> {
     }
 }
 
-fn applied(ok: bool) -> Write {
+fn applied(ok: bool) -> WriteOutcome {
     if ok {
-        Write::Applied
+        WriteOutcome::Applied
     } else {
-        Write::Conflict
+        WriteOutcome::Conflict
     }
 }
 
@@ -1676,7 +1683,7 @@ impl SessionStore for RedisStore {
         key: SessionKey,
         record: Arc<SessionRecord>,
         ttl: Duration,
-    ) -> Result<Write, StoreError> {
+    ) -> Result<WriteOutcome, StoreError> {
         Ok(self.inner.create(key, record, ttl).await?)
     }
 
@@ -1686,7 +1693,7 @@ impl SessionStore for RedisStore {
         expected: u64,
         record: Arc<SessionRecord>,
         ttl: Duration,
-    ) -> Result<Write, StoreError> {
+    ) -> Result<WriteOutcome, StoreError> {
         Ok(self.inner.update(key, expected, record, ttl).await?)
     }
 
@@ -1697,7 +1704,7 @@ impl SessionStore for RedisStore {
         new: SessionKey,
         record: Arc<SessionRecord>,
         ttl: Duration,
-    ) -> Result<Write, StoreError> {
+    ) -> Result<WriteOutcome, StoreError> {
         Ok(self.inner.rotate(old, expected, new, record, ttl).await?)
     }
 
@@ -1712,7 +1719,7 @@ impl SessionStore for RedisStore {
         record: Arc<SessionRecord>,
         ttl: Duration,
         limit: Option<SessionLimit>,
-    ) -> Result<LoginWrite, StoreError> {
+    ) -> Result<LoginOutcome, StoreError> {
         Ok(self.inner.login(old, new, record, ttl, limit).await?)
     }
 

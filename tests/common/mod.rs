@@ -18,10 +18,10 @@ use axum::{Extension, Json, Router};
 use http_body_util::BodyExt;
 use tower::ServiceExt;
 use tower_session_guard::{
-    ClientIp, Fingerprint, Identity, LoginWrite, ManualClock, MemoryStore, PeerAddr,
+    ClientIp, Fingerprint, Identity, LoginOutcome, ManualClock, MemoryStore, PeerAddr,
     PostAuthPolicy, Rule, Session, SessionError, SessionEvent, SessionGuardBuilder,
     SessionGuardLayer, SessionKey, SessionLimit, SessionRecord, SessionStore, StoreError,
-    ValidationPolicy, Write,
+    ValidationPolicy, WriteOutcome,
 };
 
 /// The default cookie name.
@@ -464,7 +464,7 @@ impl<S: SessionStore> SessionStore for CountingStore<S> {
         key: SessionKey,
         record: Arc<SessionRecord>,
         ttl: Duration,
-    ) -> Result<Write, StoreError> {
+    ) -> Result<WriteOutcome, StoreError> {
         self.hit();
         self.inner.create(key, record, ttl).await
     }
@@ -475,7 +475,7 @@ impl<S: SessionStore> SessionStore for CountingStore<S> {
         expected: u64,
         record: Arc<SessionRecord>,
         ttl: Duration,
-    ) -> Result<Write, StoreError> {
+    ) -> Result<WriteOutcome, StoreError> {
         self.hit();
         self.inner.update(key, expected, record, ttl).await
     }
@@ -487,7 +487,7 @@ impl<S: SessionStore> SessionStore for CountingStore<S> {
         new: SessionKey,
         record: Arc<SessionRecord>,
         ttl: Duration,
-    ) -> Result<Write, StoreError> {
+    ) -> Result<WriteOutcome, StoreError> {
         self.hit();
         self.inner.rotate(old, expected, new, record, ttl).await
     }
@@ -504,7 +504,7 @@ impl<S: SessionStore> SessionStore for CountingStore<S> {
         record: Arc<SessionRecord>,
         ttl: Duration,
         limit: Option<SessionLimit>,
-    ) -> Result<LoginWrite, StoreError> {
+    ) -> Result<LoginOutcome, StoreError> {
         self.hit();
         self.inner.login(old, new, record, ttl, limit).await
     }
@@ -559,7 +559,7 @@ impl<S: SessionStore> SessionStore for FlakyStore<S> {
         key: SessionKey,
         record: Arc<SessionRecord>,
         ttl: Duration,
-    ) -> Result<Write, StoreError> {
+    ) -> Result<WriteOutcome, StoreError> {
         self.check()?;
         self.inner.create(key, record, ttl).await
     }
@@ -570,7 +570,7 @@ impl<S: SessionStore> SessionStore for FlakyStore<S> {
         expected: u64,
         record: Arc<SessionRecord>,
         ttl: Duration,
-    ) -> Result<Write, StoreError> {
+    ) -> Result<WriteOutcome, StoreError> {
         self.check()?;
         self.inner.update(key, expected, record, ttl).await
     }
@@ -582,7 +582,7 @@ impl<S: SessionStore> SessionStore for FlakyStore<S> {
         new: SessionKey,
         record: Arc<SessionRecord>,
         ttl: Duration,
-    ) -> Result<Write, StoreError> {
+    ) -> Result<WriteOutcome, StoreError> {
         self.check()?;
         self.inner.rotate(old, expected, new, record, ttl).await
     }
@@ -599,7 +599,7 @@ impl<S: SessionStore> SessionStore for FlakyStore<S> {
         record: Arc<SessionRecord>,
         ttl: Duration,
         limit: Option<SessionLimit>,
-    ) -> Result<LoginWrite, StoreError> {
+    ) -> Result<LoginOutcome, StoreError> {
         self.check()?;
         self.inner.login(old, new, record, ttl, limit).await
     }
