@@ -85,9 +85,9 @@ use criterion::measurement::WallTime;
 use criterion::{BatchSize, Bencher, Criterion};
 use tokio::runtime::Runtime;
 use tower::{Service, ServiceExt};
+use tower_session_guard::store::{SessionKey, SessionStore};
 use tower_session_guard::{
-    Clock, Identity, ManualClock, MemoryStore, PeerAddr, Session, SessionError, SessionKey,
-    SessionStore, SystemClock,
+    Clock, Identity, ManualClock, MemoryStore, PeerAddr, Session, SessionError, SystemClock,
 };
 
 use support::{Users, TOUCH_INTERVAL};
@@ -778,7 +778,7 @@ fn redis(c: &mut Criterion) {
     let written = rt
         .block_on(near.create(support::guard_key(0), record, support::IDLE))
         .expect("redis create");
-    assert_eq!(written, tower_session_guard::WriteOutcome::Applied);
+    assert_eq!(written, tower_session_guard::store::WriteOutcome::Applied);
 
     let mut rng: u64 = 0x5eed;
     let one = Pick::Uniform(1);

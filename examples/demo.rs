@@ -23,7 +23,8 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
-use tower_session_guard::{Fingerprint, Identity, Session, SessionError, SessionStore};
+use tower_session_guard::store::SessionStore;
+use tower_session_guard::{Fingerprint, Identity, Session, SessionError};
 
 mod common;
 

@@ -20,7 +20,7 @@ use std::process::ExitCode;
 use tonic::metadata::MetadataValue;
 use tonic::transport::{Endpoint, Server};
 use tonic::{Code, Request};
-use tower_session_guard::SessionStore;
+use tower_session_guard::store::SessionStore;
 
 use common::{parse_args, print_banner, FLAGS};
 use grpc::auth::auth_client::AuthClient;

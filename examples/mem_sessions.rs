@@ -28,7 +28,8 @@ mod support;
 use std::time::{Duration, Instant, SystemTime};
 
 use support::{poll_now, proc_status_bytes, Users};
-use tower_session_guard::{MemoryStore, SessionStore};
+use tower_session_guard::store::SessionStore;
+use tower_session_guard::MemoryStore;
 
 fn main() {
     let mut args = std::env::args().skip(1);

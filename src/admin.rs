@@ -6,7 +6,7 @@ use std::time::SystemTime;
 
 use serde::Serialize;
 
-use crate::config::Config;
+use crate::config::Env;
 use crate::events::SessionEvent;
 use crate::id::{Fingerprint, SessionKey};
 use crate::store::{DynStore, StoreError};
@@ -34,19 +34,16 @@ pub struct SessionInfo {
 /// The user's live sessions, oldest first; expired ones are left out.
 pub(crate) async fn list(
     store: &dyn DynStore,
-    config: &Config,
+    env: &Env,
     user_id: &str,
     current: Option<SessionKey>,
 ) -> Result<Vec<(SessionKey, SessionInfo)>, StoreError> {
-    let now = config.clock.now();
+    let now = env.now();
     let mut out: Vec<_> = store
-        .user_sessions(user_id, config.list_limit())
+        .user_sessions(user_id, env.config.list_limit())
         .await?
         .into_iter()
-        .filter(|(_, r)| {
-            r.expiry(now, config.idle_timeout, config.absolute_timeout)
-                .is_none()
-        })
+        .filter(|(_, r)| env.config.expiry(r, now).is_none())
         .map(|(key, r)| {
             let info = SessionInfo {
                 id: key.fingerprint(),
@@ -70,23 +67,23 @@ const REVOKE_ROUNDS: usize = 8;
 
 /// Ends the user's sessions that `which` selects; returns how many were live. A session
 /// that rotates between the list and the delete is still ended: the store's delete follows
-/// the rotation (see [`SessionStore`](crate::SessionStore)).
+/// the rotation (see [`SessionStore`](crate::store::SessionStore)).
 pub(crate) async fn revoke(
     store: &dyn DynStore,
-    config: &Config,
+    env: &Env,
     user_id: &str,
     which: impl Fn(&SessionInfo) -> bool,
     reason: &'static str,
 ) -> Result<usize, StoreError> {
     let mut count = 0;
     for _ in 0..REVOKE_ROUNDS {
-        let listed = list(store, config, user_id, None).await?;
-        let full = listed.len() >= config.list_limit();
+        let listed = list(store, env, user_id, None).await?;
+        let full = listed.len() >= env.config.list_limit();
         let mut ended = 0;
         for (key, info) in listed {
             if which(&info) && store.delete(key).await? {
                 ended += 1;
-                config.emit(SessionEvent::Revoked {
+                env.emit(SessionEvent::Revoked {
                     session: info.id,
                     user_id: user_id.to_owned(),
                     reason,

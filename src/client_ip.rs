@@ -22,7 +22,8 @@
 use std::net::{IpAddr, SocketAddr};
 
 use http::{Extensions, HeaderMap, HeaderName};
-use ipnet::IpNet;
+
+use crate::net::Cidrs;
 
 /// The peer address of the connection, for servers whose connection info the layer does not
 /// know: insert it into each request's extensions before the layer runs.
@@ -89,7 +90,7 @@ impl std::str::FromStr for ForwardedHeader {
 /// The trusted proxies and the header they write, as the request path needs them.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct ProxyConfig {
-    pub(crate) trusted: Vec<IpNet>,
+    pub(crate) trusted: Cidrs,
     /// Always `Some` when `trusted` is not empty (the builder refuses otherwise).
     pub(crate) header: Option<ForwardedHeader>,
 }
@@ -182,7 +183,7 @@ pub(crate) fn resolve(headers: &HeaderMap, ext: &Extensions, proxies: &ProxyConf
     let Some(peer) = peer_addr(ext).map(|ip| ip.to_canonical()) else {
         return ClientAddr::NoPeer;
     };
-    let (true, Some(header)) = (is_trusted(&proxies.trusted, peer), proxies.header) else {
+    let (true, Some(header)) = (proxies.trusted.contains(peer), proxies.header) else {
         return ClientAddr::Known(peer);
     };
     let hops = match header {
@@ -203,10 +204,6 @@ pub(crate) fn resolve(headers: &HeaderMap, ext: &Extensions, proxies: &ProxyConf
     }
 }
 
-pub(crate) fn is_trusted(trusted: &[IpNet], ip: IpAddr) -> bool {
-    trusted.iter().any(|net| net.contains(&ip))
-}
-
 enum Chain {
     /// No such header.
     Absent,
@@ -217,13 +214,13 @@ enum Chain {
 }
 
 /// Walks hops from the right (the one our trusted peer appended) to the left.
-fn chain_client(hops: Option<Vec<Option<IpAddr>>>, trusted: &[IpNet]) -> Chain {
+fn chain_client(hops: Option<Vec<Option<IpAddr>>>, trusted: &Cidrs) -> Chain {
     let Some(hops) = hops else {
         return Chain::Absent;
     };
     for hop in hops.into_iter().rev() {
         match hop.map(|ip| ip.to_canonical()) {
-            Some(ip) if is_trusted(trusted, ip) => continue,
+            Some(ip) if trusted.contains(ip) => continue,
             Some(ip) => return Chain::Client(ip),
             // A hop we cannot read, written by (or passed through) a trusted proxy: anything
             // to its left is unverifiable.
@@ -335,7 +332,7 @@ mod tests {
 
     fn proxies(header: ForwardedHeader) -> ProxyConfig {
         ProxyConfig {
-            trusted: vec!["10.0.0.0/8".parse().unwrap(), "fd00::/8".parse().unwrap()],
+            trusted: Cidrs::parse(&["10.0.0.0/8", "fd00::/8"]).unwrap(),
             header: Some(header),
         }
     }

@@ -1,67 +1,18 @@
-//! The tower [`Layer`] and its builder.
+//! The tower [`Layer`], and the administration of users' sessions through it.
 
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::time::Duration;
 
-use cookie::SameSite;
 use tower_layer::Layer;
 
-use crate::abuse::{GuessingLimit, RateLimit};
 use crate::admin::{self, SessionInfo};
-use crate::client_ip::ForwardedHeader;
-use crate::clock::Clock;
-use crate::config::{Config, ConfigError, Settings};
-use crate::cookie::TokenTransport;
-use crate::events::EventSink;
+use crate::builder::SessionGuardBuilder;
+use crate::config::{Hooks, Settings};
+use crate::core::Core;
 use crate::id::Fingerprint;
-use crate::pin::PinMode;
-use crate::policy::{Decision, PolicyContext, PostAuthPolicy, ValidationPolicy};
-use crate::rejection::ResponseForRejection;
+use crate::policy::ValidationPolicy;
 use crate::service::SessionGuard;
-use crate::store::{DynStore, LimitPolicy, MemoryStore, SessionLimit, SessionStore, StoreError};
-
-/// What the layer and every service it makes share: the store, the policy and the
-/// configuration behind one reference count, so a service clone (one per request under
-/// `axum::serve`) and a `Session` handle each cost one atomic increment, not three.
-pub(crate) struct Core<St, P> {
-    pub(crate) store: St,
-    pub(crate) policy: P,
-    pub(crate) config: Config,
-}
-
-/// The parts of [`Core`] a `Session` handle uses, with the store's and the policy's types
-/// erased.
-pub(crate) trait Backend: Send + Sync + 'static {
-    fn store(&self) -> &dyn DynStore;
-    fn config(&self) -> &Config;
-    /// The policy's decision on a login about to happen (off the hot path, so boxed).
-    fn login_decision<'a>(
-        &'a self,
-        ctx: &'a PolicyContext<'a>,
-    ) -> Pin<Box<dyn Future<Output = Decision> + Send + 'a>>;
-}
-
-impl<St: SessionStore, P: PostAuthPolicy> Backend for Core<St, P> {
-    fn store(&self) -> &dyn DynStore {
-        &self.store
-    }
-
-    fn config(&self) -> &Config {
-        &self.config
-    }
-
-    fn login_decision<'a>(
-        &'a self,
-        ctx: &'a PolicyContext<'a>,
-    ) -> Pin<Box<dyn Future<Output = Decision> + Send + 'a>> {
-        match self.policy.evaluate_now(ctx) {
-            Some(decision) => Box::pin(std::future::ready(decision)),
-            None => Box::pin(self.policy.evaluate(ctx)),
-        }
-    }
-}
+use crate::store::memory::MemoryStore;
+use crate::store::{SessionStore, StoreError};
 
 /// Adds server-side sessions to a service. Cheap to clone.
 ///
@@ -86,6 +37,14 @@ pub struct SessionGuardLayer<St = MemoryStore, P = ValidationPolicy> {
     core: Arc<Core<St, P>>,
 }
 
+impl<St, P> SessionGuardLayer<St, P> {
+    pub(crate) fn from_core(core: Core<St, P>) -> Self {
+        SessionGuardLayer {
+            core: Arc::new(core),
+        }
+    }
+}
+
 impl<St, P> Clone for SessionGuardLayer<St, P> {
     fn clone(&self) -> Self {
         SessionGuardLayer {
@@ -97,7 +56,7 @@ impl<St, P> Clone for SessionGuardLayer<St, P> {
 impl<St, P> std::fmt::Debug for SessionGuardLayer<St, P> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("SessionGuardLayer")
-            .field("config", &self.core.config)
+            .field("env", &self.core.env)
             .finish_non_exhaustive()
     }
 }
@@ -105,22 +64,21 @@ impl<St, P> std::fmt::Debug for SessionGuardLayer<St, P> {
 impl<St: SessionStore> SessionGuardLayer<St> {
     /// The layer with every default (see [`config`](crate::config)).
     pub fn new(store: St) -> Self {
-        SessionGuardLayer {
-            core: Arc::new(Core {
-                store,
-                policy: ValidationPolicy::permit_all(),
-                config: Config::defaults(),
-            }),
-        }
+        let env = match Settings::default().validate(Hooks::default(), Vec::new()) {
+            Ok(env) => env,
+            // The config module's unit tests hold the defaults valid.
+            Err(e) => unreachable!("the default configuration is invalid: {e}"),
+        };
+        SessionGuardLayer::from_core(Core {
+            store,
+            policy: ValidationPolicy::permit_all(),
+            env,
+        })
     }
 
     /// Starts a configuration.
     pub fn builder(store: St) -> SessionGuardBuilder<St> {
-        SessionGuardBuilder {
-            store,
-            policy: ValidationPolicy::permit_all(),
-            settings: Settings::default(),
-        }
+        SessionGuardBuilder::new(store)
     }
 }
 
@@ -136,7 +94,7 @@ impl<St, P> SessionGuardLayer<St, P> {
 impl<St: SessionStore, P> SessionGuardLayer<St, P> {
     /// The user's live sessions, oldest first.
     pub async fn user_sessions(&self, user_id: &str) -> Result<Vec<SessionInfo>, StoreError> {
-        let list = admin::list(&self.core.store, &self.core.config, user_id, None).await?;
+        let list = admin::list(&self.core.store, &self.core.env, user_id, None).await?;
         Ok(list.into_iter().map(|(_, info)| info).collect())
     }
 
@@ -144,21 +102,14 @@ impl<St: SessionStore, P> SessionGuardLayer<St, P> {
     /// Returns how many were live. Requests in flight on those sessions can no longer write,
     /// and every later request is refused, on every instance that shares the store.
     pub async fn revoke_user(&self, user_id: &str) -> Result<usize, StoreError> {
-        admin::revoke(
-            &self.core.store,
-            &self.core.config,
-            user_id,
-            |_| true,
-            "admin",
-        )
-        .await
+        admin::revoke(&self.core.store, &self.core.env, user_id, |_| true, "admin").await
     }
 
     /// Ends one session of the user, by fingerprint. Returns whether it was live.
     pub async fn revoke_session(&self, user_id: &str, id: Fingerprint) -> Result<bool, StoreError> {
         let n = admin::revoke(
             &self.core.store,
-            &self.core.config,
+            &self.core.env,
             user_id,
             |s| s.id == id,
             "admin",
@@ -173,234 +124,5 @@ impl<S, St, P> Layer<S> for SessionGuardLayer<St, P> {
 
     fn layer(&self, inner: S) -> Self::Service {
         SessionGuard::new(inner, self.core.clone())
-    }
-}
-
-/// Configures a [`SessionGuardLayer`]; [`build`](Self::build) checks the result.
-#[must_use]
-pub struct SessionGuardBuilder<St, P = ValidationPolicy> {
-    store: St,
-    policy: P,
-    settings: Settings,
-}
-
-impl<St: SessionStore, P: PostAuthPolicy> SessionGuardBuilder<St, P> {
-    /// How strictly an authenticated session is bound to its login address (default
-    /// [`PinMode::Exact`]). See [`pin`](crate::pin) for choosing a mode.
-    pub fn pin_mode(mut self, mode: PinMode) -> Self {
-        self.settings.pin = mode;
-        self
-    }
-
-    /// Networks from which authenticated sessions may be used at all (CIDR; a bare address is
-    /// one host). Default: any. Parsed by [`build`](Self::build).
-    pub fn allowed_ranges<I, S>(mut self, ranges: I) -> Self
-    where
-        I: IntoIterator<Item = S>,
-        S: Into<String>,
-    {
-        self.settings.allowed_ranges = ranges.into_iter().map(Into::into).collect();
-        self
-    }
-
-    /// Proxies whose forwarding header is believed (CIDR; a bare address is one host).
-    /// Default: none, so the client address is the connection's peer. List only proxies you
-    /// run, and name the header they write with [`forwarded_header`](Self::forwarded_header)
-    /// ([`build`](Self::build) refuses trusted proxies without one).
-    ///
-    /// ```
-    /// use tower_session_guard::{ForwardedHeader, MemoryStore, SessionGuardLayer};
-    ///
-    /// let layer = SessionGuardLayer::builder(MemoryStore::new())
-    ///     .trusted_proxies(["10.0.0.5"])
-    ///     .forwarded_header(ForwardedHeader::XForwardedFor)
-    ///     .build()?;
-    /// # Ok::<_, tower_session_guard::ConfigError>(())
-    /// ```
-    pub fn trusted_proxies<I, S>(mut self, proxies: I) -> Self
-    where
-        I: IntoIterator<Item = S>,
-        S: Into<String>,
-    {
-        self.settings.trusted_proxies = proxies.into_iter().map(Into::into).collect();
-        self
-    }
-
-    /// The one forwarding header your trusted proxies write; every other forwarding header is
-    /// ignored, because proxies pass the others through from the client untouched. When a
-    /// request from a trusted proxy has no usable chain in this header, its client address is
-    /// unknown: an authenticated request is then refused with 401 (the session is kept) and
-    /// a login fails with [`SessionError::ClientIpUnverifiable`](crate::SessionError::ClientIpUnverifiable).
-    pub fn forwarded_header(mut self, header: ForwardedHeader) -> Self {
-        self.settings.forwarded_header = Some(header);
-        self
-    }
-
-    /// The idle timeout of guest sessions, which hold no login (default 15 minutes, at most
-    /// the absolute lifetime). Shorter than a logged-in user's, so anonymous state leaves the
-    /// store soon; the stores also keep guests within a budget of their own.
-    pub fn guest_idle_timeout(mut self, idle: Duration) -> Self {
-        self.settings.guest_idle_timeout = idle;
-        self
-    }
-
-    /// How many guest sessions one client address may create per window (default 300 per
-    /// minute; IPv6 addresses count by their /64). Beyond it, the handler's write fails with
-    /// [`SessionError::RateLimited`](crate::SessionError::RateLimited) (429). `None` turns
-    /// the limit off. Logins and requests with a live session are never charged.
-    pub fn guest_creation_limit(mut self, limit: Option<RateLimit>) -> Self {
-        self.settings.guest_creation_limit = limit;
-        self
-    }
-
-    /// ID-guessing detection (default: more than 100 distinct unknown tokens from one address
-    /// per minute emit [`SessionEvent::TokenGuessing`](crate::SessionEvent::TokenGuessing),
-    /// no cool-down). With a cool-down, the address's unknown tokens are then answered 429
-    /// and it creates no guest session until the cool-down ends; its live sessions keep
-    /// working, so a guesser behind a shared NAT cannot lock out logged-in neighbours.
-    /// `None` turns detection off.
-    pub fn token_guessing(mut self, limit: Option<GuessingLimit>) -> Self {
-        self.settings.guessing_limit = limit;
-        self
-    }
-
-    /// The interval over which flood-prone events (guest creations, unknown tokens, refused
-    /// guests) are aggregated (default 10 s; zero emits every event). See
-    /// [`SessionEvent::Suppressed`](crate::SessionEvent::Suppressed).
-    pub fn event_aggregation(mut self, interval: Duration) -> Self {
-        self.settings.event_interval = interval;
-        self
-    }
-
-    /// Caps each user's live authenticated sessions at `max` (default 20 with
-    /// [`LimitPolicy::EvictOldest`]; see [`config`](crate::config) for why). At a login
-    /// beyond it, [`LimitPolicy::EvictOldest`] ends the user's oldest sessions and
-    /// [`LimitPolicy::RejectNew`] refuses the login with
-    /// [`SessionError::TooManySessions`](crate::SessionError::TooManySessions). The check is
-    /// atomic in the store, so it holds across instances sharing one.
-    pub fn max_sessions_per_user(mut self, max: usize, policy: LimitPolicy) -> Self {
-        self.settings.session_limit = Some(SessionLimit { max, policy });
-        self
-    }
-
-    /// How the token travels (default [`TokenTransport::Both`]): see its docs.
-    pub fn token_transport(mut self, transport: TokenTransport) -> Self {
-        self.settings.token_transport = transport;
-        self
-    }
-
-    /// The header that carries the token for clients without a cookie jar (default
-    /// `x-session-token`; in gRPC it is a metadata key).
-    pub fn token_header(mut self, name: impl Into<String>) -> Self {
-        self.settings.token_header = name.into();
-        self
-    }
-
-    /// What the layer answers when it refuses a request (default
-    /// [`DefaultRejectionResponse`](crate::DefaultRejectionResponse)).
-    pub fn rejection_response(mut self, responder: impl ResponseForRejection) -> Self {
-        self.settings.rejections = Arc::new(responder);
-        self
-    }
-
-    /// Replaces the post-authentication policy (default: [`ValidationPolicy::permit_all`]).
-    pub fn policy<Q: PostAuthPolicy>(self, policy: Q) -> SessionGuardBuilder<St, Q> {
-        SessionGuardBuilder {
-            store: self.store,
-            policy,
-            settings: self.settings,
-        }
-    }
-
-    /// Adds a second policy after the current one: both must allow. For example the built-in
-    /// validation policy and then a closure of your own.
-    pub fn and_policy<Q: PostAuthPolicy>(self, policy: Q) -> SessionGuardBuilder<St, (P, Q)> {
-        SessionGuardBuilder {
-            store: self.store,
-            policy: (self.policy, policy),
-            settings: self.settings,
-        }
-    }
-
-    /// The cookie name (default `__Host-session`). A `__Host-` name requires `Secure`,
-    /// `Path=/` and no `Domain`; a `__Secure-` name requires `Secure`.
-    pub fn cookie_name(mut self, name: impl Into<String>) -> Self {
-        self.settings.cookie.name = name.into();
-        self
-    }
-
-    /// The `SameSite` attribute (default `Lax`). `None` requires `Secure`.
-    pub fn same_site(mut self, same_site: SameSite) -> Self {
-        self.settings.cookie.same_site = same_site;
-        self
-    }
-
-    /// The `Secure` attribute (default on). Turning it off also needs a cookie name without
-    /// the `__Host-`/`__Secure-` prefix, and is only for plain-HTTP development.
-    pub fn secure(mut self, secure: bool) -> Self {
-        self.settings.cookie.secure = secure;
-        self
-    }
-
-    /// The cookie `Path` (default `/`; a `__Host-` cookie requires `/`).
-    pub fn cookie_path(mut self, path: impl Into<String>) -> Self {
-        self.settings.cookie.path = path.into();
-        self
-    }
-
-    /// The cookie `Domain` (default none, which keeps the cookie on this host only; a
-    /// `__Host-` cookie forbids it).
-    pub fn cookie_domain(mut self, domain: impl Into<String>) -> Self {
-        self.settings.cookie.domain = Some(domain.into());
-        self
-    }
-
-    /// Makes the cookie persistent, with `Max-Age` set to the session's remaining absolute
-    /// lifetime (default off: a session cookie that dies with the browser).
-    pub fn persistent(mut self, persistent: bool) -> Self {
-        self.settings.cookie.persistent = persistent;
-        self
-    }
-
-    /// The idle timeout (default 30 minutes).
-    pub fn idle_timeout(mut self, idle: Duration) -> Self {
-        self.settings.idle_timeout = idle;
-        self
-    }
-
-    /// The absolute lifetime (default 8 hours).
-    pub fn absolute_timeout(mut self, absolute: Duration) -> Self {
-        self.settings.absolute_timeout = absolute;
-        self
-    }
-
-    /// The clock (default the system clock); tests inject a [`ManualClock`](crate::ManualClock).
-    pub fn clock(mut self, clock: impl Clock) -> Self {
-        self.settings.clock = Arc::new(clock);
-        self
-    }
-
-    /// Receives every [`SessionEvent`](crate::SessionEvent), in addition to `tracing`.
-    pub fn event_sink(mut self, sink: impl EventSink) -> Self {
-        self.settings.events = Some(Arc::new(sink));
-        self
-    }
-
-    /// Checks the configuration and builds the layer. A trusted proxy range that overlaps an
-    /// allowed range or a range of the policy is reported as a
-    /// [`SessionEvent::ConfigWarning`](crate::SessionEvent::ConfigWarning).
-    ///
-    /// # Errors
-    ///
-    /// A [`ConfigError`] that says what to change.
-    pub fn build(mut self) -> Result<SessionGuardLayer<St, P>, ConfigError> {
-        self.settings.policy_ranges = self.policy.ip_ranges();
-        Ok(SessionGuardLayer {
-            core: Arc::new(Core {
-                store: self.store,
-                policy: self.policy,
-                config: self.settings.validate()?,
-            }),
-        })
     }
 }

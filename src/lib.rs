@@ -28,10 +28,12 @@
 
 mod abuse;
 mod admin;
+mod builder;
 mod client_ip;
 mod clock;
+mod commit;
 pub mod config;
-mod cookie;
+mod core;
 mod events;
 #[cfg(feature = "axum")]
 mod extract;
@@ -40,41 +42,46 @@ mod extract;
 #[doc(hidden)]
 #[path = "fuzz.rs"]
 pub mod __fuzz;
+pub mod future;
 mod id;
 mod layer;
-pub mod pin;
-pub mod policy;
+mod net;
+mod pin;
+mod policy;
 mod record;
 mod rejection;
 mod service;
 mod session;
+mod steps;
 pub mod store;
+mod transport;
 
 pub use crate::abuse::{GuessingLimit, RateLimit};
 pub use crate::admin::SessionInfo;
+pub use crate::builder::SessionGuardBuilder;
 pub use crate::client_ip::{ClientIp, ForwardedHeader, PeerAddr};
 pub use crate::clock::{Clock, ManualClock, SystemClock};
-pub use crate::config::ConfigError;
-pub use crate::cookie::{TokenTransport, MAX_COOKIE_HEADER};
+pub use crate::config::error::ConfigError;
+pub use crate::config::settings::LimitPolicy;
 pub use crate::events::{EventSink, SessionEvent};
 #[cfg(feature = "axum")]
 pub use crate::extract::MissingSessionLayer;
-pub use crate::id::{Fingerprint, InvalidFingerprint, SessionKey, SessionToken};
-pub use crate::layer::{SessionGuardBuilder, SessionGuardLayer};
+pub use crate::id::{Fingerprint, InvalidFingerprint, SessionToken};
+pub use crate::layer::SessionGuardLayer;
+pub use crate::net::InvalidCidr;
 pub use crate::pin::PinMode;
 pub use crate::policy::{
     AllowAll, Decision, PolicyContext, PolicyError, PolicyMode, PostAuthPolicy, Rule,
-    ValidationPolicy,
+    ValidationPolicy, ValidationPolicyBuilder,
 };
 pub use crate::record::{ExpiryKind, Identity, SessionRecord};
 pub use crate::rejection::{is_grpc, DefaultRejectionResponse, Rejection, ResponseForRejection};
-pub use crate::service::{ResponseFuture, SessionGuard};
+pub use crate::service::SessionGuard;
 pub use crate::session::{Session, SessionError, MAX_VALUE_DEPTH};
-pub use crate::store::{
-    LimitPolicy, LoginOutcome, MemoryStore, SessionLimit, SessionStore, StoreError, WriteOutcome,
-};
+pub use crate::store::memory::{MemoryStore, MemoryStoreBuilder};
 #[cfg(feature = "redis")]
-pub use crate::store::{NearCacheStats, RedisStore, RedisStoreBuilder, RedisStoreError};
+pub use crate::store::redis::{NearCacheStats, RedisStore, RedisStoreBuilder, RedisStoreError};
+pub use crate::transport::{TokenTransport, MAX_COOKIE_HEADER};
 pub use ::cookie::SameSite;
 
 /// The README's code blocks, compiled as doc tests so the quick start stays true.

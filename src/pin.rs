@@ -4,22 +4,25 @@
 //! that session the layer compares the request's address with it, and with the optional
 //! allowed ranges, before anything else sees the request. A mismatch is treated as a hijack:
 //! the session is destroyed on the server and the request refused.
-//!
-//! Choosing a mode:
-//!
-//! * [`PinMode::Exact`] (the default) is the strongest: a stolen cookie is useless from any
-//!   other address. It logs out users whose address changes mid-session: mobile clients moving
-//!   between networks, IPv6 privacy addresses rotating, load-balanced egress NATs.
-//! * [`PinMode::Subnet`] tolerates changes inside a /24 (IPv4) or /64 (IPv6) by default: one
-//!   IPv6 host's privacy addresses share a /64, and many carrier NATs hand out addresses from
-//!   one /24. An attacker on the same network segment is not stopped.
-//! * [`PinMode::Off`] pins nothing; allowed ranges and policies still apply.
 
 use std::net::IpAddr;
 
-use ipnet::{IpNet, Ipv4Net, Ipv6Net};
+use crate::net::same_network;
 
-/// How strictly a session is bound to its login address.
+/// How strictly a session is bound to its login address. At login the client's address is
+/// stored in the session record; on every later request the layer compares the request's
+/// address with it (and with the optional allowed ranges) before anything else sees the
+/// request, and a mismatch destroys the session on the server and refuses the request.
+///
+/// Choosing a mode:
+///
+/// * [`PinMode::Exact`] (the default) is the strongest: a stolen cookie is useless from any
+///   other address. It logs out users whose address changes mid-session: mobile clients moving
+///   between networks, IPv6 privacy addresses rotating, load-balanced egress NATs.
+/// * [`PinMode::Subnet`] tolerates changes inside a /24 (IPv4) or /64 (IPv6) by default: one
+///   IPv6 host's privacy addresses share a /64, and many carrier NATs hand out addresses from
+///   one /24. An attacker on the same network segment is not stopped.
+/// * [`PinMode::Off`] pins nothing; allowed ranges and policies still apply.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum PinMode {
     /// The exact address of the login (the default).
@@ -54,15 +57,7 @@ impl PinMode {
             PinMode::Subnet {
                 v4_prefix,
                 v6_prefix,
-            } => match (pinned, actual) {
-                (IpAddr::V4(p), IpAddr::V4(a)) => Ipv4Net::new(p, v4_prefix)
-                    .map(|n| n.trunc().contains(&a))
-                    .unwrap_or(false),
-                (IpAddr::V6(p), IpAddr::V6(a)) => Ipv6Net::new(p, v6_prefix)
-                    .map(|n| n.trunc().contains(&a))
-                    .unwrap_or(false),
-                _ => false,
-            },
+            } => same_network(pinned, actual, v4_prefix, v6_prefix),
         }
     }
 
@@ -76,11 +71,6 @@ impl PinMode {
             _ => true,
         }
     }
-}
-
-/// Whether `ip` lies in one of `ranges`; an empty list allows every address.
-pub(crate) fn in_ranges(ranges: &[IpNet], ip: IpAddr) -> bool {
-    ranges.is_empty() || ranges.iter().any(|r| r.contains(&ip.to_canonical()))
 }
 
 #[cfg(test)]
@@ -124,14 +114,5 @@ mod tests {
     #[test]
     fn off_mode_allows_anything() {
         assert!(PinMode::Off.allows(ip("192.0.2.1"), ip("2001:db8::1")));
-    }
-
-    #[test]
-    fn ranges() {
-        let r: Vec<IpNet> = vec!["127.0.0.0/8".parse().unwrap()];
-        assert!(in_ranges(&r, ip("127.0.0.2")));
-        assert!(in_ranges(&r, ip("::ffff:127.0.0.2")));
-        assert!(!in_ranges(&r, ip("192.0.2.1")));
-        assert!(in_ranges(&[], ip("192.0.2.1")));
     }
 }

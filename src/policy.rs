@@ -15,6 +15,8 @@ use std::time::Duration;
 use http::{HeaderMap, Method, Uri};
 use ipnet::IpNet;
 
+use crate::net::{Cidrs, InvalidCidr};
+
 use crate::record::Identity;
 
 /// What a policy sees about one request of an authenticated session, or about a login that
@@ -271,12 +273,12 @@ impl Rule {
 #[non_exhaustive]
 pub enum PolicyError {
     /// A range is not valid CIDR notation.
-    #[error("rule {rule:?}: {value:?} is not a CIDR range (expected e.g. 10.0.0.0/8 or ::1/128)")]
+    #[error("rule {rule:?}: {value}")]
     InvalidCidr {
         /// The rule's name.
         rule: String,
         /// The offending text.
-        value: String,
+        value: InvalidCidr,
     },
     /// A rule without conditions would match every session, which is almost surely a mistake.
     #[error("rule {0:?} has no conditions; give it ip_ranges, roles or groups")]
@@ -294,17 +296,14 @@ pub enum PolicyError {
 #[derive(Debug, Clone)]
 struct CompiledRule {
     name: String,
-    ip_ranges: Option<Vec<IpNet>>,
+    ip_ranges: Option<Cidrs>,
     roles: Option<Vec<String>>,
     groups: Option<Vec<String>>,
 }
 
 impl CompiledRule {
     fn matches(&self, ip: IpAddr, identity: &Identity) -> bool {
-        let ip = ip.to_canonical();
-        self.ip_ranges
-            .as_ref()
-            .is_none_or(|r| r.iter().any(|n| n.contains(&ip)))
+        self.ip_ranges.as_ref().is_none_or(|r| r.contains(ip))
             && self
                 .roles
                 .as_ref()
@@ -316,7 +315,11 @@ impl CompiledRule {
     }
 }
 
-/// The built-in session validation policy. See the [module docs](self).
+/// The built-in session validation policy, modelled on enterprise identity platforms: in
+/// **allow** mode (the default) the session is terminated unless one of its rules holds; in
+/// **deny** mode it continues unless one of its rules matches. A rule holds when all its
+/// given conditions (IP ranges, roles, groups) hold. It is asked on every request of an
+/// authenticated session after the pin check, and never for guests.
 ///
 /// ```
 /// use tower_session_guard::{PolicyMode, Rule, ValidationPolicy};
@@ -380,7 +383,7 @@ impl PostAuthPolicy for ValidationPolicy {
     fn ip_ranges(&self) -> Vec<IpNet> {
         self.rules
             .iter()
-            .flat_map(|r| r.ip_ranges.iter().flatten().copied())
+            .flat_map(|r| r.ip_ranges.iter().flat_map(Cidrs::as_slice).copied())
             .collect()
     }
 }
@@ -425,24 +428,14 @@ impl ValidationPolicyBuilder {
                     });
                 }
             }
-            let ip_ranges = match r.ip_ranges {
-                None => None,
-                Some(list) => Some(
-                    list.iter()
-                        .map(|s| {
-                            let text = s.trim();
-                            // A bare address means that one host, as for the layer's ranges.
-                            text.parse::<IpNet>()
-                                .or_else(|_| text.parse::<IpAddr>().map(IpNet::from))
-                                .map(|n| n.trunc())
-                                .map_err(|_| PolicyError::InvalidCidr {
-                                    rule: r.name.clone(),
-                                    value: s.clone(),
-                                })
-                        })
-                        .collect::<Result<Vec<_>, _>>()?,
-                ),
-            };
+            let ip_ranges = r
+                .ip_ranges
+                .map(|list| Cidrs::parse(&list))
+                .transpose()
+                .map_err(|value| PolicyError::InvalidCidr {
+                    rule: r.name.clone(),
+                    value,
+                })?;
             rules.push(CompiledRule {
                 name: r.name,
                 ip_ranges,

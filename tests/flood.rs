@@ -17,7 +17,8 @@ use std::time::Instant;
 use axum::http::{Method, StatusCode};
 use axum::Router;
 use common::*;
-use tower_session_guard::{MemoryStore, SessionGuardLayer, SessionStore};
+use tower_session_guard::store::SessionStore;
+use tower_session_guard::{MemoryStore, SessionGuardLayer};
 
 /// Anonymous session-creating requests in the flood (`FLOOD_REQUESTS` overrides).
 fn flood_size() -> u64 {

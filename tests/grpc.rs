@@ -32,9 +32,10 @@ use tonic::transport::server::TcpIncoming;
 use tonic::transport::{Channel, Endpoint, Server};
 use tonic::{Code, Status};
 use tower::ServiceBuilder;
+use tower_session_guard::store::{SessionKey, SessionStore};
 use tower_session_guard::{
     ExpiryKind, Fingerprint, ManualClock, MemoryStore, PinMode, PostAuthPolicy, Rejection,
-    SessionEvent, SessionGuardLayer, SessionKey, SessionStore, SessionToken,
+    SessionEvent, SessionGuardLayer, SessionToken,
 };
 
 use common::demo_policy;

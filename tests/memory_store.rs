@@ -8,10 +8,10 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use tower_session_guard::store::MAX_FORWARD_HOPS;
-use tower_session_guard::{
-    Identity, LimitPolicy, LoginOutcome, MemoryStore, SessionKey, SessionLimit, SessionRecord,
-    SessionStore, SessionToken, WriteOutcome,
+use tower_session_guard::store::{
+    LoginOutcome, SessionKey, SessionLimit, SessionStore, WriteOutcome,
 };
+use tower_session_guard::{Identity, LimitPolicy, MemoryStore, SessionRecord, SessionToken};
 
 const TTL: Duration = Duration::from_secs(3600);
 

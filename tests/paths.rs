@@ -21,9 +21,12 @@ use axum::http::{Method, StatusCode};
 use axum::routing::get;
 use axum::Router;
 use common::*;
+use tower_session_guard::store::{
+    LoginOutcome, SessionKey, SessionLimit, SessionStore, StoreError, WriteOutcome,
+};
 use tower_session_guard::{
-    Decision, LoginOutcome, MemoryStore, PinMode, PolicyContext, PostAuthPolicy, Rejection,
-    SessionEvent, SessionKey, SessionLimit, SessionRecord, SessionStore, StoreError, WriteOutcome,
+    Decision, MemoryStore, PinMode, PolicyContext, PostAuthPolicy, Rejection, SessionEvent,
+    SessionRecord,
 };
 
 /// The default idle timeout (the scenario keeps the default timeouts).

@@ -21,10 +21,12 @@ use std::time::{Duration, Instant, SystemTime};
 use axum::http::{Method, StatusCode};
 use axum::Router;
 use common::*;
+use tower_session_guard::store::{
+    LoginOutcome, SessionKey, SessionLimit, SessionStore, StoreError, WriteOutcome,
+};
 use tower_session_guard::store::{FORWARD_TTL, MAX_FORWARD_HOPS};
 use tower_session_guard::{
-    Identity, LimitPolicy, LoginOutcome, RedisStore, SessionGuardLayer, SessionKey, SessionLimit,
-    SessionRecord, SessionStore, SessionToken, StoreError, WriteOutcome,
+    Identity, LimitPolicy, RedisStore, SessionGuardLayer, SessionRecord, SessionToken,
 };
 
 // ----- environment -----

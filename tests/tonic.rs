@@ -23,9 +23,8 @@ use tonic_health::pb::health_client::HealthClient;
 use tonic_health::pb::HealthCheckRequest;
 use tower::util::MapRequestLayer;
 use tower::ServiceBuilder;
-use tower_session_guard::{
-    MemoryStore, Session, SessionEvent, SessionGuardLayer, SessionKey, SessionToken,
-};
+use tower_session_guard::store::SessionKey;
+use tower_session_guard::{MemoryStore, Session, SessionEvent, SessionGuardLayer, SessionToken};
 
 /// Upper bound for every wait: connect, RPC, shutdown.
 const WAIT: Duration = Duration::from_secs(10);

@@ -25,9 +25,10 @@ use std::time::{Duration, SystemTime};
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
+use tower_session_guard::store::{SessionKey, SessionStore, WriteOutcome};
 use tower_session_guard::{
     Clock, Identity, MemoryStore, PinMode, PolicyMode, RateLimit, Rule, SessionGuardLayer,
-    SessionKey, SessionRecord, SessionStore, ValidationPolicy, WriteOutcome,
+    SessionRecord, ValidationPolicy,
 };
 
 /// The layer's cookie name (its default).

@@ -10,9 +10,10 @@ use subtle::ConstantTimeEq;
 use tower_session_guard::config::{
     DEFAULT_ABSOLUTE_TIMEOUT, DEFAULT_GUEST_IDLE_TIMEOUT, DEFAULT_IDLE_TIMEOUT, MAX_LIFETIME,
 };
+use tower_session_guard::store::SessionStore;
 use tower_session_guard::{
     ForwardedHeader, Identity, LimitPolicy, PinMode, PolicyError, PolicyMode, Rule,
-    SessionGuardLayer, SessionStore, ValidationPolicy,
+    SessionGuardLayer, ValidationPolicy,
 };
 
 /// A demo account.

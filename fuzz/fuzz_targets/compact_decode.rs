@@ -8,7 +8,7 @@ use std::time::{Duration, UNIX_EPOCH};
 
 use libfuzzer_sys::fuzz_target;
 use tower_session_guard::__fuzz::CompactBlob;
-use tower_session_guard::SessionKey;
+use tower_session_guard::store::SessionKey;
 
 /// Bytes 1..25 of a blob hold bytes 8..32 of its session key.
 const KEY_TAIL: std::ops::Range<usize> = 1..25;

@@ -23,7 +23,8 @@ use common::{Seen, Svc, COOKIE_NAME, TOKEN_HEADER};
 use http::header::{HeaderName, CONTENT_TYPE, COOKIE};
 use http::StatusCode;
 use libfuzzer_sys::fuzz_target;
-use tower_session_guard::{Fingerprint, MemoryStore, SessionKey, TokenTransport};
+use tower_session_guard::store::SessionKey;
+use tower_session_guard::{Fingerprint, MemoryStore, TokenTransport};
 
 const PEER: IpAddr = IpAddr::V4(Ipv4Addr::new(203, 0, 113, 7));
 /// 43 base64url characters decoding to 32 zero bytes: well-formed, in no store.

@@ -7,7 +7,8 @@
 use libfuzzer_sys::fuzz_target;
 use sha2::{Digest, Sha256};
 use tower_session_guard::__fuzz::key_from_token_bytes;
-use tower_session_guard::{Fingerprint, SessionKey};
+use tower_session_guard::store::SessionKey;
+use tower_session_guard::Fingerprint;
 
 /// base64url without padding, written out by hand: exactly 43 characters of the URL-safe
 /// alphabet whose last character carries no bits beyond the 256th.

@@ -19,9 +19,10 @@
 
 // `pub(crate)` for the fuzz targets' entry points (src/fuzz.rs, `--cfg fuzzing` only).
 pub(crate) mod compact;
-mod memory;
+// The stores themselves are exported at the crate root (applications name them there).
+pub(crate) mod memory;
 #[cfg(feature = "redis")]
-pub mod redis;
+pub(crate) mod redis;
 
 use std::error::Error as StdError;
 use std::fmt;
@@ -30,12 +31,10 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-pub use memory::{MemoryStore, MemoryStoreBuilder, DEFAULT_CAPACITY, DEFAULT_HOT_CAPACITY};
-#[cfg(feature = "redis")]
-pub use redis::{NearCacheStats, RedisStore, RedisStoreBuilder, RedisStoreError};
-
-use crate::id::SessionKey;
+pub use crate::id::SessionKey;
 use crate::record::SessionRecord;
+// Shared with the stores; applications name it at the crate root.
+pub(crate) use crate::config::settings::LimitPolicy;
 
 /// Whether a conditional write took effect.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -55,18 +54,6 @@ pub struct SessionLimit {
     pub max: usize,
     /// What happens at a login beyond it.
     pub policy: LimitPolicy,
-}
-
-/// What a login beyond [`SessionLimit::max`] does.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum LimitPolicy {
-    /// The login succeeds and the user's oldest sessions (by creation) are ended (the default:
-    /// a user who lost a device can always log in again).
-    #[default]
-    EvictOldest,
-    /// The login fails with [`SessionError::TooManySessions`](crate::SessionError::TooManySessions)
-    /// and nothing changes.
-    RejectNew,
 }
 
 /// The outcome of [`SessionStore::login`].

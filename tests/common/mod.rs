@@ -17,11 +17,13 @@ use axum::routing::{get, post};
 use axum::{Extension, Json, Router};
 use http_body_util::BodyExt;
 use tower::ServiceExt;
+use tower_session_guard::store::{
+    LoginOutcome, SessionKey, SessionLimit, SessionStore, StoreError, WriteOutcome,
+};
 use tower_session_guard::{
-    ClientIp, Fingerprint, Identity, LoginOutcome, ManualClock, MemoryStore, PeerAddr,
-    PostAuthPolicy, Rule, Session, SessionError, SessionEvent, SessionGuardBuilder,
-    SessionGuardLayer, SessionKey, SessionLimit, SessionRecord, SessionStore, StoreError,
-    ValidationPolicy, WriteOutcome,
+    ClientIp, Fingerprint, Identity, ManualClock, MemoryStore, PeerAddr, PostAuthPolicy, Rule,
+    Session, SessionError, SessionEvent, SessionGuardBuilder, SessionGuardLayer, SessionRecord,
+    ValidationPolicy,
 };
 
 /// The default cookie name.

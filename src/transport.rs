@@ -1,13 +1,12 @@
-//! Reading the token from requests and writing it into responses: the cookie (with the
+//! Token transport: reading the token from requests and writing it into responses: the cookie (with the
 //! `cookie` crate) for browsers, and a plain header (default `x-session-token`) for clients
 //! that keep no cookie jar, such as gRPC clients.
 
 use std::time::Duration;
 
-use cookie::Cookie;
+use cookie::{Cookie, SameSite};
 use http::header::{HeaderMap, HeaderName, HeaderValue, CACHE_CONTROL, COOKIE, SET_COOKIE};
 
-use crate::config::{Config, CookieConfig};
 use crate::id::{SessionKey, SessionToken};
 
 /// How the token travels between client and server.
@@ -25,6 +24,26 @@ pub enum TokenTransport {
     /// new token back the way it sent one (the header if it sent none).
     #[default]
     Both,
+}
+
+/// The cookie's attributes, as the builder set them (checked by the configuration).
+#[derive(Debug, Clone)]
+pub(crate) struct CookieSettings {
+    pub(crate) name: String,
+    pub(crate) secure: bool,
+    pub(crate) same_site: SameSite,
+    pub(crate) path: String,
+    pub(crate) domain: Option<String>,
+    pub(crate) persistent: bool,
+}
+
+/// Everything this module needs to read and write tokens, validated: the transport, the
+/// token header's name and the cookie.
+#[derive(Debug, Clone)]
+pub(crate) struct Transport {
+    pub(crate) mode: TokenTransport,
+    pub(crate) header: HeaderName,
+    pub(crate) cookie: CookieSettings,
 }
 
 /// How many session cookies (or token headers) of a request are tried. Several cookies with
@@ -79,9 +98,9 @@ pub(crate) enum Via {
 }
 
 /// The presented session keys and the way a new token must go back.
-pub(crate) fn read_token(headers: &HeaderMap, config: &Config) -> (Candidates, Via) {
+pub(crate) fn read_token(headers: &HeaderMap, transport: &Transport) -> (Candidates, Via) {
     let grpc = || crate::rejection::is_grpc(headers);
-    let (cookie_ok, header_ok) = match config.token_transport {
+    let (cookie_ok, header_ok) = match transport.mode {
         TokenTransport::Cookie => (true, false),
         TokenTransport::Header => (false, true),
         TokenTransport::Both if grpc() => (true, true),
@@ -90,13 +109,13 @@ pub(crate) fn read_token(headers: &HeaderMap, config: &Config) -> (Candidates, V
     // For gRPC, an explicit header wins over an ambient cookie: only code that holds the
     // token can set it.
     if header_ok {
-        let keys = keys_from_header(headers, &config.token_header);
+        let keys = keys_from_header(headers, &transport.header);
         if !keys.is_empty() {
             return (keys, Via::Header);
         }
     }
     if cookie_ok {
-        let keys = keys_from_headers(headers, &config.cookie.name);
+        let keys = keys_from_headers(headers, &transport.cookie.name);
         if !keys.is_empty() {
             return (keys, Via::Cookie);
         }
@@ -107,11 +126,11 @@ pub(crate) fn read_token(headers: &HeaderMap, config: &Config) -> (Candidates, V
 
 /// Marks the request's session cookie and token header values sensitive, so that their
 /// `Debug` (in a policy's log line, a handler's `?headers`) is redacted.
-pub(crate) fn mark_sensitive(headers: &mut HeaderMap, config: &Config) {
+pub(crate) fn mark_sensitive(headers: &mut HeaderMap, transport: &Transport) {
     // One pass over the (few) headers: `entry` would reserve room in the map first, and a
     // second name would mean a second lookup.
     for (name, value) in headers.iter_mut() {
-        if name == COOKIE || name == config.token_header {
+        if name == COOKIE || name == transport.header {
             value.set_sensitive(true);
         }
     }
@@ -135,16 +154,20 @@ fn keys_from_header(headers: &HeaderMap, name: &HeaderName) -> Candidates {
 /// Hands a new token to the client the way it expects it.
 pub(crate) fn issue_token(
     headers: &mut HeaderMap,
-    config: &Config,
+    transport: &Transport,
     via: Via,
     token: &SessionToken,
     max_age: Option<Duration>,
 ) {
     match via {
-        Via::Cookie => append(headers, SET_COOKIE, issue(&config.cookie, token, max_age)),
+        Via::Cookie => append(
+            headers,
+            SET_COOKIE,
+            issue(&transport.cookie, token, max_age),
+        ),
         Via::Header => append(
             headers,
-            config.token_header.clone(),
+            transport.header.clone(),
             HeaderValue::from_str(token.as_str()).ok(),
         ),
     }
@@ -152,9 +175,9 @@ pub(crate) fn issue_token(
 
 /// Tells a cookie client to drop its token. A header client simply stops sending it (its
 /// token is dead on the server either way), so it gets nothing.
-pub(crate) fn remove_token(headers: &mut HeaderMap, config: &Config, via: Via) {
+pub(crate) fn remove_token(headers: &mut HeaderMap, transport: &Transport, via: Via) {
     if via == Via::Cookie {
-        append(headers, SET_COOKIE, removal(&config.cookie));
+        append(headers, SET_COOKIE, removal(&transport.cookie));
     }
 }
 
@@ -216,7 +239,7 @@ fn key_from_pair(pair: &[u8], name: &[u8]) -> Option<SessionKey> {
         .flatten()
 }
 
-fn base<'a>(cfg: &'a CookieConfig, value: &'a str) -> cookie::CookieBuilder<'a> {
+fn base<'a>(cfg: &'a CookieSettings, value: &'a str) -> cookie::CookieBuilder<'a> {
     let mut b = Cookie::build((cfg.name.as_str(), value))
         .path(cfg.path.as_str())
         .secure(cfg.secure)
@@ -231,7 +254,7 @@ fn base<'a>(cfg: &'a CookieConfig, value: &'a str) -> cookie::CookieBuilder<'a> 
 /// The `Set-Cookie` value that hands `token` to the client. With `max_age` the cookie is
 /// persistent; without, it is a session cookie.
 pub(crate) fn issue(
-    cfg: &CookieConfig,
+    cfg: &CookieSettings,
     token: &SessionToken,
     max_age: Option<Duration>,
 ) -> Option<HeaderValue> {
@@ -245,7 +268,7 @@ pub(crate) fn issue(
 
 /// The `Set-Cookie` value that removes the cookie: same name, path, domain and flags (or the
 /// browser would treat it as a different cookie), empty value, `Max-Age=0` and a past expiry.
-pub(crate) fn removal(cfg: &CookieConfig) -> Option<HeaderValue> {
+pub(crate) fn removal(cfg: &CookieSettings) -> Option<HeaderValue> {
     let mut c = base(cfg, "").build();
     c.make_removal();
     HeaderValue::from_str(&c.to_string()).ok()
@@ -264,10 +287,9 @@ fn append(headers: &mut HeaderMap, name: HeaderName, value: Option<HeaderValue>)
 #[cfg(test)]
 mod tests {
     use super::*;
-    use cookie::SameSite;
 
-    fn cfg() -> CookieConfig {
-        CookieConfig {
+    fn cfg() -> CookieSettings {
+        CookieSettings {
             name: "__Host-session".into(),
             secure: true,
             same_site: SameSite::Lax,

@@ -1,0 +1,134 @@
+//! Future types.
+
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{ready, Context, Poll};
+
+use http::Response;
+use pin_project_lite::pin_project;
+
+use crate::commit::{Commit, Touch};
+
+/// The asynchronous path: the layer's own steps, the handler and the commit, in one box.
+pub(crate) type BoxResponse<B, E> = Pin<Box<dyn Future<Output = Result<Response<B>, E>> + Send>>;
+
+pin_project! {
+    /// The response future of [`SessionGuard`](crate::SessionGuard): on the synchronous path,
+    /// the inner service's own future (not boxed) plus the commit step; otherwise the
+    /// layer's boxed continuation.
+    pub struct ResponseFuture<F, B, E> {
+        #[pin]
+        state: State<F, B, E>,
+    }
+}
+
+pin_project! {
+    #[project = StateProj]
+    enum State<F, B, E> {
+        /// The synchronous path: the handler is running; `commit` runs when it returns.
+        Handler { #[pin] fut: F, commit: Option<Commit> },
+        /// The asynchronous path.
+        Boxed { fut: BoxResponse<B, E> },
+        /// A throttled activity write, before the finished response is handed on.
+        Touch { fut: Touch, res: Option<Response<B>> },
+        /// An answer the layer made itself (a store failure, a missing peer address).
+        Ready { res: Option<Response<B>> },
+        /// The response has been handed on.
+        Done,
+    }
+}
+
+impl<F, B, E> ResponseFuture<F, B, E> {
+    pub(crate) fn handler(fut: F, commit: Commit) -> Self {
+        ResponseFuture {
+            state: State::Handler {
+                fut,
+                commit: Some(commit),
+            },
+        }
+    }
+
+    pub(crate) fn boxed(fut: BoxResponse<B, E>) -> Self {
+        ResponseFuture {
+            state: State::Boxed { fut },
+        }
+    }
+
+    pub(crate) fn ready(res: Response<B>) -> Self {
+        ResponseFuture {
+            state: State::Ready { res: Some(res) },
+        }
+    }
+}
+
+const POLLED_AFTER_COMPLETION: &str = "ResponseFuture polled after completion";
+
+impl<F, B, E> Future for ResponseFuture<F, B, E>
+where
+    F: Future<Output = Result<Response<B>, E>>,
+{
+    type Output = Result<Response<B>, E>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut state = self.project().state;
+        // At most two turns: Handler may become Touch, which then finishes.
+        loop {
+            let res = match state.as_mut().project() {
+                StateProj::Handler { fut, commit } => {
+                    let mut res = match ready!(fut.poll(cx)) {
+                        Ok(res) => res,
+                        Err(e) => {
+                            state.set(State::Done);
+                            return Poll::Ready(Err(e));
+                        }
+                    };
+                    let touch = commit.take().and_then(|c| c.apply(res.headers_mut()));
+                    match touch {
+                        None => Ok(res),
+                        Some(fut) => {
+                            state.set(State::Touch {
+                                fut,
+                                res: Some(res),
+                            });
+                            continue;
+                        }
+                    }
+                }
+                StateProj::Boxed { fut } => ready!(fut.as_mut().poll(cx)),
+                StateProj::Touch { fut, res } => {
+                    ready!(fut.as_mut().poll(cx));
+                    Ok(taken(res))
+                }
+                StateProj::Ready { res } => Ok(taken(res)),
+                StateProj::Done => panic!("{POLLED_AFTER_COMPLETION}"),
+            };
+            state.set(State::Done);
+            return Poll::Ready(res);
+        }
+    }
+}
+
+/// The response a state holds until it is handed on; the state becomes `Done` in the same
+/// poll, so only a poll after completion finds it empty.
+fn taken<B>(slot: &mut Option<Response<B>>) -> Response<B> {
+    match slot.take() {
+        Some(res) => res,
+        None => panic!("{POLLED_AFTER_COMPLETION}"),
+    }
+}
+
+impl<F, B, E> fmt::Debug for ResponseFuture<F, B, E> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let state = match &self.state {
+            State::Handler { .. } => "Handler",
+            State::Boxed { .. } => "Boxed",
+            State::Touch { .. } => "Touch",
+            State::Ready { .. } => "Ready",
+            State::Done => "Done",
+        };
+        f.debug_struct("ResponseFuture")
+            .field("state", &state)
+            .finish()
+    }
+}
