@@ -8,15 +8,15 @@ use cookie::SameSite;
 use crate::abuse::{GuessingLimit, RateLimit};
 use crate::client_ip::ForwardedHeader;
 use crate::clock::Clock;
-use crate::config::settings::LimitPolicy;
 use crate::config::{ConfigError, Hooks, Settings};
 use crate::core::Core;
 use crate::events::EventSink;
 use crate::layer::SessionGuardLayer;
+use crate::limit::{LimitPolicy, SessionLimit};
 use crate::pin::PinMode;
 use crate::policy::{PostAuthPolicy, ValidationPolicy};
 use crate::rejection::ResponseForRejection;
-use crate::store::{SessionLimit, SessionStore};
+use crate::store::SessionStore;
 use crate::transport::TokenTransport;
 
 /// Configures a [`SessionGuardLayer`]; [`build`](Self::build) checks the result.
@@ -28,8 +28,9 @@ pub struct SessionGuardBuilder<St, P = ValidationPolicy> {
     hooks: Hooks,
 }
 
-impl<St> SessionGuardBuilder<St> {
-    pub(crate) fn new(store: St) -> Self {
+impl<St: SessionStore> SessionGuardLayer<St> {
+    /// Starts a configuration.
+    pub fn builder(store: St) -> SessionGuardBuilder<St> {
         SessionGuardBuilder {
             store,
             policy: ValidationPolicy::permit_all(),

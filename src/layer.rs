@@ -5,7 +5,6 @@ use std::sync::Arc;
 use tower_layer::Layer;
 
 use crate::admin::{self, SessionInfo};
-use crate::builder::SessionGuardBuilder;
 use crate::config::{Hooks, Settings};
 use crate::core::Core;
 use crate::id::Fingerprint;
@@ -74,11 +73,6 @@ impl<St: SessionStore> SessionGuardLayer<St> {
             policy: ValidationPolicy::permit_all(),
             env,
         })
-    }
-
-    /// Starts a configuration.
-    pub fn builder(store: St) -> SessionGuardBuilder<St> {
-        SessionGuardBuilder::new(store)
     }
 }
 

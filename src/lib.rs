@@ -45,6 +45,7 @@ pub mod __fuzz;
 pub mod future;
 mod id;
 mod layer;
+mod limit;
 mod net;
 mod pin;
 mod policy;
@@ -62,12 +63,12 @@ pub use crate::builder::SessionGuardBuilder;
 pub use crate::client_ip::{ClientIp, ForwardedHeader, PeerAddr};
 pub use crate::clock::{Clock, ManualClock, SystemClock};
 pub use crate::config::error::ConfigError;
-pub use crate::config::settings::LimitPolicy;
 pub use crate::events::{EventSink, SessionEvent};
 #[cfg(feature = "axum")]
 pub use crate::extract::MissingSessionLayer;
 pub use crate::id::{Fingerprint, InvalidFingerprint, SessionToken};
 pub use crate::layer::SessionGuardLayer;
+pub use crate::limit::LimitPolicy;
 pub use crate::net::InvalidCidr;
 pub use crate::pin::PinMode;
 pub use crate::policy::{

@@ -34,7 +34,7 @@
 // request path reads; the hooks (clock, event sink, rejection responder) are kept apart in
 // `Hooks`. Adding a setting is one field, one default, one validation rule, one setter.
 pub(crate) mod error;
-pub(crate) mod settings;
+mod settings;
 mod validate;
 
 use std::fmt;

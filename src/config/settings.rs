@@ -15,9 +15,9 @@ use crate::abuse::{GuessingLimit, RateLimit};
 use crate::client_ip::ForwardedHeader;
 use crate::clock::{Clock, SystemClock};
 use crate::events::EventSink;
+use crate::limit::{LimitPolicy, SessionLimit};
 use crate::pin::PinMode;
 use crate::rejection::{DefaultRejectionResponse, ResponseForRejection};
-use crate::store::SessionLimit;
 use crate::transport::{CookieSettings, TokenTransport};
 
 /// Every setting, as the builder's setters leave it: plain data, checked by
@@ -97,16 +97,4 @@ impl fmt::Debug for Hooks {
             .field("events", &self.events.is_some())
             .finish_non_exhaustive()
     }
-}
-
-/// What a login beyond the per-user limit ([`SessionGuardBuilder::max_sessions_per_user`](crate::SessionGuardBuilder::max_sessions_per_user)) does.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum LimitPolicy {
-    /// The login succeeds and the user's oldest sessions (by creation) are ended (the default:
-    /// a user who lost a device can always log in again).
-    #[default]
-    EvictOldest,
-    /// The login fails with [`SessionError::TooManySessions`](crate::SessionError::TooManySessions)
-    /// and nothing changes.
-    RejectNew,
 }

@@ -34,7 +34,8 @@ use std::time::Duration;
 pub use crate::id::SessionKey;
 use crate::record::SessionRecord;
 // Shared with the stores; applications name it at the crate root.
-pub(crate) use crate::config::settings::LimitPolicy;
+pub(crate) use crate::limit::LimitPolicy;
+pub use crate::limit::SessionLimit;
 
 /// Whether a conditional write took effect.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -45,15 +46,6 @@ pub enum WriteOutcome {
     /// The condition did not hold: the key exists (create), the record is gone or at another
     /// version (update, rotate), or the new key is taken (rotate). Nothing was changed.
     Conflict,
-}
-
-/// A cap on how many live sessions one user may hold.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct SessionLimit {
-    /// The most live authenticated sessions per user (at least 1).
-    pub max: usize,
-    /// What happens at a login beyond it.
-    pub policy: LimitPolicy,
 }
 
 /// The outcome of [`SessionStore::login`].
