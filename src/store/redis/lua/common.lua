@@ -1,0 +1,72 @@
+-- Helpers shared by every script. Key names are computed from the prefix in Lua; on a
+-- cluster that is legal because every key of the store carries the prefix's hash tag.
+local function now_ms()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+local function fmt(n) return string.format('%.0f', n) end
+local function inval(prefix, instance, key)
+  redis.call('PUBLISH', prefix .. 'inval', instance .. ':' .. string.sub(key, #prefix + 3))
+end
+-- Fails the script with Redis's OOM error when Redis is at maxmemory under noeviction.
+-- Redis checks memory only at the first write of a script (later ones go through, so that
+-- the script stays atomic) and only for commands that may grow memory, which the first
+-- writes here (DEL, ZREM, ZREMRANGEBYSCORE) are not: so a script that adds a session calls
+-- this first. ZADD is checked; with XX and a member that never exists it changes nothing.
+local function deny_if_oom(zkey)
+  redis.call('ZADD', zkey, 'XX', '0', '')
+end
+-- Drops entries past their deadline, then checks the first `stop`+1 entries (all for -1)
+-- for a record that still exists; returns the checked entries that are live.
+local function prune(idx, now, stop)
+  redis.call('ZREMRANGEBYSCORE', idx, '-inf', fmt(now))
+  local live = {}
+  for _, m in ipairs(redis.call('ZRANGE', idx, 0, stop)) do
+    if redis.call('EXISTS', m) == 1 then
+      live[#live + 1] = m
+    else
+      redis.call('ZREM', idx, m)
+    end
+  end
+  return live
+end
+-- The index lives as long as its longest-lived session.
+local function index_expiry(idx)
+  local top = redis.call('ZRANGE', idx, -1, -1, 'WITHSCORES')
+  if top[2] then redis.call('PEXPIREAT', idx, fmt(tonumber(top[2]))) end
+end
+local function index_add(idx, key, now, ttl, stop)
+  prune(idx, now, stop)
+  redis.call('ZADD', idx, 'GT', fmt(now + tonumber(ttl)), key)
+  index_expiry(idx)
+end
+local function index_remove(prefix, key, user)
+  if user and user ~= '' then redis.call('ZREM', prefix .. 'u:' .. user, key) end
+end
+-- The guest set: the key names of guest records, scored by their expiry deadlines like an
+-- index, and living as long as its longest-lived guest.
+local function guests_key(prefix) return prefix .. 'guests' end
+local function guest_add(prefix, key, deadline)
+  local guests = guests_key(prefix)
+  redis.call('ZADD', guests, 'GT', fmt(deadline), key)
+  index_expiry(guests)
+end
+local function guest_remove(prefix, key)
+  redis.call('ZREM', guests_key(prefix), key)
+end
+local function write(key, version, blob, user, created, ttl)
+  redis.call('DEL', key)
+  if user ~= '' then
+    redis.call('HSET', key, 'v', version, 'd', blob, 'c', created, 'u', user)
+  else
+    redis.call('HSET', key, 'v', version, 'd', blob, 'c', created)
+  end
+  redis.call('PEXPIRE', key, ttl)
+end
+-- Leaves `old` (rotated away) as a forwarding entry to `new` for FORWARD_TTL ms: only the
+-- field `f`, so that loads find no record and compare-and-set writes find no version.
+local function forward(old, new)
+  redis.call('DEL', old)
+  redis.call('HSET', old, 'f', new)
+  redis.call('PEXPIRE', old, FORWARD_TTL)
+end
