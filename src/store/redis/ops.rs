@@ -8,23 +8,22 @@ use fred::error::Error as FredError;
 use fred::interfaces::{HashesInterface, LuaInterface};
 use fred::types::Value;
 
-use super::codec::{decode, encode};
+use super::codec::decode;
 use super::near_cache::Stamp;
-use super::scripts::{created_ms, ttl_ms, Script, INDEX_SCAN, MAX_LIST};
+use super::scripts::{
+    Call, CreateArgs, DeleteArgs, LoginArgs, RecordArgs, RotateArgs, Script, UpdateArgs,
+    UserSessionsArgs,
+};
 use super::shared::StoreShared;
 use super::RedisStoreError;
 use crate::id::SessionKey;
 use crate::record::SessionRecord;
-use crate::store::{LimitPolicy, LoginOutcome, SessionLimit, WriteOutcome};
+use crate::store::{LoginOutcome, SessionLimit, WriteOutcome};
 
 impl StoreShared {
-    async fn eval(
-        &self,
-        script: &Script,
-        keys: Vec<String>,
-        args: Vec<Value>,
-    ) -> Result<Value, RedisStoreError> {
+    async fn eval(&self, script: &Script, call: Call) -> Result<Value, RedisStoreError> {
         self.ensure_up()?;
+        let (keys, args) = call.into_parts();
         let result: Result<Value, FredError> = self
             .cmd
             .evalsha(script.sha.as_str(), keys.clone(), args.clone())
@@ -36,28 +35,6 @@ impl StoreShared {
             }
             other => Ok(other?),
         }
-    }
-
-    /// The arguments every write script starts with: prefix, instance, ttl, version, blob,
-    /// user, created, scan.
-    fn write_args(
-        &self,
-        record: &SessionRecord,
-        ttl: Duration,
-    ) -> Result<(Vec<Value>, Option<String>), RedisStoreError> {
-        let blob = encode(record)?;
-        let user = record.identity.as_ref().map(|i| i.user_id.clone());
-        let args = vec![
-            Value::from(self.names.prefix()),
-            Value::from(self.names.instance()),
-            Value::from(ttl_ms(ttl)),
-            Value::from(record.version.to_string()),
-            Value::from(blob.as_slice()),
-            Value::from(user.clone().unwrap_or_default()),
-            Value::from(created_ms(record)),
-            Value::from((INDEX_SCAN - 1).to_string()),
-        ];
-        Ok((args, user))
     }
 
     /// A near-cache hit, if the near-cache may be used now.
@@ -115,13 +92,15 @@ impl StoreShared {
         record: Arc<SessionRecord>,
         ttl: Duration,
     ) -> Result<WriteOutcome, RedisStoreError> {
-        let (mut args, user) = self.write_args(&record, ttl)?;
-        args.push(Value::from(self.guest_capacity.to_string()));
-        let guest = user.is_none();
-        let mut keys = vec![self.names.record_key(&key)];
-        keys.extend(user.map(|u| self.names.index_key(&u)));
+        let args = CreateArgs {
+            key,
+            record: RecordArgs::new(&record, ttl)?,
+            guest_capacity: self.guest_capacity,
+        };
+        let guest = args.record.is_guest();
         let stamp = self.usable_stamp(&key);
-        let result = match self.eval(&self.scripts.create, keys, args).await {
+        let call = args.call(&self.names);
+        let result = match self.eval(&self.scripts.create, call).await {
             // Redis is full (noeviction): no room for a guest, which is not an outage.
             Err(e) if guest && e.is_oom() => Err(RedisStoreError::Full(Box::new(e))),
             other => other,
@@ -167,12 +146,15 @@ impl StoreShared {
         record: Arc<SessionRecord>,
         ttl: Duration,
     ) -> Result<WriteOutcome, RedisStoreError> {
-        let (mut args, user) = self.write_args(&record, ttl)?;
-        args.push(Value::from(expected.to_string()));
-        let mut keys = vec![self.names.record_key(&key)];
-        keys.extend(user.map(|u| self.names.index_key(&u)));
+        let args = UpdateArgs {
+            key,
+            expected,
+            record: RecordArgs::new(&record, ttl)?,
+        };
         let stamp = self.usable_stamp(&key);
-        let result = self.eval(&self.scripts.update, keys, args).await;
+        let result = self
+            .eval(&self.scripts.update, args.call(&self.names))
+            .await;
         let write = result.and_then(|v| flag(&v)).map(applied);
         self.settle(
             key,
@@ -191,12 +173,16 @@ impl StoreShared {
         record: Arc<SessionRecord>,
         ttl: Duration,
     ) -> Result<WriteOutcome, RedisStoreError> {
-        let (mut args, user) = self.write_args(&record, ttl)?;
-        args.push(Value::from(expected.to_string()));
-        let mut keys = vec![self.names.record_key(&old), self.names.record_key(&new)];
-        keys.extend(user.map(|u| self.names.index_key(&u)));
+        let args = RotateArgs {
+            old,
+            expected,
+            new,
+            record: RecordArgs::new(&record, ttl)?,
+        };
         let stamp = self.usable_stamp(&new);
-        let result = self.eval(&self.scripts.rotate, keys, args).await;
+        let result = self
+            .eval(&self.scripts.rotate, args.call(&self.names))
+            .await;
         let write = result.and_then(|v| flag(&v)).map(applied);
         // The old key is gone (or changed meanwhile): either way, not cached any more.
         self.near.invalidate(&old);
@@ -211,17 +197,8 @@ impl StoreShared {
 
     pub(super) async fn delete(&self, key: SessionKey) -> Result<bool, RedisStoreError> {
         self.near.invalidate(&key);
-        let args = vec![
-            Value::from(self.names.prefix()),
-            Value::from(self.names.instance()),
-        ];
-        let result = self
-            .eval(
-                &self.scripts.delete,
-                vec![self.names.record_key(&key)],
-                args,
-            )
-            .await;
+        let call = DeleteArgs { key }.call(&self.names);
+        let result = self.eval(&self.scripts.delete, call).await;
         // Again after the script, in case a fill raced with it.
         self.near.invalidate(&key);
         let (live, followed) = self.applied_and_keys(result?)?;
@@ -240,27 +217,14 @@ impl StoreShared {
         ttl: Duration,
         limit: Option<SessionLimit>,
     ) -> Result<LoginOutcome, RedisStoreError> {
-        let (mut args, user) = self.write_args(&record, ttl)?;
-        let (max, policy) = match limit {
-            Some(SessionLimit { max, policy }) => (
-                max.to_string(),
-                match policy {
-                    LimitPolicy::EvictOldest => "evict",
-                    LimitPolicy::RejectNew => "reject",
-                },
-            ),
-            None => (String::new(), ""),
+        let args = LoginArgs {
+            old,
+            new,
+            record: RecordArgs::new(&record, ttl)?,
+            limit,
         };
-        args.push(Value::from(max));
-        args.push(Value::from(policy));
-        args.push(Value::from(
-            old.map(|(_, v)| v.to_string()).unwrap_or_default(),
-        ));
-        let user = user.unwrap_or_default();
-        let mut keys = vec![self.names.record_key(&new), self.names.index_key(&user)];
-        keys.extend(old.map(|(k, _)| self.names.record_key(&k)));
         let stamp = self.usable_stamp(&new);
-        let result = self.eval(&self.scripts.login, keys, args).await;
+        let result = self.eval(&self.scripts.login, args.call(&self.names)).await;
         if let Some((old, _)) = old {
             self.near.invalidate(&old);
         }
@@ -302,17 +266,8 @@ impl StoreShared {
         if limit == 0 {
             return Ok(Vec::new());
         }
-        let args = vec![
-            Value::from(limit.min(MAX_LIST).to_string()),
-            Value::from(INDEX_SCAN.to_string()),
-        ];
-        let reply = self
-            .eval(
-                &self.scripts.user_sessions,
-                vec![self.names.index_key(user_id)],
-                args,
-            )
-            .await?;
+        let call = UserSessionsArgs { user_id, limit }.call(&self.names);
+        let reply = self.eval(&self.scripts.user_sessions, call).await?;
         let items = reply.into_array();
         let mut out = Vec::with_capacity(items.len() / 2);
         for pair in items.chunks_exact(2) {

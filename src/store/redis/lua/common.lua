@@ -1,5 +1,7 @@
--- Helpers shared by every script. Key names are computed from the prefix in Lua; on a
--- cluster that is legal because every key of the store carries the prefix's hash tag.
+-- Helpers shared by every script: each script is the prelude that scripts.rs generates
+-- from the Rust constants (FORWARD_TTL, MAX_FORWARD_HOPS, GUEST_EVICT), then this file, then
+-- the script itself. Key names are computed from the prefix in Lua; on a cluster that is
+-- legal because every key of the store carries the prefix's hash tag.
 local function now_ms()
   local t = redis.call('TIME')
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)

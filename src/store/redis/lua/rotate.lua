@@ -1,21 +1,37 @@
--- KEYS: old, new, [index]. ARGV: prefix, instance, ttl, version, blob, user, created,
--- scan, expected. The old key is left forwarding to the new one for `FORWARD_TTL`, and
--- leaves its index or the guest set; the new key joins its index or the guest set.
-if redis.call('HGET', KEYS[1], 'v') ~= ARGV[9] then return 0 end
-if redis.call('EXISTS', KEYS[2]) == 1 then return 0 end
-local previous = redis.call('HGET', KEYS[1], 'u')
-write(KEYS[2], ARGV[4], ARGV[5], ARGV[6], ARGV[7], ARGV[3])
-forward(KEYS[1], KEYS[2])
+-- rotate: moves a record at the expected version to a new key that must not exist.
+-- Returns 1 (applied) or 0 (conflict). The old key is left forwarding to the new one for
+-- FORWARD_TTL, and leaves its index or the guest set; the new key joins its index or the
+-- guest set.
+
+-- The arguments, as `RotateArgs::call` (scripts.rs) builds them.
+local old_key = KEYS[1]
+local new_key = KEYS[2]
+local index = KEYS[3] -- only for a logged-in session
+local prefix = ARGV[1]
+local instance = ARGV[2]
+local ttl_ms = ARGV[3]
+local version = ARGV[4]
+local blob = ARGV[5]
+local user = ARGV[6] -- '' for a guest
+local created_ms = ARGV[7]
+local scan_stop = tonumber(ARGV[8])
+local expected = ARGV[9]
+
+if redis.call('HGET', old_key, 'v') ~= expected then return 0 end
+if redis.call('EXISTS', new_key) == 1 then return 0 end
+local previous = redis.call('HGET', old_key, 'u')
+write(new_key, version, blob, user, created_ms, ttl_ms)
+forward(old_key, new_key)
 if previous then
-  index_remove(ARGV[1], KEYS[1], previous)
+  index_remove(prefix, old_key, previous)
 else
-  guest_remove(ARGV[1], KEYS[1])
+  guest_remove(prefix, old_key)
 end
 local now = now_ms()
-if ARGV[6] ~= '' then
-  index_add(KEYS[3], KEYS[2], now, ARGV[3], tonumber(ARGV[8]))
+if user ~= '' then
+  index_add(index, new_key, now, ttl_ms, scan_stop)
 else
-  guest_add(ARGV[1], KEYS[2], now + tonumber(ARGV[3]))
+  guest_add(prefix, new_key, now + tonumber(ttl_ms))
 end
-inval(ARGV[1], ARGV[2], KEYS[1])
+inval(prefix, instance, old_key)
 return 1

@@ -1,15 +1,30 @@
--- KEYS: key, [index]. ARGV: prefix, instance, ttl, version, blob, user, created, scan,
--- expected. A guest's deadline in the guest set follows its record's, like an index entry.
-if redis.call('HGET', KEYS[1], 'v') ~= ARGV[9] then return 0 end
-local previous = redis.call('HGET', KEYS[1], 'u')
-write(KEYS[1], ARGV[4], ARGV[5], ARGV[6], ARGV[7], ARGV[3])
-if previous and previous ~= ARGV[6] then index_remove(ARGV[1], KEYS[1], previous) end
+-- update: rewrites a record if it is at the expected version (compare-and-set). Returns 1
+-- (applied) or 0 (missing, forwarding, or at another version). A guest's deadline in the
+-- guest set follows its record's, like an index entry.
+
+-- The arguments, as `UpdateArgs::call` (scripts.rs) builds them.
+local key = KEYS[1]
+local index = KEYS[2] -- only for a logged-in session
+local prefix = ARGV[1]
+local instance = ARGV[2]
+local ttl_ms = ARGV[3]
+local version = ARGV[4]
+local blob = ARGV[5]
+local user = ARGV[6] -- '' for a guest
+local created_ms = ARGV[7]
+local scan_stop = tonumber(ARGV[8])
+local expected = ARGV[9]
+
+if redis.call('HGET', key, 'v') ~= expected then return 0 end
+local previous = redis.call('HGET', key, 'u')
+write(key, version, blob, user, created_ms, ttl_ms)
+if previous and previous ~= user then index_remove(prefix, key, previous) end
 local now = now_ms()
-if ARGV[6] ~= '' then
-  if not previous then guest_remove(ARGV[1], KEYS[1]) end
-  index_add(KEYS[2], KEYS[1], now, ARGV[3], tonumber(ARGV[8]))
+if user ~= '' then
+  if not previous then guest_remove(prefix, key) end
+  index_add(index, key, now, ttl_ms, scan_stop)
 else
-  guest_add(ARGV[1], KEYS[1], now + tonumber(ARGV[3]))
+  guest_add(prefix, key, now + tonumber(ttl_ms))
 end
-inval(ARGV[1], ARGV[2], KEYS[1])
+inval(prefix, instance, key)
 return 1
