@@ -21,6 +21,7 @@ use crate::record::SessionRecord;
 use crate::store::{LoginOutcome, SessionLimit, WriteOutcome};
 
 impl StoreShared {
+    /// Runs a script: `EVALSHA`, or `EVAL` if Redis lost its script cache.
     async fn eval(&self, script: &Script, call: Call) -> Result<Value, RedisStoreError> {
         self.ensure_up()?;
         let (keys, args) = call.into_parts();
@@ -86,6 +87,50 @@ impl StoreShared {
         }
     }
 
+    /// Sends one conditional write of `record` under `key` (`create`, `update`, `rotate`,
+    /// `login`) and applies its reply to the near-cache: the record is cached if the write
+    /// applied, else its key is dropped; the key it moved away from and the keys the script
+    /// ended (evictions) are dropped whatever the outcome. Other instances drop them on the
+    /// script's messages; this one ignores its own.
+    async fn compare_and_set(&self, write: CasWrite<'_>) -> Result<Reply, RedisStoreError> {
+        let CasWrite {
+            script,
+            call,
+            key,
+            record,
+            moved_from,
+            oom_is_full,
+        } = write;
+        let stamp = self.usable_stamp(&key);
+        let reply = match self.eval(script, call).await {
+            Err(e) if oom_is_full && e.is_oom() => Err(RedisStoreError::Full(Box::new(e))),
+            other => other,
+        };
+        if let Some(old) = moved_from {
+            // Gone (or changed meanwhile): either way, not cached any more.
+            self.near.invalidate(&old);
+        }
+        let reply = reply.and_then(|value| self.reply(value));
+        if let Ok(reply) = &reply {
+            for gone in &reply.keys {
+                self.near.invalidate(gone);
+            }
+        }
+        let applied = matches!(&reply, Ok(r) if r.status == APPLIED);
+        self.settle(key, record, stamp, applied);
+        reply
+    }
+
+    /// A [`compare_and_set`](Self::compare_and_set) answered as [`WriteOutcome`].
+    async fn write(&self, write: CasWrite<'_>) -> Result<WriteOutcome, RedisStoreError> {
+        let reply = self.compare_and_set(write).await?;
+        Ok(if flag(reply.status)? {
+            WriteOutcome::Applied
+        } else {
+            WriteOutcome::Conflict
+        })
+    }
+
     pub(super) async fn create(
         &self,
         key: SessionKey,
@@ -97,46 +142,10 @@ impl StoreShared {
             record: RecordArgs::new(&record, ttl)?,
             guest_capacity: self.guest_capacity,
         };
-        let guest = args.record.is_guest();
-        let stamp = self.usable_stamp(&key);
         let call = args.call(&self.names);
-        let result = match self.eval(&self.scripts.create, call).await {
-            // Redis is full (noeviction): no room for a guest, which is not an outage.
-            Err(e) if guest && e.is_oom() => Err(RedisStoreError::Full(Box::new(e))),
-            other => other,
-        };
-        let write = result.and_then(|reply| {
-            let (ok, evicted) = self.applied_and_keys(reply)?;
-            // Other instances drop them on the messages; this one ignores its own.
-            for gone in &evicted {
-                self.near.invalidate(gone);
-            }
-            Ok(applied(ok))
-        });
-        self.settle(
-            key,
-            record,
-            stamp,
-            matches!(write, Ok(WriteOutcome::Applied)),
-        );
-        write
-    }
-
-    /// A `{0 or 1, key names...}` reply: the flag and the keys.
-    fn applied_and_keys(&self, reply: Value) -> Result<(bool, Vec<SessionKey>), RedisStoreError> {
-        let mut items = reply.into_array().into_iter();
-        let ok = match items.next() {
-            Some(first) => flag(&first)?,
-            None => return Err(RedisStoreError::Reply("empty reply".into())),
-        };
-        let keys = items
-            .map(|v| {
-                v.as_bytes()
-                    .ok_or_else(|| RedisStoreError::Reply(format!("{v:?}")))
-                    .and_then(|name| self.names.key_of(name))
-            })
-            .collect::<Result<Vec<_>, _>>()?;
-        Ok((ok, keys))
+        let write = CasWrite::new(&self.scripts.create, call, key, record);
+        // Redis is full (noeviction): no room for a guest, which is not an outage.
+        self.write(write.oom_is_full(args.record.is_guest())).await
     }
 
     pub(super) async fn update(
@@ -151,18 +160,9 @@ impl StoreShared {
             expected,
             record: RecordArgs::new(&record, ttl)?,
         };
-        let stamp = self.usable_stamp(&key);
-        let result = self
-            .eval(&self.scripts.update, args.call(&self.names))
-            .await;
-        let write = result.and_then(|v| flag(&v)).map(applied);
-        self.settle(
-            key,
-            record,
-            stamp,
-            matches!(write, Ok(WriteOutcome::Applied)),
-        );
-        write
+        let call = args.call(&self.names);
+        self.write(CasWrite::new(&self.scripts.update, call, key, record))
+            .await
     }
 
     pub(super) async fn rotate(
@@ -179,34 +179,9 @@ impl StoreShared {
             new,
             record: RecordArgs::new(&record, ttl)?,
         };
-        let stamp = self.usable_stamp(&new);
-        let result = self
-            .eval(&self.scripts.rotate, args.call(&self.names))
-            .await;
-        let write = result.and_then(|v| flag(&v)).map(applied);
-        // The old key is gone (or changed meanwhile): either way, not cached any more.
-        self.near.invalidate(&old);
-        self.settle(
-            new,
-            record,
-            stamp,
-            matches!(write, Ok(WriteOutcome::Applied)),
-        );
-        write
-    }
-
-    pub(super) async fn delete(&self, key: SessionKey) -> Result<bool, RedisStoreError> {
-        self.near.invalidate(&key);
-        let call = DeleteArgs { key }.call(&self.names);
-        let result = self.eval(&self.scripts.delete, call).await;
-        // Again after the script, in case a fill raced with it.
-        self.near.invalidate(&key);
-        let (live, followed) = self.applied_and_keys(result?)?;
-        // The keys it forwarded to (this instance ignores its own messages).
-        for gone in &followed {
-            self.near.invalidate(gone);
-        }
-        Ok(live)
+        let call = args.call(&self.names);
+        let write = CasWrite::new(&self.scripts.rotate, call, new, record);
+        self.write(write.moved_from(Some(old))).await
     }
 
     pub(super) async fn login(
@@ -223,39 +198,53 @@ impl StoreShared {
             record: RecordArgs::new(&record, ttl)?,
             limit,
         };
-        let stamp = self.usable_stamp(&new);
-        let result = self.eval(&self.scripts.login, args.call(&self.names)).await;
-        if let Some((old, _)) = old {
-            self.near.invalidate(&old);
+        let call = args.call(&self.names);
+        let write = CasWrite::new(&self.scripts.login, call, new, record);
+        let reply = self
+            .compare_and_set(write.moved_from(old.map(|(key, _)| key)))
+            .await?;
+        match reply.status {
+            APPLIED => Ok(LoginOutcome::Applied {
+                evicted: reply.keys,
+            }),
+            CONFLICT => Ok(LoginOutcome::Conflict),
+            LIMIT_REACHED => Ok(LoginOutcome::LimitReached),
+            other => Err(RedisStoreError::Reply(format!("login answered {other}"))),
         }
-        let outcome = result.and_then(|v| self.login_outcome(v));
-        if let Ok(LoginOutcome::Applied { evicted }) = &outcome {
-            for key in evicted {
-                self.near.invalidate(key);
-            }
-        }
-        let ok = matches!(outcome, Ok(LoginOutcome::Applied { .. }));
-        self.settle(new, record, stamp, ok);
-        outcome
     }
 
-    fn login_outcome(&self, reply: Value) -> Result<LoginOutcome, RedisStoreError> {
-        let mut items = reply.into_array().into_iter();
-        match items.next().and_then(|v| v.as_i64()) {
-            Some(1) => {
-                let evicted = items
-                    .map(|v| {
-                        v.as_bytes()
-                            .ok_or_else(|| RedisStoreError::Reply(format!("{v:?}")))
-                            .and_then(|name| self.names.key_of(name))
-                    })
-                    .collect::<Result<Vec<_>, _>>()?;
-                Ok(LoginOutcome::Applied { evicted })
-            }
-            Some(0) => Ok(LoginOutcome::Conflict),
-            Some(2) => Ok(LoginOutcome::LimitReached),
-            other => Err(RedisStoreError::Reply(format!("login answered {other:?}"))),
+    pub(super) async fn delete(&self, key: SessionKey) -> Result<bool, RedisStoreError> {
+        self.near.invalidate(&key);
+        let call = DeleteArgs { key }.call(&self.names);
+        let result = self.eval(&self.scripts.delete, call).await;
+        // Again after the script, in case a fill raced with it.
+        self.near.invalidate(&key);
+        let reply = self.reply(result?)?;
+        let live = flag(reply.status)?;
+        // The keys it forwarded to (this instance ignores its own messages).
+        for gone in &reply.keys {
+            self.near.invalidate(gone);
         }
+        Ok(live)
+    }
+
+    /// Reads a `{status, key names...}` reply.
+    fn reply(&self, value: Value) -> Result<Reply, RedisStoreError> {
+        let mut items = value.into_array().into_iter();
+        let status = match items.next() {
+            Some(first) => first
+                .as_i64()
+                .ok_or_else(|| RedisStoreError::Reply(format!("{first:?}")))?,
+            None => return Err(RedisStoreError::Reply("empty reply".into())),
+        };
+        let keys = items
+            .map(|v| {
+                v.as_bytes()
+                    .ok_or_else(|| RedisStoreError::Reply(format!("{v:?}")))
+                    .and_then(|name| self.names.key_of(name))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Reply { status, keys })
     }
 
     pub(super) async fn user_sessions(
@@ -289,18 +278,65 @@ impl StoreShared {
     }
 }
 
-fn flag(reply: &Value) -> Result<bool, RedisStoreError> {
-    match reply.as_i64() {
-        Some(0) => Ok(false),
-        Some(1) => Ok(true),
-        _ => Err(RedisStoreError::Reply(format!("{reply:?}"))),
+/// One conditional write of a record: a script call and what the near-cache needs to know.
+struct CasWrite<'a> {
+    script: &'a Script,
+    call: Call,
+    /// Where the record is written.
+    key: SessionKey,
+    record: Arc<SessionRecord>,
+    /// The key the session moves away from (`rotate`, `login` of a guest).
+    moved_from: Option<SessionKey>,
+    /// Whether Redis refusing the write for lack of memory means "no room for a new guest"
+    /// ([`RedisStoreError::Full`]) rather than an outage.
+    oom_is_full: bool,
+}
+
+impl<'a> CasWrite<'a> {
+    fn new(script: &'a Script, call: Call, key: SessionKey, record: Arc<SessionRecord>) -> Self {
+        CasWrite {
+            script,
+            call,
+            key,
+            record,
+            moved_from: None,
+            oom_is_full: false,
+        }
+    }
+
+    fn moved_from(self, old: Option<SessionKey>) -> Self {
+        CasWrite {
+            moved_from: old,
+            ..self
+        }
+    }
+
+    fn oom_is_full(self, oom_is_full: bool) -> Self {
+        CasWrite {
+            oom_is_full,
+            ..self
+        }
     }
 }
 
-fn applied(ok: bool) -> WriteOutcome {
-    if ok {
-        WriteOutcome::Applied
-    } else {
-        WriteOutcome::Conflict
+/// What the write scripts answer: `{status, key names...}`, the keys being those the
+/// script ended besides the one it was given (evictions, forwarded-to keys).
+struct Reply {
+    status: i64,
+    keys: Vec<SessionKey>,
+}
+
+// The statuses of a `Reply`, as the scripts return them.
+const CONFLICT: i64 = 0;
+const APPLIED: i64 = 1;
+const LIMIT_REACHED: i64 = 2;
+
+/// A status that is 0 or 1: conflict or applied (`create`, `update`, `rotate`), or whether
+/// a live record was removed (`delete`).
+fn flag(status: i64) -> Result<bool, RedisStoreError> {
+    match status {
+        CONFLICT => Ok(false),
+        APPLIED => Ok(true),
+        other => Err(RedisStoreError::Reply(format!("status {other}"))),
     }
 }

@@ -72,3 +72,34 @@ local function forward(old, new)
   redis.call('HSET', old, 'f', new)
   redis.call('PEXPIRE', old, FORWARD_TTL)
 end
+-- What the compare-and-set writes (create, update, rotate, login) share. Each answers
+-- {status, key names...}: status 1 applied, 0 conflict (login: 2 limit reached), then the
+-- keys the script ended besides the ones it was given (evicted guests or sessions).
+--
+-- The condition of update, rotate and login: `key` holds a record at version `expected`
+-- (a missing key or a forwarding entry has no version).
+local function at_version(key, expected)
+  return redis.call('HGET', key, 'v') == expected
+end
+-- Lists `key` with its record's deadline (now + ttl): in the user's index `idx` (pruned on
+-- the way), or in the guest set for a guest (user '').
+local function enlist(prefix, idx, key, user, now, ttl, stop)
+  if user ~= '' then
+    index_add(idx, key, now, ttl, stop)
+  else
+    guest_add(prefix, key, now + tonumber(ttl))
+  end
+end
+-- Takes `key` out of its user's index, or out of the guest set if `user` is false (its
+-- record had no `u`).
+local function unlist(prefix, key, user)
+  if user then index_remove(prefix, key, user) else guest_remove(prefix, key) end
+end
+-- Ends `old` after its session moved to `new` (rotate, login): leaves it forwarding, takes
+-- it out of its index or the guest set, and tells the other instances.
+local function retire(prefix, instance, old, new)
+  local user = redis.call('HGET', old, 'u')
+  forward(old, new)
+  unlist(prefix, old, user)
+  inval(prefix, instance, old)
+end

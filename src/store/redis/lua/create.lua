@@ -23,23 +23,21 @@ local now = now_ms()
 local result = {1}
 if user ~= '' then
   deny_if_oom(index)
-  write(key, version, blob, user, created_ms, ttl_ms)
-  index_add(index, key, now, ttl_ms, scan_stop)
-  return result
-end
-local guests = guests_key(prefix)
-deny_if_oom(guests)
-redis.call('ZREMRANGEBYSCORE', guests, '-inf', fmt(now))
-local over = redis.call('ZCARD', guests) - guest_capacity + 1
-if over > 0 then
-  for _, m in ipairs(redis.call('ZRANGE', guests, 0, math.min(over, GUEST_EVICT) - 1)) do
-    redis.call('ZREM', guests, m)
-    if redis.call('HEXISTS', m, 'u') == 0 and redis.call('DEL', m) == 1 then
-      inval(prefix, instance, m)
-      result[#result + 1] = m
+else
+  local guests = guests_key(prefix)
+  deny_if_oom(guests)
+  redis.call('ZREMRANGEBYSCORE', guests, '-inf', fmt(now))
+  local over = redis.call('ZCARD', guests) - guest_capacity + 1
+  if over > 0 then
+    for _, m in ipairs(redis.call('ZRANGE', guests, 0, math.min(over, GUEST_EVICT) - 1)) do
+      redis.call('ZREM', guests, m)
+      if redis.call('HEXISTS', m, 'u') == 0 and redis.call('DEL', m) == 1 then
+        inval(prefix, instance, m)
+        result[#result + 1] = m
+      end
     end
   end
 end
 write(key, version, blob, user, created_ms, ttl_ms)
-guest_add(prefix, key, now + tonumber(ttl_ms))
+enlist(prefix, index, key, user, now, ttl_ms, scan_stop)
 return result

@@ -18,7 +18,7 @@ for hop = 0, MAX_FORWARD_HOPS do
   if hop == 0 or removed then inval(prefix, instance, at) end
   if hop > 0 and removed then out[#out + 1] = at end
   if h[1] then
-    if h[2] then index_remove(prefix, at, h[2]) else guest_remove(prefix, at) end
+    unlist(prefix, at, h[2])
     out[1] = 1
     break
   end

@@ -41,15 +41,10 @@ local others = redis.call('ZCARD', index)
 if old_key and redis.call('ZSCORE', index, old_key) then others = others - 1 end
 if redis.call('ZSCORE', index, new_key) then others = others - 1 end
 if limit_max and limit_policy == 'reject' and others >= limit_max then return {2} end
-if old_key and redis.call('HGET', old_key, 'v') ~= old_version then return {0} end
+if old_key and not at_version(old_key, old_version) then return {0} end
 if redis.call('EXISTS', new_key) == 1 then return {0} end
 write(new_key, version, blob, user, created_ms, ttl_ms)
-if old_key then
-  local previous = redis.call('HGET', old_key, 'u')
-  forward(old_key, new_key)
-  if previous then index_remove(prefix, old_key, previous) else guest_remove(prefix, old_key) end
-  inval(prefix, instance, old_key)
-end
+if old_key then retire(prefix, instance, old_key, new_key) end
 redis.call('ZADD', index, 'GT', fmt(now + tonumber(ttl_ms)), new_key)
 local result = {1}
 if limit_max and limit_policy == 'evict' then

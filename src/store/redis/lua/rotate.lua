@@ -1,5 +1,5 @@
 -- rotate: moves a record at the expected version to a new key that must not exist.
--- Returns 1 (applied) or 0 (conflict). The old key is left forwarding to the new one for
+-- Returns {1} (applied) or {0} (conflict). The old key is left forwarding to the new one for
 -- FORWARD_TTL, and leaves its index or the guest set; the new key joins its index or the
 -- guest set.
 
@@ -17,21 +17,9 @@ local created_ms = ARGV[7]
 local scan_stop = tonumber(ARGV[8])
 local expected = ARGV[9]
 
-if redis.call('HGET', old_key, 'v') ~= expected then return 0 end
-if redis.call('EXISTS', new_key) == 1 then return 0 end
-local previous = redis.call('HGET', old_key, 'u')
+if not at_version(old_key, expected) then return {0} end
+if redis.call('EXISTS', new_key) == 1 then return {0} end
 write(new_key, version, blob, user, created_ms, ttl_ms)
-forward(old_key, new_key)
-if previous then
-  index_remove(prefix, old_key, previous)
-else
-  guest_remove(prefix, old_key)
-end
-local now = now_ms()
-if user ~= '' then
-  index_add(index, new_key, now, ttl_ms, scan_stop)
-else
-  guest_add(prefix, new_key, now + tonumber(ttl_ms))
-end
-inval(prefix, instance, old_key)
-return 1
+retire(prefix, instance, old_key, new_key)
+enlist(prefix, index, new_key, user, now_ms(), ttl_ms, scan_stop)
+return {1}

@@ -1,5 +1,5 @@
--- update: rewrites a record if it is at the expected version (compare-and-set). Returns 1
--- (applied) or 0 (missing, forwarding, or at another version). A guest's deadline in the
+-- update: rewrites a record if it is at the expected version (compare-and-set). Returns {1}
+-- (applied) or {0} (missing, forwarding, or at another version). A guest's deadline in the
 -- guest set follows its record's, like an index entry.
 
 -- The arguments, as `UpdateArgs::call` (scripts.rs) builds them.
@@ -15,16 +15,12 @@ local created_ms = ARGV[7]
 local scan_stop = tonumber(ARGV[8])
 local expected = ARGV[9]
 
-if redis.call('HGET', key, 'v') ~= expected then return 0 end
+if not at_version(key, expected) then return {0} end
 local previous = redis.call('HGET', key, 'u')
 write(key, version, blob, user, created_ms, ttl_ms)
+-- A change of user (or a guest's login) moves the key to the index it now belongs in.
 if previous and previous ~= user then index_remove(prefix, key, previous) end
-local now = now_ms()
-if user ~= '' then
-  if not previous then guest_remove(prefix, key) end
-  index_add(index, key, now, ttl_ms, scan_stop)
-else
-  guest_add(prefix, key, now + tonumber(ttl_ms))
-end
+if user ~= '' and not previous then guest_remove(prefix, key) end
+enlist(prefix, index, key, user, now_ms(), ttl_ms, scan_stop)
 inval(prefix, instance, key)
-return 1
+return {1}
