@@ -9,6 +9,9 @@ use crate::store::StoreError;
 /// What can go wrong in the [`RedisStore`]. The store returns it inside a [`StoreError`]
 /// (see [`StoreError`]'s `source`), and [`RedisStoreBuilder::build`] for configuration and
 /// connection problems.
+///
+/// [`RedisStore`]: super::RedisStore
+/// [`RedisStoreBuilder::build`]: super::RedisStoreBuilder::build
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum RedisStoreError {
