@@ -258,7 +258,7 @@ impl RedisStoreBuilder {
         };
 
         let disturbed = events.discard_pending();
-        let inner = Arc::new(StoreShared {
+        let shared = Arc::new(StoreShared {
             cmd: client.with_options(&options),
             client,
             subscriber,
@@ -270,13 +270,13 @@ impl RedisStoreBuilder {
             sub_ready: AtomicBool::new(!disturbed),
             tasks: Mutex::new(tasks),
         });
-        let watcher = tokio::spawn(watch(Arc::downgrade(&inner), events, disturbed));
-        inner
+        let watcher = tokio::spawn(watch(Arc::downgrade(&shared), events, disturbed));
+        shared
             .tasks
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .push(watcher.abort_handle());
-        Ok(RedisStore { inner })
+        Ok(RedisStore { shared })
     }
 }
 

@@ -194,7 +194,7 @@ mod scripts; // the Lua scripts, their typed arguments, loading
 mod session_store; // impl SessionStore for RedisStore
 mod shared; // StoreShared: what every clone of a RedisStore shares
 #[cfg(test)]
-mod tests;
+mod tests; // unit tests of the pure parts
 mod watch; // connection events and invalidation messages
 
 use std::fmt;
@@ -232,14 +232,14 @@ use shared::StoreShared;
 /// ```
 #[derive(Clone)]
 pub struct RedisStore {
-    inner: Arc<StoreShared>,
+    shared: Arc<StoreShared>,
 }
 
 impl fmt::Debug for RedisStore {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RedisStore")
-            .field("prefix", &self.inner.names.prefix())
-            .field("instance", &self.inner.names.instance())
+            .field("prefix", &self.shared.names.prefix())
+            .field("instance", &self.shared.names.instance())
             .field("near_cache", &self.near_cache_stats())
             .finish_non_exhaustive()
     }
@@ -259,22 +259,22 @@ impl RedisStore {
 
     /// The near-cache counters since the store was built.
     pub fn near_cache_stats(&self) -> NearCacheStats {
-        self.inner.near.stats()
+        self.shared.near.stats()
     }
 
     /// Whether loads may be served from the near-cache right now: both connections are up
     /// and the invalidation channel is subscribed.
     pub fn near_cache_active(&self) -> bool {
-        self.inner.near.enabled() && self.inner.coherent()
+        self.shared.near.enabled() && self.shared.coherent()
     }
 
     /// The key prefix.
     pub fn prefix(&self) -> &str {
-        self.inner.names.prefix()
+        self.shared.names.prefix()
     }
 
     /// This store's instance id, as its invalidation messages carry it.
     pub fn instance_id(&self) -> &str {
-        self.inner.names.instance()
+        self.shared.names.instance()
     }
 }

@@ -12,11 +12,11 @@ use crate::store::{LoginOutcome, SessionLimit, SessionStore, StoreError, WriteOu
 impl SessionStore for RedisStore {
     /// A near-cache hit answers at once (0 round trips); anything else goes to Redis.
     fn load_now(&self, key: SessionKey) -> Option<Result<Option<Arc<SessionRecord>>, StoreError>> {
-        self.inner.load_cached(&key).map(|hit| Ok(Some(hit)))
+        self.shared.load_cached(&key).map(|hit| Ok(Some(hit)))
     }
 
     async fn load(&self, key: SessionKey) -> Result<Option<Arc<SessionRecord>>, StoreError> {
-        Ok(self.inner.load(key).await?)
+        Ok(self.shared.load(key).await?)
     }
 
     async fn create(
@@ -25,7 +25,7 @@ impl SessionStore for RedisStore {
         record: Arc<SessionRecord>,
         ttl: Duration,
     ) -> Result<WriteOutcome, StoreError> {
-        Ok(self.inner.create(key, record, ttl).await?)
+        Ok(self.shared.create(key, record, ttl).await?)
     }
 
     async fn update(
@@ -35,7 +35,7 @@ impl SessionStore for RedisStore {
         record: Arc<SessionRecord>,
         ttl: Duration,
     ) -> Result<WriteOutcome, StoreError> {
-        Ok(self.inner.update(key, expected, record, ttl).await?)
+        Ok(self.shared.update(key, expected, record, ttl).await?)
     }
 
     async fn rotate(
@@ -46,11 +46,11 @@ impl SessionStore for RedisStore {
         record: Arc<SessionRecord>,
         ttl: Duration,
     ) -> Result<WriteOutcome, StoreError> {
-        Ok(self.inner.rotate(old, expected, new, record, ttl).await?)
+        Ok(self.shared.rotate(old, expected, new, record, ttl).await?)
     }
 
     async fn delete(&self, key: SessionKey) -> Result<bool, StoreError> {
-        Ok(self.inner.delete(key).await?)
+        Ok(self.shared.delete(key).await?)
     }
 
     async fn login(
@@ -61,7 +61,7 @@ impl SessionStore for RedisStore {
         ttl: Duration,
         limit: Option<SessionLimit>,
     ) -> Result<LoginOutcome, StoreError> {
-        Ok(self.inner.login(old, new, record, ttl, limit).await?)
+        Ok(self.shared.login(old, new, record, ttl, limit).await?)
     }
 
     /// At most `limit` sessions: all of the user's if they are no more (the per-user limit
@@ -72,6 +72,6 @@ impl SessionStore for RedisStore {
         user_id: &str,
         limit: usize,
     ) -> Result<Vec<(SessionKey, Arc<SessionRecord>)>, StoreError> {
-        Ok(self.inner.user_sessions(user_id, limit).await?)
+        Ok(self.shared.user_sessions(user_id, limit).await?)
     }
 }
