@@ -1,0 +1,133 @@
+//! The near-cache: a bounded moka cache in front of Redis, with the guard that keeps a fill
+//! from re-inserting what an invalidation just removed. What keeps it coherent across
+//! instances (the messages, the connection flags) is in `watch` and `shared`.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use moka::ops::compute::Op;
+use moka::sync::Cache;
+
+use crate::id::SessionKey;
+use crate::record::SessionRecord;
+
+/// Stripes of the near-cache's fill guard (see [`NearCache`]).
+const STRIPES: usize = 64;
+
+/// What a fill must see unchanged to be allowed: the clear epoch and its key's stripe.
+pub(super) type Stamp = (u64, u64);
+
+/// The bounded near-cache, and the guard that keeps a slow fill from re-inserting what an
+/// invalidation just removed: every invalidation bumps its key's stripe counter, every
+/// clear bumps the epoch, and a fill is applied only if neither moved since before its read
+/// (and is undone if one moved while it was being inserted).
+pub(super) struct NearCache {
+    cache: Option<Cache<SessionKey, Arc<SessionRecord>>>,
+    epoch: AtomicU64,
+    stripes: [AtomicU64; STRIPES],
+    hits: AtomicU64,
+    misses: AtomicU64,
+}
+
+impl NearCache {
+    pub(super) fn new(ttl: Duration, capacity: u64) -> Self {
+        let cache = (!ttl.is_zero() && capacity > 0).then(|| {
+            Cache::builder()
+                .max_capacity(capacity)
+                .time_to_live(ttl)
+                .build()
+        });
+        NearCache {
+            cache,
+            epoch: AtomicU64::new(0),
+            stripes: std::array::from_fn(|_| AtomicU64::new(0)),
+            hits: AtomicU64::new(0),
+            misses: AtomicU64::new(0),
+        }
+    }
+
+    /// Whether there is a cache at all (a zero TTL or capacity turns it off).
+    pub(super) fn enabled(&self) -> bool {
+        self.cache.is_some()
+    }
+
+    /// Counts a load served from the cache.
+    pub(super) fn count_hit(&self) {
+        self.hits.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts a load that went to Redis.
+    pub(super) fn count_miss(&self) {
+        self.misses.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(super) fn stats(&self) -> NearCacheStats {
+        NearCacheStats {
+            hits: self.hits.load(Ordering::Relaxed),
+            misses: self.misses.load(Ordering::Relaxed),
+        }
+    }
+
+    fn stripe(key: &SessionKey) -> usize {
+        usize::from(key.as_bytes()[0]) % STRIPES
+    }
+
+    pub(super) fn stamp(&self, key: &SessionKey) -> Stamp {
+        (
+            self.epoch.load(Ordering::SeqCst),
+            self.stripes[Self::stripe(key)].load(Ordering::SeqCst),
+        )
+    }
+
+    pub(super) fn get(&self, key: &SessionKey) -> Option<Arc<SessionRecord>> {
+        self.cache.as_ref()?.get(key)
+    }
+
+    /// Drops one entry and fences off fills that read before now.
+    pub(super) fn invalidate(&self, key: &SessionKey) {
+        self.stripes[Self::stripe(key)].fetch_add(1, Ordering::SeqCst);
+        if let Some(cache) = &self.cache {
+            cache.invalidate(key);
+        }
+    }
+
+    /// Drops everything and fences off every fill that read before now.
+    pub(super) fn clear(&self) {
+        self.epoch.fetch_add(1, Ordering::SeqCst);
+        if let Some(cache) = &self.cache {
+            cache.invalidate_all();
+        }
+    }
+
+    /// Inserts `record` unless an invalidation happened since `stamp` or a newer version of
+    /// it is cached.
+    pub(super) fn fill(&self, key: SessionKey, record: Arc<SessionRecord>, stamp: Stamp) {
+        let Some(cache) = &self.cache else {
+            return;
+        };
+        if self.stamp(&key) != stamp {
+            return;
+        }
+        let version = record.version;
+        let _ = cache
+            .entry(key)
+            .and_compute_with(|existing| match existing {
+                Some(e) if e.value().version >= version => Op::Nop,
+                _ => Op::Put(record),
+            });
+        if self.stamp(&key) != stamp {
+            cache.invalidate(&key);
+        }
+    }
+}
+
+/// Near-cache counters, for tests and benchmarks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub struct NearCacheStats {
+    /// Loads served from the near-cache (no round trip).
+    pub hits: u64,
+    /// Loads that went to Redis (near-cache miss, or near-cache bypassed).
+    pub misses: u64,
+}
