@@ -26,7 +26,7 @@
 //! | touch interval | idle / 20 | activity on reads is written at most this often, so an idle session expires between `idle − idle/20` and `idle` after its last request |
 //!
 //! Every setting is set through [`SessionGuardBuilder`](crate::SessionGuardBuilder) and
-//! checked once by its `build`, which returns a [`ConfigError`](crate::ConfigError) that says
+//! checked once by its `build`, which returns a [`ConfigError`] that says
 //! what to change.
 
 // Inside: each setting is one field of the builder's plain `Settings` data with its default
@@ -65,7 +65,7 @@ pub const DEFAULT_ABSOLUTE_TIMEOUT: Duration = Duration::from_secs(8 * 60 * 60);
 /// expired instant either way; keeping it a little longer lets a late request be reported
 /// as `Expired` (with its user) instead of as an unknown token.
 pub const EXPIRED_RETENTION: Duration = Duration::from_secs(60);
-/// Default cap on one user's live sessions (with [`LimitPolicy::EvictOldest`]): a person
+/// Default cap on one user's live sessions (with [`LimitPolicy::EvictOldest`](crate::LimitPolicy::EvictOldest)): a person
 /// rarely uses more than a handful of browsers and devices at once, so 20 is never felt,
 /// while it bounds what one account can hold in the store and how much work every per-user
 /// operation (login, session list, revocation) does. OWASP Session Management Cheat Sheet,

@@ -1,4 +1,4 @@
-//! Where sessions live: the [`SessionStore`] trait, the embedded [`MemoryStore`], and (feature
+//! Where sessions live: the [`SessionStore`] trait, the embedded [`MemoryStore`](crate::MemoryStore), and (feature
 //! `redis`) the shared `RedisStore` for applications that run on several instances.
 //!
 //! The trait is small (seven operations: five for one session, `login` and `user_sessions`

@@ -22,34 +22,6 @@ use super::watch::{subscribe, watch, Events};
 use super::{RedisStore, RedisStoreError};
 use crate::store::StoreError;
 
-/// The default key prefix. The braces are a Redis Cluster hash tag (see the module docs).
-pub const DEFAULT_PREFIX: &str = "{tsg}:";
-/// The default near-cache TTL: the longest a stale entry can live if an invalidation
-/// message is lost.
-pub const DEFAULT_NEAR_CACHE_TTL: Duration = Duration::from_secs(5);
-/// The default near-cache capacity, in sessions.
-pub const DEFAULT_NEAR_CACHE_CAPACITY: u64 = 100_000;
-/// The default time a command may take before it fails.
-pub const DEFAULT_COMMAND_TIMEOUT: Duration = Duration::from_millis(300);
-/// The default longest pause between two reconnection attempts.
-pub const DEFAULT_RECONNECT_MAX_DELAY: Duration = Duration::from_secs(1);
-/// The default timeout of a TCP connection attempt.
-pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
-/// The default guest budget (see [`RedisStoreBuilder::guest_capacity`]): 50 000 guest
-/// sessions, about 40 MB of Redis.
-///
-/// Measured with `MEMORY USAGE` on Redis 7.0 (`tests/redis.rs`,
-/// `guest_budget_evicts_the_least_recently_active_guests_never_users`): a guest record as the
-/// layer writes it (one small value; a 194-byte blob, so Redis stores the hash as a hash
-/// table) takes 584 bytes and its entry in the guest set 204, so **about 790 bytes per
-/// guest**; Redis's own key-space overhead (the expiry entry, the dictionaries) brings
-/// `used_memory` to about 900 bytes per guest. 50 000 guests are then about 40 MB (45 MB of
-/// `used_memory`): a sixth of a 256 MB Redis, the smallest common size, which leaves the
-/// rest to logged-in sessions; and room for 28 new guests a second, sustained, over a
-/// 30-minute guest idle lifetime, more than a site that needs no tuning sees. Without a bound,
-/// an anonymous flood filled 98 MB in 15 s.
-pub const DEFAULT_GUEST_CAPACITY: u64 = 50_000;
-
 /// How many messages the subscriber buffers before it counts as lagging (and clears).
 const MESSAGE_BUFFER: usize = 4096;
 
@@ -74,17 +46,48 @@ pub struct RedisStoreBuilder {
     reconnect_max_delay: Duration,
 }
 
+/// The defaults, with their reasons.
+impl RedisStoreBuilder {
+    /// The default key prefix. The braces are a Redis Cluster hash tag (see the module docs).
+    pub const DEFAULT_PREFIX: &str = "{tsg}:";
+    /// The default near-cache TTL: the longest a stale entry can live if an invalidation
+    /// message is lost.
+    pub const DEFAULT_NEAR_CACHE_TTL: Duration = Duration::from_secs(5);
+    /// The default near-cache capacity, in sessions.
+    pub const DEFAULT_NEAR_CACHE_CAPACITY: u64 = 100_000;
+    /// The default time a command may take before it fails.
+    pub const DEFAULT_COMMAND_TIMEOUT: Duration = Duration::from_millis(300);
+    /// The default longest pause between two reconnection attempts.
+    pub const DEFAULT_RECONNECT_MAX_DELAY: Duration = Duration::from_secs(1);
+    /// The default timeout of a TCP connection attempt.
+    pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+    /// The default guest budget (see [`RedisStoreBuilder::guest_capacity`]): 50 000 guest
+    /// sessions, about 40 MB of Redis.
+    ///
+    /// Measured with `MEMORY USAGE` on Redis 7.0 (`tests/redis.rs`,
+    /// `guest_budget_evicts_the_least_recently_active_guests_never_users`): a guest record as the
+    /// layer writes it (one small value; a 194-byte blob, so Redis stores the hash as a hash
+    /// table) takes 584 bytes and its entry in the guest set 204, so **about 790 bytes per
+    /// guest**; Redis's own key-space overhead (the expiry entry, the dictionaries) brings
+    /// `used_memory` to about 900 bytes per guest. 50 000 guests are then about 40 MB (45 MB of
+    /// `used_memory`): a sixth of a 256 MB Redis, the smallest common size, which leaves the
+    /// rest to logged-in sessions; and room for 28 new guests a second, sustained, over a
+    /// 30-minute guest idle lifetime, more than a site that needs no tuning sees. Without a bound,
+    /// an anonymous flood filled 98 MB in 15 s.
+    pub const DEFAULT_GUEST_CAPACITY: u64 = 50_000;
+}
+
 impl RedisStoreBuilder {
     pub(super) fn new(target: Target) -> Self {
         RedisStoreBuilder {
             target,
-            prefix: DEFAULT_PREFIX.to_owned(),
-            near_cache_ttl: DEFAULT_NEAR_CACHE_TTL,
-            near_cache_capacity: DEFAULT_NEAR_CACHE_CAPACITY,
-            guest_capacity: DEFAULT_GUEST_CAPACITY,
-            command_timeout: DEFAULT_COMMAND_TIMEOUT,
-            connect_timeout: DEFAULT_CONNECT_TIMEOUT,
-            reconnect_max_delay: DEFAULT_RECONNECT_MAX_DELAY,
+            prefix: Self::DEFAULT_PREFIX.to_owned(),
+            near_cache_ttl: Self::DEFAULT_NEAR_CACHE_TTL,
+            near_cache_capacity: Self::DEFAULT_NEAR_CACHE_CAPACITY,
+            guest_capacity: Self::DEFAULT_GUEST_CAPACITY,
+            command_timeout: Self::DEFAULT_COMMAND_TIMEOUT,
+            connect_timeout: Self::DEFAULT_CONNECT_TIMEOUT,
+            reconnect_max_delay: Self::DEFAULT_RECONNECT_MAX_DELAY,
         }
     }
 
@@ -123,7 +126,7 @@ impl RedisStoreBuilder {
     }
 
     /// How many guest sessions (sessions without a logged-in user) Redis holds at most
-    /// (default [`DEFAULT_GUEST_CAPACITY`], 50 000, about 40 MB; at least 1). A new guest
+    /// (default [`DEFAULT_GUEST_CAPACITY`](Self::DEFAULT_GUEST_CAPACITY), 50 000, about 40 MB; at least 1). A new guest
     /// beyond it evicts the guests that would expire first, that is the least recently
     /// active ones, on every instance; logged-in sessions are never evicted to make room for
     /// a guest. The count is shared by every store with the same prefix, so give them the
