@@ -72,15 +72,11 @@
 //! }
 //!
 //! #[tokio::test]
-//! async fn memory_store_keeps_the_store_contract() {
+//! async fn my_store_keeps_the_store_contract() {
 //!     let not_checked = contract::run_all(&MemoryHarness).await;
 //!     assert!(not_checked.is_empty(), "{not_checked:?}");
 //! }
-//! # // Doc tests drop `#[test]` functions: run the body here, on a current-thread runtime.
-//! # fn main() {
-//! #     let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
-//! #     assert!(rt.block_on(contract::run_all(&MemoryHarness)).is_empty());
-//! # }
+//! # fn main() {} // compiled only: `tests/store_contract.rs` runs the suite
 //! ```
 //!
 //! A failure names the rule and what broke it, e.g.
