@@ -83,15 +83,18 @@
 //! `store contract, update is compare-and-set: a wrong expected version`.
 
 mod harness;
+mod lineage;
 mod one_session;
 mod per_user;
 mod reads;
 mod room;
 
 pub use harness::{Harness, COHERENCE, EXPIRY_GRACE};
+pub use lineage::{
+    delete_follows_a_rotation_to_its_successor, delete_follows_at_most_max_forward_hops,
+};
 pub use one_session::{
-    create_refuses_an_existing_key, delete_follows_a_rotation_to_its_successor,
-    delete_follows_at_most_max_forward_hops, delete_is_final, rotate_needs_the_expected_version,
+    create_refuses_an_existing_key, delete_is_final, rotate_needs_the_expected_version,
     rotate_refuses_a_taken_key, stale_writer_cannot_bring_back_a_deleted_record,
     update_is_compare_and_set,
 };
