@@ -1,6 +1,7 @@
 //! A user's view of their sessions through the layer, on the memory store: `Session::sessions`
-//! (bounded by the per-user cap), `revoke`, `revoke_others`, and the layer's `revoke_user`
-//! (OWASP ASVS 5.0 7.4.2, 7.4.3, 7.4.5, 7.5.2).
+//! (bounded by the per-user cap), `revoke`, `revoke_others`, and the layer's `revoke_user`,
+//! `user_sessions` and `revoke_session` (OWASP ASVS 5.0 7.4.2, 7.4.3, 7.4.5, 7.5.2); and their
+//! abuse: a guest calling them, a user naming another user's session.
 
 mod common;
 
@@ -10,7 +11,8 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use common::*;
 use tower_session_guard::{
-    Fingerprint, LimitPolicy, MemoryStore, Session, SessionError, SessionGuardLayer, SessionInfo,
+    Fingerprint, LimitPolicy, MemoryStore, Session, SessionError, SessionEvent, SessionGuardLayer,
+    SessionInfo,
 };
 
 async fn list(session: Session) -> Result<Json<Vec<SessionInfo>>, SessionError> {
@@ -26,6 +28,28 @@ async fn revoke_others(session: Session) -> Result<String, SessionError> {
     Ok(session.revoke_others().await?.to_string())
 }
 
+/// A call's outcome as text: its value, or its error's name (`NotAuthenticated`), so a test
+/// tells which error it was, not only its status.
+fn outcome<T: ToString>(result: Result<T, SessionError>) -> String {
+    match result {
+        Ok(v) => v.to_string(),
+        Err(e) => format!("{e:?}"),
+    }
+}
+
+async fn try_sessions(session: Session) -> String {
+    outcome(session.sessions().await.map(|list| list.len()))
+}
+
+async fn try_revoke(session: Session, Path(id): Path<String>) -> String {
+    let id: Fingerprint = id.parse().expect("a fingerprint");
+    outcome(session.revoke(id).await)
+}
+
+async fn try_revoke_others(session: Session) -> String {
+    outcome(session.revoke_others().await)
+}
+
 fn sessions_app(h: &Harness, cap: usize) -> (Router, SessionGuardLayer) {
     let layer = h
         .builder(MemoryStore::new())
@@ -36,6 +60,9 @@ fn sessions_app(h: &Harness, cap: usize) -> (Router, SessionGuardLayer) {
         .route("/sessions", get(list))
         .route("/revoke/{id}", post(revoke))
         .route("/revoke-others", post(revoke_others))
+        .route("/try/sessions", get(try_sessions))
+        .route("/try/revoke/{id}", post(try_revoke))
+        .route("/try/revoke-others", post(try_revoke_others))
         .merge(routes())
         .layer(layer.clone());
     (app, layer)
@@ -180,4 +207,153 @@ async fn an_administrator_ends_every_session_of_a_user() {
         StatusCode::OK
     );
     assert!(layer.user_sessions("alice").await.unwrap().is_empty());
+}
+
+/// A session that was revoked is no session on its next request: refused where a user is
+/// needed, empty where a session is read.
+async fn assert_ended(app: &Router, token: &str, what: &str) {
+    let me = call(app, Method::GET, "/me", Some(token)).await;
+    assert_eq!(me.status(), StatusCode::UNAUTHORIZED, "{what}");
+    assert_eq!(
+        call_text(app, Method::GET, "/counter", Some(token)).await,
+        (StatusCode::OK, "0".to_owned()),
+        "{what}: no session data"
+    );
+}
+
+async fn assert_live(app: &Router, token: &str, what: &str) {
+    let me = call(app, Method::GET, "/me", Some(token)).await;
+    assert_eq!(me.status(), StatusCode::OK, "{what}");
+}
+
+#[tokio::test]
+async fn revoking_the_current_session_is_logout() {
+    let h = Harness::new();
+    let (app, _) = sessions_app(&h, 20);
+    let tokens = alice_on(&app, &h, 2).await;
+    call(&app, Method::POST, "/counter", Some(&tokens[1])).await;
+    h.events.clear();
+    let uri = format!("/revoke/{}", fp(&tokens[1]));
+    let res = call(&app, Method::POST, &uri, Some(&tokens[1])).await;
+    assert_eq!(res.status(), StatusCode::OK);
+    assert!(has_removal_cookie(&res), "the logout's removal cookie");
+    assert_eq!(body_text(res).await, "true");
+    assert_eq!(h.events.kinds(), ["logged_out"]);
+    assert_ended(&app, &tokens[1], "the revoked current session").await;
+    assert_live(&app, &tokens[0], "the other device").await;
+    assert_eq!(listed(&app, &tokens[0]).await.len(), 1);
+}
+
+#[tokio::test]
+async fn a_guest_gets_not_authenticated_from_every_per_user_operation() {
+    let h = Harness::new();
+    let (app, _) = sessions_app(&h, 20);
+    let alice = login_from(&app, CLIENT, "alice", &[], &[]).await;
+    let guest = token_of(&call(&app, Method::POST, "/counter", None).await).expect("a guest");
+    let alice_uri = format!("/try/revoke/{}", fp(&alice));
+    for (who, token) in [("a guest", Some(guest.as_str())), ("no session", None)] {
+        for (method, uri) in [
+            (Method::GET, "/try/sessions"),
+            (Method::POST, alice_uri.as_str()),
+            (Method::POST, "/try/revoke-others"),
+        ] {
+            assert_eq!(
+                call_text(&app, method, uri, token).await.1,
+                "NotAuthenticated",
+                "{who}: {uri}"
+            );
+        }
+    }
+    // Through the axum extractor's answer as well: 401.
+    let uri = format!("/revoke/{}", fp(&alice));
+    let res = call(&app, Method::POST, &uri, Some(&guest)).await;
+    assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
+    let res = call(&app, Method::POST, "/revoke-others", Some(&guest)).await;
+    assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
+    assert_live(&app, &alice, "alice, whom the guest named").await;
+    assert!(!h.events.kinds().contains(&"revoked"));
+}
+
+#[tokio::test]
+async fn a_user_cannot_end_another_users_session() {
+    let h = Harness::new();
+    let (app, layer) = sessions_app(&h, 20);
+    let alice = alice_on(&app, &h, 2).await;
+    let bob = login_from(&app, CLIENT, "bob", &[], &[]).await;
+    // Bob's session is not in alice's list, and naming it does nothing.
+    let ids: Vec<_> = listed(&app, &alice[0])
+        .await
+        .iter()
+        .map(|s| s["id"].as_str().unwrap().to_owned())
+        .collect();
+    assert!(!ids.contains(&fp(&bob).to_string()));
+    let uri = format!("/try/revoke/{}", fp(&bob));
+    assert_eq!(
+        call_text(&app, Method::POST, &uri, Some(&alice[0])).await.1,
+        "false"
+    );
+    // "Log out my other devices" ends alice's other device, not bob's.
+    assert_eq!(
+        call_text(&app, Method::POST, "/try/revoke-others", Some(&alice[0]))
+            .await
+            .1,
+        "1"
+    );
+    assert_ended(&app, &alice[1], "alice's other device").await;
+    assert_live(&app, &bob, "bob, after alice's revocations").await;
+    assert_eq!(listed(&app, &bob).await.len(), 1);
+    // Nor can an administrator's call end it under the wrong user.
+    assert!(!layer.revoke_session("alice", fp(&bob)).await.unwrap());
+    assert_live(&app, &bob, "bob, after revoke_session under alice").await;
+    let revoked: Vec<_> = h
+        .events
+        .all()
+        .into_iter()
+        .filter(|e| e.kind() == "revoked")
+        .map(|e| e.to_string())
+        .collect();
+    assert_eq!(revoked.len(), 1, "{revoked:?}");
+    assert!(
+        revoked[0].contains(&fp(&alice[1]).to_string()),
+        "{revoked:?}"
+    );
+}
+
+#[tokio::test]
+async fn an_administrator_lists_a_user_and_ends_one_session() {
+    let h = Harness::new();
+    let (app, layer) = sessions_app(&h, 20);
+    let tokens = alice_on(&app, &h, 3).await;
+    let bob = login_from(&app, CLIENT, "bob", &[], &[]).await;
+    let list = layer.user_sessions("alice").await.unwrap();
+    let ids: Vec<_> = list.iter().map(|s| s.id).collect();
+    let expected: Vec<_> = tokens.iter().map(|t| fp(t)).collect();
+    assert_eq!(ids, expected, "oldest first, alice's only");
+    assert!(
+        list.iter().all(|s| !s.current),
+        "no session is the admin's own"
+    );
+    assert!(list.windows(2).all(|w| w[0].created_at < w[1].created_at));
+
+    h.events.clear();
+    assert!(layer.revoke_session("alice", fp(&tokens[1])).await.unwrap());
+    assert!(h.events.all().iter().any(|e| matches!(
+        e,
+        SessionEvent::Revoked { reason: "admin", user_id, .. } if user_id == "alice"
+    )));
+    assert_ended(&app, &tokens[1], "the revoked session").await;
+    for t in [&tokens[0], &tokens[2], &bob] {
+        assert_live(&app, t, "a session not named").await;
+    }
+    assert!(!layer.revoke_session("alice", fp(&tokens[1])).await.unwrap());
+    let ids: Vec<_> = layer
+        .user_sessions("alice")
+        .await
+        .unwrap()
+        .iter()
+        .map(|s| s.id)
+        .collect();
+    assert_eq!(ids, [fp(&tokens[0]), fp(&tokens[2])]);
+    assert!(layer.user_sessions("nobody").await.unwrap().is_empty());
+    assert_eq!(layer.revoke_user("nobody").await.unwrap(), 0);
 }

@@ -19,6 +19,8 @@
 
 // `pub(crate)` for the fuzz targets' entry points (src/fuzz.rs, `--cfg fuzzing` only).
 pub(crate) mod compact;
+#[cfg(feature = "test-util")]
+pub mod contract;
 // The stores themselves are exported at the crate root (applications name them there).
 pub(crate) mod memory;
 #[cfg(feature = "redis")]

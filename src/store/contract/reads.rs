@@ -1,0 +1,172 @@
+//! The rules for reads: a record ends with its ttl, and `load_now` agrees with `load`.
+
+use std::time::Instant;
+
+use super::harness::{
+    assert_some_in_order, at, eventually, guest, key, listed, load, load_now_agrees, member, ok,
+    sleep, t0, user_id, Harness, APPLIED, EXPIRY_GRACE, SHORT_TTL, TTL,
+};
+use crate::store::{LimitPolicy, LoginOutcome, SessionLimit, SessionStore};
+
+/// A record written with a ttl is gone after it (store ttls are wall-clock time by
+/// contract): it is not listed, does not count against the per-user limit, and a delete of
+/// it ends nothing; records with a longer ttl are untouched. A load may still answer from a
+/// cache with the record as written: the trait allows a late drop, because the layer checks
+/// expiry from the record on every load.
+///
+/// The suite's one real-time wait: records with a ttl of 10 ms, and a poll for their end
+/// for at most [`EXPIRY_GRACE`] (2 s).
+pub async fn records_expire_after_their_ttl<H: Harness>(h: &H) {
+    const RULE: &str = "a record is gone after its ttl";
+    let (a, b) = h.open(None).await;
+    let (u, t0) = (user_id("expiry"), t0());
+    // The short-lived sessions are the user's oldest, so a list that took the oldest index
+    // entries and only then dropped the expired ones would come back short.
+    let short: Vec<_> = (0..4).map(|_| key()).collect();
+    assert_eq!(
+        ok(a.create(short[0], guest(1, "short"), SHORT_TTL).await, RULE),
+        APPLIED
+    );
+    let l = ok(
+        a.login(None, short[1], member(&u, t0, 0, "short"), SHORT_TTL, None)
+            .await,
+        RULE,
+    );
+    assert_eq!(l, LoginOutcome::Applied { evicted: vec![] });
+    for (i, k) in short.iter().enumerate().skip(2) {
+        let w = ok(
+            b.create(*k, member(&u, t0, i as u64, "short"), SHORT_TTL)
+                .await,
+            RULE,
+        );
+        assert_eq!(w, APPLIED);
+    }
+    let long: Vec<_> = (0..3).map(|_| key()).collect();
+    assert_eq!(
+        ok(b.create(long[0], guest(1, "long"), TTL).await, RULE),
+        APPLIED
+    );
+    for (i, k) in long.iter().enumerate().skip(1) {
+        let w = ok(
+            a.create(*k, member(&u, t0, 10 + i as u64, "long"), TTL)
+                .await,
+            RULE,
+        );
+        assert_eq!(w, APPLIED);
+    }
+
+    // The list first: wait until it shows only the long-lived sessions, then the limit.
+    let deadline = Instant::now() + SHORT_TTL + EXPIRY_GRACE;
+    loop {
+        let got = listed(&b, &u, 20, RULE).await;
+        if got == long[1..] {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "store contract, {RULE}: user_sessions lists {got:?} {EXPIRY_GRACE:?} after a ttl \
+             of {SHORT_TTL:?}; the live sessions are {:?}",
+            &long[1..]
+        );
+        sleep(SHORT_TTL).await;
+    }
+    let got = listed(&a, &u, 1, RULE).await;
+    assert_some_in_order(&got, &long[1..], 1, RULE);
+    let reject = Some(SessionLimit {
+        max: 3,
+        policy: LimitPolicy::RejectNew,
+    });
+    let l = ok(
+        a.login(None, key(), member(&u, t0, 20, "new"), TTL, reject)
+            .await,
+        RULE,
+    );
+    assert_eq!(
+        l,
+        LoginOutcome::Applied { evicted: vec![] },
+        "store contract, {RULE}: expired sessions counted against the limit"
+    );
+    for k in &long {
+        assert!(
+            load(&b, *k, RULE).await.is_some(),
+            "store contract, {RULE}: a record with a long ttl ended"
+        );
+    }
+
+    // Loads: the trait lets a store drop an expired record late (the layer checks expiry
+    // from the record itself on every load), so a cache may still answer with it; but only
+    // with the record as it was written, never anything newer.
+    for (name, s) in [("a", &a), ("b", &b)] {
+        for k in &short {
+            if let Some((version, tag)) = load(s, *k, RULE).await {
+                assert!(
+                    version == 1 && tag == "short",
+                    "store contract, {RULE}: an expired record {k:?} loads on {name} changed: \
+                     version {version}, {tag:?}"
+                );
+            }
+        }
+    }
+    for k in &short {
+        assert!(
+            !ok(b.delete(*k).await, RULE),
+            "store contract, {RULE}: a delete of an expired record ended a live one"
+        );
+    }
+}
+
+/// `load_now`, whenever it answers, answers what `load` does: for a key never written, and
+/// after each kind of write, on the writing handle and (once the write reached it) the
+/// other one.
+pub async fn load_now_agrees_with_load<H: Harness>(h: &H) {
+    const RULE: &str = "load_now agrees with load";
+    let (a, b) = h.open(None).await;
+    let agree = |k| both_agree(&a, &b, k, RULE);
+    let absent = key();
+    agree(absent).await;
+
+    let k = key();
+    assert_eq!(ok(a.create(k, guest(1, "v1"), TTL).await, RULE), APPLIED);
+    assert_eq!(load(&b, k, RULE).await, at(1, "v1"));
+    agree(k).await;
+    assert_eq!(ok(a.update(k, 1, guest(2, "v2"), TTL).await, RULE), APPLIED);
+    load_now_agrees(&a, k, RULE).await;
+    eventually(&b, k, at(2, "v2"), RULE).await;
+    agree(k).await;
+
+    let k2 = key();
+    assert_eq!(
+        ok(b.rotate(k, 2, k2, guest(1, "k2"), TTL).await, RULE),
+        APPLIED
+    );
+    load_now_agrees(&b, k, RULE).await;
+    load_now_agrees(&b, k2, RULE).await;
+    eventually(&a, k, None, RULE).await;
+    assert_eq!(load(&a, k2, RULE).await, at(1, "k2"));
+    agree(k).await;
+    agree(k2).await;
+
+    let (u, k3) = (user_id("load-now"), key());
+    let l = ok(
+        a.login(Some((k2, 1)), k3, member(&u, t0(), 0, "k3"), TTL, None)
+            .await,
+        RULE,
+    );
+    assert_eq!(l, LoginOutcome::Applied { evicted: vec![] });
+    load_now_agrees(&a, k2, RULE).await;
+    load_now_agrees(&a, k3, RULE).await;
+    eventually(&b, k2, None, RULE).await;
+    assert_eq!(load(&b, k3, RULE).await, at(1, "k3"));
+    agree(k2).await;
+    agree(k3).await;
+
+    assert!(ok(b.delete(k3).await, RULE));
+    load_now_agrees(&b, k3, RULE).await;
+    eventually(&a, k3, None, RULE).await;
+    agree(k3).await;
+}
+
+async fn both_agree<S: SessionStore>(a: &S, b: &S, k: crate::id::SessionKey, rule: &str) {
+    load_now_agrees(a, k, rule).await;
+    load_now_agrees(b, k, rule).await;
+}
