@@ -17,9 +17,9 @@
 //!
 //! Stores see only [`SessionKey`]s (SHA-256 of tokens), never tokens.
 
-// `pub(crate)` for the fuzz targets' entry points (src/fuzz.rs, `--cfg fuzzing` only).
-pub(crate) mod compact;
-mod memory;
+// `pub(crate)` for the fuzz targets' entry points (src/fuzz.rs, `--cfg fuzzing` only), which
+// reach `memory::compact`.
+pub(crate) mod memory;
 #[cfg(feature = "redis")]
 pub mod redis;
 

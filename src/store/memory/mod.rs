@@ -4,7 +4,7 @@
 //! Why two tiers: moka costs about 480 bytes per entry with per-entry expiry, before the
 //! record itself (identity strings, vectors, a map: another few hundred bytes and a dozen
 //! allocations). A million live sessions would then need around a gigabyte. Here every
-//! session is one compact heap block ([`compact`](super::compact)) in a plain hash map keyed
+//! session is one compact heap block ([`compact`]) in a plain hash map keyed
 //! by 64 bits of its key, about 200 bytes all told, while the sessions that are actually in
 //! use sit decoded in moka, so a request on a hot session costs one moka lookup and no
 //! decoding. See `docs/ARCHITECTURE.md` and `BENCHMARKS.md` for the measurements.
@@ -39,13 +39,16 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use moka::sync::Cache;
 
-use super::compact::Blob;
 use super::{
     LimitPolicy, LoginOutcome, SessionLimit, SessionStore, StoreError, WriteOutcome, FORWARD_TTL,
     MAX_FORWARD_HOPS,
 };
 use crate::id::SessionKey;
 use crate::record::SessionRecord;
+use compact::Blob;
+
+// `pub(crate)` for the fuzz targets' entry points (src/fuzz.rs, `--cfg fuzzing` only).
+pub(crate) mod compact;
 
 /// Default capacity: enough for a busy single instance; a live session costs about 200 bytes
 /// here, so this bounds the store near 40 MB.

@@ -18,7 +18,7 @@
 //! ```
 //!
 //! A key that was rotated away is kept for a while as a **forwarding entry** to its successor
-//! (see [`SessionStore`](super::SessionStore)): same key and expiry fields, so sweeps and
+//! (see [`SessionStore`](crate::store::SessionStore)): same key and expiry fields, so sweeps and
 //! lookups treat both kinds alike, then the successor's full key.
 //!
 //! ```text
