@@ -63,6 +63,16 @@ fn time(n: u64) -> SystemTime {
     UNIX_EPOCH + Duration::from_nanos(n)
 }
 
+/// Now, in the unit of the blobs' times (ns since the epoch): what sweeps and reads compare a
+/// blob's expiry with.
+#[inline]
+pub(super) fn now_ns() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
+}
+
 /// The header field at `at`; 0 if the blob is too short to hold it. The store only holds
 /// blobs it encoded, which always have the whole header, but a blob's accessors answer for
 /// any bytes: a short blob reads as expired at the epoch (so a sweep drops it) and as
