@@ -6,7 +6,7 @@ use std::time::SystemTime;
 
 use crate::id::SessionKey;
 use crate::record::SessionRecord;
-use crate::store::compact::Blob;
+use crate::store::memory::compact::Blob;
 
 /// The memory store's record blob, made from arbitrary bytes (the store itself only ever
 /// holds blobs it encoded).

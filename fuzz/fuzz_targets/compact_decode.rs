@@ -1,4 +1,4 @@
-//! The memory store's record blob (src/store/compact.rs) from arbitrary bytes: every
+//! The memory store's record blob (src/store/memory/compact.rs) from arbitrary bytes: every
 //! accessor the store calls on a blob it holds (`decode`, `user_id`, `is_for`, `key`,
 //! `version`, `expires_at`) must answer without panicking, and whatever decodes must survive
 //! an encode/decode round trip unchanged.

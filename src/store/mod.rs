@@ -17,11 +17,11 @@
 //!
 //! Stores see only [`SessionKey`]s (SHA-256 of tokens), never tokens.
 
-// `pub(crate)` for the fuzz targets' entry points (src/fuzz.rs, `--cfg fuzzing` only).
-pub(crate) mod compact;
 #[cfg(feature = "test-util")]
 pub mod contract;
-// The stores themselves are exported at the crate root (applications name them there).
+// The stores themselves are exported at the crate root (applications name them there);
+// `pub(crate)` also for the fuzz targets' entry points (src/fuzz.rs, `--cfg fuzzing` only),
+// which reach `memory::compact`.
 pub(crate) mod memory;
 #[cfg(feature = "redis")]
 pub(crate) mod redis;
