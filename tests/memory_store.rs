@@ -9,9 +9,8 @@
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use tower_session_guard::store::MAX_FORWARD_HOPS;
 use tower_session_guard::store::{
-    LoginOutcome, SessionKey, SessionLimit, SessionStore, WriteOutcome,
+    LoginOutcome, SessionKey, SessionLimit, SessionStore, WriteOutcome, MAX_FORWARD_HOPS,
 };
 use tower_session_guard::{Identity, LimitPolicy, MemoryStore, SessionRecord, SessionToken};
 

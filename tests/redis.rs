@@ -27,9 +27,9 @@ use common::*;
 use redis_support::*;
 use tower_session_guard::store::contract::{self, Harness as _};
 use tower_session_guard::store::{
-    LoginOutcome, SessionKey, SessionLimit, SessionStore, StoreError, WriteOutcome,
+    LoginOutcome, SessionKey, SessionLimit, SessionStore, StoreError, WriteOutcome, FORWARD_TTL,
+    MAX_FORWARD_HOPS,
 };
-use tower_session_guard::store::{FORWARD_TTL, MAX_FORWARD_HOPS};
 use tower_session_guard::{
     Identity, LimitPolicy, RedisStore, SessionGuardLayer, SessionRecord, SessionToken,
 };

@@ -12,12 +12,10 @@ use std::time::Duration;
 
 use redis_support::{redis_url, RedisHarness};
 use tower_session_guard::store::contract::{self, Harness};
-use tower_session_guard::store::SessionKey;
 use tower_session_guard::store::{
-    LoginOutcome, SessionLimit, SessionStore, StoreError, WriteOutcome,
+    LoginOutcome, SessionKey, SessionLimit, SessionStore, StoreError, WriteOutcome,
 };
-use tower_session_guard::MemoryStore;
-use tower_session_guard::SessionRecord;
+use tower_session_guard::{MemoryStore, SessionRecord};
 
 /// Polls `fut` to completion on this thread: no runtime, to show that the suite needs none.
 fn block_on<F: Future>(fut: F) -> F::Output {
