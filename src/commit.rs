@@ -36,9 +36,9 @@ pub(crate) struct Commit {
 impl Commit {
     /// Puts the session handle (and the client address) into the request's extensions, and
     /// returns the commit step for its response.
-    pub(crate) fn attach<B>(
+    pub(crate) fn attach<B, C: DynCore>(
         req: &mut Request<B>,
-        core: Arc<dyn DynCore>,
+        core: Arc<C>,
         current: Option<Loaded>,
         client: ClientAddr,
         reply: Via,
@@ -48,7 +48,7 @@ impl Commit {
             .as_ref()
             .is_some_and(|live| touch_due(&core.env().config, &live.record, now));
         let session = Session::new(
-            core,
+            core as Arc<dyn DynCore>,
             current,
             client,
             (
@@ -74,11 +74,11 @@ impl Commit {
     /// a token it did not end itself: that could clobber the cookie a concurrent login just
     /// rotated.
     pub(crate) fn apply(self, headers: &mut HeaderMap) -> Option<Touch> {
-        let env = self.session.core().env();
+        // The common case, a read between touches, returns at once: no lock, no lookup.
         match self.session.outcome(self.touch_due) {
             Outcome::Unchanged => None,
             Outcome::Issued { token, record } => {
-                let config = &env.config;
+                let config = &self.session.core().env().config;
                 let max_age = config.settings.cookie.persistent.then(|| {
                     config
                         .absolute_expiry(&record)
@@ -89,7 +89,8 @@ impl Commit {
                 None
             }
             Outcome::Ended => {
-                transport::remove_token(headers, &env.config.transport, self.reply);
+                let config = &self.session.core().env().config;
+                transport::remove_token(headers, &config.transport, self.reply);
                 None
             }
             Outcome::TouchDue(live) => Some(touch(self.session.core().clone(), live, self.now)),

@@ -70,11 +70,12 @@ where
 {
     type Output = Result<Response<B>, E>;
 
+    #[inline]
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let mut state = self.project().state;
         // At most two turns: Handler may become Touch, which then finishes.
         loop {
-            let res = match state.as_mut().project() {
+            match state.as_mut().project() {
                 StateProj::Handler { fut, commit } => {
                     let mut res = match ready!(fut.poll(cx)) {
                         Ok(res) => res,
@@ -83,28 +84,35 @@ where
                             return Poll::Ready(Err(e));
                         }
                     };
-                    let touch = commit.take().and_then(|c| c.apply(res.headers_mut()));
-                    match touch {
-                        None => Ok(res),
-                        Some(fut) => {
-                            state.set(State::Touch {
-                                fut,
-                                res: Some(res),
-                            });
-                            continue;
+                    match commit.take().and_then(|c| c.apply(res.headers_mut())) {
+                        None => {
+                            state.set(State::Done);
+                            return Poll::Ready(Ok(res));
                         }
+                        Some(fut) => state.set(State::Touch {
+                            fut,
+                            res: Some(res),
+                        }),
                     }
                 }
-                StateProj::Boxed { fut } => ready!(fut.as_mut().poll(cx)),
+                StateProj::Boxed { fut } => {
+                    let out = ready!(fut.as_mut().poll(cx));
+                    state.set(State::Done);
+                    return Poll::Ready(out);
+                }
                 StateProj::Touch { fut, res } => {
                     ready!(fut.as_mut().poll(cx));
-                    Ok(taken(res))
+                    let res = taken(res);
+                    state.set(State::Done);
+                    return Poll::Ready(Ok(res));
                 }
-                StateProj::Ready { res } => Ok(taken(res)),
+                StateProj::Ready { res } => {
+                    let res = taken(res);
+                    state.set(State::Done);
+                    return Poll::Ready(Ok(res));
+                }
                 StateProj::Done => panic!("{POLLED_AFTER_COMPLETION}"),
-            };
-            state.set(State::Done);
-            return Poll::Ready(res);
+            }
         }
     }
 }

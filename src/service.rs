@@ -26,7 +26,7 @@ use tower_service::Service;
 
 use crate::client_ip::{self, ClientAddr};
 use crate::commit::Commit;
-use crate::core::{Core, DynCore};
+use crate::core::Core;
 use crate::future::ResponseFuture;
 use crate::policy::PostAuthPolicy;
 use crate::rejection::respond;
@@ -117,8 +117,8 @@ where
         };
         match next {
             Next::Go(current) => {
-                let core = self.core.clone() as Arc<dyn DynCore>;
-                let commit = Commit::attach(&mut req, core, current, client, reply, now);
+                let commit =
+                    Commit::attach(&mut req, self.core.clone(), current, client, reply, now);
                 // Called here, on the service `poll_ready` readied: no clone of the inner
                 // service (for an axum route, a boxed clone) on this path.
                 ResponseFuture::handler(self.inner.call(req), commit)
@@ -222,14 +222,7 @@ where
             Next::Then(next) => stage = next,
         }
     };
-    let commit = Commit::attach(
-        &mut req,
-        core as Arc<dyn DynCore>,
-        current,
-        client,
-        reply,
-        now,
-    );
+    let commit = Commit::attach(&mut req, core, current, client, reply, now);
     let mut res = inner.call(req).await?;
     if let Some(touch) = commit.apply(res.headers_mut()) {
         touch.await;

@@ -163,11 +163,13 @@ pub(crate) struct Env {
 
 impl Env {
     /// The layer's clock.
+    #[inline]
     pub(crate) fn now(&self) -> SystemTime {
         self.clock.now()
     }
 
     /// Emits an event (aggregated if it is flood-prone).
+    #[inline]
     pub(crate) fn emit(&self, event: SessionEvent) {
         self.events.emit(event, || self.clock.now())
     }

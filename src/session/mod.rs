@@ -172,6 +172,7 @@ impl Session {
 
     /// What the request did to its session, for the commit step, which calls this once,
     /// after the handler. `touch_due`: the loaded session's activity touch is due.
+    #[inline]
     pub(crate) fn outcome(&self, touch_due: bool) -> Outcome {
         // The common case, a read between touches: nothing to do, and no lock taken.
         if !touch_due && !self.shared.changed.load(Ordering::Acquire) {
