@@ -16,23 +16,23 @@ use crate::limit::{LimitPolicy, SessionLimit};
 use crate::pin::PinMode;
 use crate::policy::{PostAuthPolicy, ValidationPolicy};
 use crate::rejection::ResponseForRejection;
-use crate::store::SessionStore;
+use crate::store::{DynStore, SessionStore};
 use crate::transport::TokenTransport;
 
 /// Configures a [`SessionGuardLayer`]; [`build`](Self::build) checks the result.
 #[must_use]
-pub struct SessionGuardBuilder<St, P = ValidationPolicy> {
-    store: St,
+pub struct SessionGuardBuilder<P = ValidationPolicy> {
+    store: Box<dyn DynStore>,
     policy: P,
     settings: Settings,
     hooks: Hooks,
 }
 
-impl<St: SessionStore> SessionGuardLayer<St> {
-    /// Starts a configuration.
-    pub fn builder(store: St) -> SessionGuardBuilder<St> {
+impl SessionGuardLayer {
+    /// Starts a configuration of a layer on `store`.
+    pub fn builder(store: impl SessionStore) -> SessionGuardBuilder {
         SessionGuardBuilder {
-            store,
+            store: Box::new(store),
             policy: ValidationPolicy::permit_all(),
             settings: Settings::default(),
             hooks: Hooks::default(),
@@ -40,7 +40,7 @@ impl<St: SessionStore> SessionGuardLayer<St> {
     }
 }
 
-impl<St: SessionStore, P: PostAuthPolicy> SessionGuardBuilder<St, P> {
+impl<P: PostAuthPolicy> SessionGuardBuilder<P> {
     /// How strictly an authenticated session is bound to its login address (default
     /// [`PinMode::Exact`]). See [`PinMode`] for choosing a mode.
     pub fn pin_mode(mut self, mode: PinMode) -> Self {
@@ -160,7 +160,7 @@ impl<St: SessionStore, P: PostAuthPolicy> SessionGuardBuilder<St, P> {
     }
 
     /// Replaces the post-authentication policy (default: [`ValidationPolicy::permit_all`]).
-    pub fn policy<Q: PostAuthPolicy>(self, policy: Q) -> SessionGuardBuilder<St, Q> {
+    pub fn policy<Q: PostAuthPolicy>(self, policy: Q) -> SessionGuardBuilder<Q> {
         SessionGuardBuilder {
             store: self.store,
             policy,
@@ -171,7 +171,7 @@ impl<St: SessionStore, P: PostAuthPolicy> SessionGuardBuilder<St, P> {
 
     /// Adds a second policy after the current one: both must allow. For example the built-in
     /// validation policy and then a closure of your own.
-    pub fn and_policy<Q: PostAuthPolicy>(self, policy: Q) -> SessionGuardBuilder<St, (P, Q)> {
+    pub fn and_policy<Q: PostAuthPolicy>(self, policy: Q) -> SessionGuardBuilder<(P, Q)> {
         SessionGuardBuilder {
             store: self.store,
             policy: (self.policy, policy),
@@ -251,7 +251,7 @@ impl<St: SessionStore, P: PostAuthPolicy> SessionGuardBuilder<St, P> {
     /// # Errors
     ///
     /// A [`ConfigError`] that says what to change.
-    pub fn build(self) -> Result<SessionGuardLayer<St, P>, ConfigError> {
+    pub fn build(self) -> Result<SessionGuardLayer<P>, ConfigError> {
         let env = self
             .settings
             .validate(self.hooks, self.policy.ip_ranges())?;

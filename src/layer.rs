@@ -10,7 +10,6 @@ use crate::core::Core;
 use crate::id::Fingerprint;
 use crate::policy::ValidationPolicy;
 use crate::service::SessionGuard;
-use crate::store::memory::MemoryStore;
 use crate::store::{SessionStore, StoreError};
 
 /// Adds server-side sessions to a service. Cheap to clone.
@@ -28,23 +27,27 @@ use crate::store::{SessionStore, StoreError};
 ///     .layer(layer);
 /// ```
 ///
+/// The store is any [`SessionStore`]; the layer's type does not name it, so
+/// `SessionGuardLayer` is the type of a layer on any store with the default policy. Keep a
+/// clone of your store for what is particular to it (the stores are cheap to clone).
+///
 /// `P` is the post-authentication policy, asked on every request of an authenticated session
 /// after the pin check. It is a type parameter, so a synchronous policy costs no boxing and no
 /// allocation; by default it is the built-in [`ValidationPolicy`] (without rules until you
 /// give it some).
-pub struct SessionGuardLayer<St = MemoryStore, P = ValidationPolicy> {
-    core: Arc<Core<St, P>>,
+pub struct SessionGuardLayer<P = ValidationPolicy> {
+    core: Arc<Core<P>>,
 }
 
-impl<St, P> SessionGuardLayer<St, P> {
-    pub(crate) fn from_core(core: Core<St, P>) -> Self {
+impl<P> SessionGuardLayer<P> {
+    pub(crate) fn from_core(core: Core<P>) -> Self {
         SessionGuardLayer {
             core: Arc::new(core),
         }
     }
 }
 
-impl<St, P> Clone for SessionGuardLayer<St, P> {
+impl<P> Clone for SessionGuardLayer<P> {
     fn clone(&self) -> Self {
         SessionGuardLayer {
             core: self.core.clone(),
@@ -52,7 +55,7 @@ impl<St, P> Clone for SessionGuardLayer<St, P> {
     }
 }
 
-impl<St, P> std::fmt::Debug for SessionGuardLayer<St, P> {
+impl<P> std::fmt::Debug for SessionGuardLayer<P> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("SessionGuardLayer")
             .field("env", &self.core.env)
@@ -60,35 +63,28 @@ impl<St, P> std::fmt::Debug for SessionGuardLayer<St, P> {
     }
 }
 
-impl<St: SessionStore> SessionGuardLayer<St> {
-    /// The layer with every default (see [`config`](crate::config)).
-    pub fn new(store: St) -> Self {
+impl SessionGuardLayer {
+    /// The layer on `store` with every default (see [`config`](crate::config)).
+    pub fn new(store: impl SessionStore) -> Self {
         let env = match Settings::default().validate(Hooks::default(), Vec::new()) {
             Ok(env) => env,
             // The config module's unit tests hold the defaults valid.
             Err(e) => unreachable!("the default configuration is invalid: {e}"),
         };
         SessionGuardLayer::from_core(Core {
-            store,
+            store: Box::new(store),
             policy: ValidationPolicy::permit_all(),
             env,
         })
     }
 }
 
-impl<St, P> SessionGuardLayer<St, P> {
-    /// The store, for administration.
-    pub fn store(&self) -> &St {
-        &self.core.store
-    }
-}
-
 /// Administration: what an operator or an admin page does with a user's sessions. These go
 /// through the store's per-user index and emit `Revoked` events like the rest of the layer.
-impl<St: SessionStore, P> SessionGuardLayer<St, P> {
+impl<P> SessionGuardLayer<P> {
     /// The user's live sessions, oldest first.
     pub async fn user_sessions(&self, user_id: &str) -> Result<Vec<SessionInfo>, StoreError> {
-        let list = admin::list(&self.core.store, &self.core.env, user_id, None).await?;
+        let list = admin::list(&*self.core.store, &self.core.env, user_id, None).await?;
         Ok(list.into_iter().map(|(_, info)| info).collect())
     }
 
@@ -96,13 +92,20 @@ impl<St: SessionStore, P> SessionGuardLayer<St, P> {
     /// Returns how many were live. Requests in flight on those sessions can no longer write,
     /// and every later request is refused, on every instance that shares the store.
     pub async fn revoke_user(&self, user_id: &str) -> Result<usize, StoreError> {
-        admin::revoke(&self.core.store, &self.core.env, user_id, |_| true, "admin").await
+        admin::revoke(
+            &*self.core.store,
+            &self.core.env,
+            user_id,
+            |_| true,
+            "admin",
+        )
+        .await
     }
 
     /// Ends one session of the user, by fingerprint. Returns whether it was live.
     pub async fn revoke_session(&self, user_id: &str, id: Fingerprint) -> Result<bool, StoreError> {
         let n = admin::revoke(
-            &self.core.store,
+            &*self.core.store,
             &self.core.env,
             user_id,
             |s| s.id == id,
@@ -113,8 +116,8 @@ impl<St: SessionStore, P> SessionGuardLayer<St, P> {
     }
 }
 
-impl<S, St, P> Layer<S> for SessionGuardLayer<St, P> {
-    type Service = SessionGuard<S, St, P>;
+impl<S, P> Layer<S> for SessionGuardLayer<P> {
+    type Service = SessionGuard<S, P>;
 
     fn layer(&self, inner: S) -> Self::Service {
         SessionGuard::new(inner, self.core.clone())

@@ -33,22 +33,21 @@ use crate::rejection::respond;
 use crate::steps::{
     consider, decided, expire, policy_context, terminate, Next, Pick, RequestView, Stage,
 };
-use crate::store::SessionStore;
 use crate::transport::{self, Via};
 
 /// The middleware service built by [`SessionGuardLayer`](crate::SessionGuardLayer).
-pub struct SessionGuard<S, St, P> {
+pub struct SessionGuard<S, P> {
     inner: S,
-    core: Arc<Core<St, P>>,
+    core: Arc<Core<P>>,
 }
 
-impl<S, St, P> SessionGuard<S, St, P> {
-    pub(crate) fn new(inner: S, core: Arc<Core<St, P>>) -> Self {
+impl<S, P> SessionGuard<S, P> {
+    pub(crate) fn new(inner: S, core: Arc<Core<P>>) -> Self {
         SessionGuard { inner, core }
     }
 }
 
-impl<S: Clone, St, P> Clone for SessionGuard<S, St, P> {
+impl<S: Clone, P> Clone for SessionGuard<S, P> {
     fn clone(&self) -> Self {
         SessionGuard {
             inner: self.inner.clone(),
@@ -57,7 +56,7 @@ impl<S: Clone, St, P> Clone for SessionGuard<S, St, P> {
     }
 }
 
-impl<S: std::fmt::Debug, St, P> std::fmt::Debug for SessionGuard<S, St, P> {
+impl<S: std::fmt::Debug, P> std::fmt::Debug for SessionGuard<S, P> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("SessionGuard")
             .field("inner", &self.inner)
@@ -66,12 +65,11 @@ impl<S: std::fmt::Debug, St, P> std::fmt::Debug for SessionGuard<S, St, P> {
     }
 }
 
-impl<S, St, P, ReqBody, ResBody> Service<Request<ReqBody>> for SessionGuard<S, St, P>
+impl<S, P, ReqBody, ResBody> Service<Request<ReqBody>> for SessionGuard<S, P>
 where
     S: Service<Request<ReqBody>, Response = Response<ResBody>> + Clone + Send + 'static,
     S::Future: Send + 'static,
     S::Error: Send + 'static,
-    St: SessionStore,
     P: PostAuthPolicy,
     ReqBody: Send + 'static,
     ResBody: Default + Send + 'static,
@@ -158,15 +156,14 @@ struct Resume {
 
 /// The asynchronous path: resumes at `resume.stage`, runs the remaining steps, the handler,
 /// and the commit.
-async fn resume<S, St, P, ReqBody, ResBody>(
+async fn resume<S, P, ReqBody, ResBody>(
     mut inner: S,
-    core: Arc<Core<St, P>>,
+    core: Arc<Core<P>>,
     resume: Resume,
     mut req: Request<ReqBody>,
 ) -> Result<Response<ResBody>, S::Error>
 where
     S: Service<Request<ReqBody>, Response = Response<ResBody>>,
-    St: SessionStore,
     P: PostAuthPolicy,
     ResBody: Default,
 {
@@ -197,7 +194,7 @@ where
                 next.unwrap_or_else(|| pick.finish())
             }
             Stage::Expired(live, kind) => {
-                expire(store, env, live, kind).await;
+                expire(&**store, env, live, kind).await;
                 Next::Go(None)
             }
             Stage::Policy(live, ip) => {
@@ -211,7 +208,7 @@ where
                 decided(env, live, ip, decision)
             }
             Stage::Terminate(live, rejection) => {
-                return Ok(terminate(store, env, &live, rejection, reply, view.headers).await);
+                return Ok(terminate(&**store, env, &live, rejection, reply, view.headers).await);
             }
         };
         match next {

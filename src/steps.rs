@@ -19,7 +19,7 @@ use crate::policy::{Decision, PolicyContext, PostAuthPolicy};
 use crate::record::{ExpiryKind, Identity, SessionRecord};
 use crate::rejection::{respond, Rejection};
 use crate::session::Loaded;
-use crate::store::{SessionStore, StoreError};
+use crate::store::{DynStore, StoreError};
 use crate::transport::{self, Candidates, Via};
 
 /// The step at which the synchronous path had to wait.
@@ -201,12 +201,7 @@ pub(crate) fn decided(env: &Env, live: Loaded, client_ip: IpAddr, decision: Deci
 
 /// An expired session: refused whether or not the delete succeeds; the delete only frees
 /// the slot early (the store's own TTL would drop it too).
-pub(crate) async fn expire<St: SessionStore>(
-    store: &St,
-    env: &Env,
-    live: Loaded,
-    kind: ExpiryKind,
-) {
+pub(crate) async fn expire(store: &dyn DynStore, env: &Env, live: Loaded, kind: ExpiryKind) {
     let session = live.key.fingerprint();
     if let Err(e) = store.delete(live.key).await {
         env.emit(SessionEvent::StoreFailed {
@@ -286,8 +281,8 @@ pub(crate) fn policy_context<'a>(
 /// cookie. A refused request never reaches the handler. If the delete fails the request is
 /// still refused; the record stays expired-by-TTL at worst, and every later request from the
 /// wrong address is refused again.
-pub(crate) async fn terminate<St: SessionStore, B: Default>(
-    store: &St,
+pub(crate) async fn terminate<B: Default>(
+    store: &dyn DynStore,
     env: &Env,
     live: &Loaded,
     rejection: Rejection,

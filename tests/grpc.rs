@@ -84,9 +84,8 @@ impl Running {
 }
 
 /// Serves `AuthService` behind `layer` on 127.0.0.1 (an ephemeral port).
-async fn serve<St, P>(layer: SessionGuardLayer<St, P>, placement: Placement) -> Running
+async fn serve<P>(layer: SessionGuardLayer<P>, placement: Placement) -> Running
 where
-    St: SessionStore,
     P: PostAuthPolicy,
 {
     let listener = timeout(WAIT, TcpListener::bind("127.0.0.1:0"))
@@ -294,12 +293,12 @@ async fn login_returns_new_token_in_metadata_and_who_am_i_succeeds_with_it() {
 #[tokio::test]
 async fn token_planted_before_login_is_not_adopted() {
     let events = Events::default();
-    let layer = SessionGuardLayer::builder(MemoryStore::new())
+    let store = MemoryStore::new();
+    let layer = SessionGuardLayer::builder(store.clone())
         .clock(ManualClock::new())
         .event_sink(events.sink())
         .build()
         .expect("valid config");
-    let admin = layer.clone();
     let server = serve(layer, Placement::Server).await;
     let mut client = connect(server.addr, None).await;
 
@@ -316,7 +315,7 @@ async fn token_planted_before_login_is_not_adopted() {
         "the planted token does not become alice's session"
     );
     let planted_key = SessionKey::from_token_str(planted).unwrap();
-    assert!(admin.store().load(planted_key).await.unwrap().is_none());
+    assert!(store.load(planted_key).await.unwrap().is_none());
     assert_eq!(
         who_am_i(&mut client, Some(&token)).await.unwrap().user,
         "alice"
@@ -336,7 +335,7 @@ async fn token_planted_before_login_is_not_adopted() {
         "the guest token is dead after login"
     );
     let guest_key = SessionKey::from_token_str(&guest).unwrap();
-    assert!(admin.store().load(guest_key).await.unwrap().is_none());
+    assert!(store.load(guest_key).await.unwrap().is_none());
     // The guest's data moved with the session to the new token.
     let res = rpc(client.counter(with_token(Empty {}, Some(&bob))))
         .await

@@ -30,7 +30,7 @@ struct Server {
 }
 
 impl Server {
-    async fn start<P: PostAuthPolicy>(layer: SessionGuardLayer<MemoryStore, P>) -> Server {
+    async fn start<P: PostAuthPolicy>(layer: SessionGuardLayer<P>) -> Server {
         let listener = timeout(WAIT, TcpListener::bind("127.0.0.1:0"))
             .await
             .expect("bind in time")
@@ -242,9 +242,7 @@ async fn forged_forwarding_headers_from_another_loopback_address_do_not_pass_the
     server.stop().await;
 }
 
-fn demo_layer(
-    h: &Harness,
-) -> SessionGuardLayer<MemoryStore, tower_session_guard::ValidationPolicy> {
+fn demo_layer(h: &Harness) -> SessionGuardLayer {
     h.builder(MemoryStore::new())
         .pin_mode(PinMode::Exact)
         .policy(demo_policy())

@@ -21,10 +21,7 @@ const REAL: &str = "198.51.100.7";
 const SPOOF: &str = "203.0.113.66";
 
 /// The standard app with the harness's clock and events, configured by `f`.
-fn app_with(
-    h: &Harness,
-    f: impl FnOnce(SessionGuardBuilder<MemoryStore>) -> SessionGuardBuilder<MemoryStore>,
-) -> Router {
+fn app_with(h: &Harness, f: impl FnOnce(SessionGuardBuilder) -> SessionGuardBuilder) -> Router {
     app(f(h.builder(MemoryStore::new()))
         .build()
         .expect("valid config"))

@@ -35,7 +35,7 @@ fn policy_app<P: PostAuthPolicy>(h: &Harness, pin: PinMode, policy: P) -> Router
 /// Like `policy_app`, but the builder is finished by `f` (to chain policies).
 fn app_from<P: PostAuthPolicy>(
     h: &Harness,
-    f: impl FnOnce(SessionGuardBuilder<MemoryStore>) -> SessionGuardBuilder<MemoryStore, P>,
+    f: impl FnOnce(SessionGuardBuilder) -> SessionGuardBuilder<P>,
 ) -> Router {
     app(f(h.builder(MemoryStore::new()))
         .build()

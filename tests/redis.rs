@@ -344,8 +344,11 @@ async fn records_are_versioned_blobs_with_ttls_and_fail_closed() {
 // ----- two instances -----
 
 struct Pair {
-    a: SessionGuardLayer<RedisStore>,
-    b: SessionGuardLayer<RedisStore>,
+    a: SessionGuardLayer,
+    b: SessionGuardLayer,
+    /// The stores behind `a` and `b` (clones share connections and near-cache).
+    store_a: RedisStore,
+    store_b: RedisStore,
     app_a: Router,
     app_b: Router,
     harness: Harness,
@@ -355,20 +358,22 @@ struct Pair {
 async fn pair(url: &str, limit: Option<(usize, LimitPolicy)>) -> Pair {
     let prefix = unique_prefix();
     let harness = Harness::new();
-    let layer = |store| {
-        let mut b = harness.builder(store);
+    let layer = |store: &RedisStore| {
+        let mut b = harness.builder(store.clone());
         if let Some((max, policy)) = limit {
             b = b.max_sessions_per_user(max, policy);
         }
         b.build().expect("valid config")
     };
-    let a = layer(store(url, &prefix).await);
-    let b = layer(store(url, &prefix).await);
+    let (store_a, store_b) = (store(url, &prefix).await, store(url, &prefix).await);
+    let (a, b) = (layer(&store_a), layer(&store_b));
     Pair {
         app_a: app(a.clone()),
         app_b: app(b.clone()),
         a,
         b,
+        store_a,
+        store_b,
         harness,
         _cleanup: Cleanup {
             url: url.to_owned(),
@@ -420,13 +425,13 @@ async fn login_on_a_is_usable_on_b_and_logout_on_b_is_refused_on_a_at_once() {
         status(&p.app_a, Method::GET, "/me", Some(&token)).await,
         StatusCode::OK
     );
-    let before = p.a.store().near_cache_stats();
+    let before = p.store_a.near_cache_stats();
     assert_eq!(
         status(&p.app_a, Method::GET, "/me", Some(&token)).await,
         StatusCode::OK
     );
     assert_eq!(
-        p.a.store().near_cache_stats().hits,
+        p.store_a.near_cache_stats().hits,
         before.hits + 1,
         "a near-cache hit"
     );
@@ -1627,7 +1632,7 @@ async fn round_trips_hit_0_miss_1_login_at_most_2() {
     assert_eq!(res.status(), StatusCode::OK);
     assert_eq!(d, ["evalsha"]);
 
-    let stats = p.b.store().near_cache_stats();
+    let stats = p.store_b.near_cache_stats();
     println!("near-cache on B: {stats:?}");
     assert!(stats.hits >= 1 && stats.misses >= 1);
 }
@@ -1659,7 +1664,7 @@ async fn outage_fails_closed_and_recovers() {
             StatusCode::OK
         );
     }
-    assert!(p.a.store().near_cache_active());
+    assert!(p.store_a.near_cache_active());
     // revoked on B before the outage; A, which had it cached, refuses it
     assert_eq!(p.b.revoke_user("mallory").await.unwrap(), 1);
     let refused = within(Duration::from_secs(1), || async {
@@ -1677,7 +1682,7 @@ async fn outage_fails_closed_and_recovers() {
     .await
     .expect("a session request gets 503 while Redis is down");
     println!("first 503 {down:?} after the kill");
-    assert!(!p.a.store().near_cache_active());
+    assert!(!p.store_a.near_cache_active());
     for t in [&live, &revoked] {
         let start = Instant::now();
         assert_eq!(
@@ -1735,7 +1740,7 @@ async fn outage_fails_closed_and_recovers() {
     }
     // coherence is back too: a logout on B is refused on A
     let active = within(Duration::from_secs(5), || async {
-        p.a.store().near_cache_active()
+        p.store_a.near_cache_active()
     })
     .await;
     assert!(active.is_some(), "the near-cache is back in use");

@@ -62,11 +62,11 @@ pub fn demo_policy() -> ValidationPolicy {
 
 /// The layer as measured: exact pin (the default, set explicitly), the demo policy, the given
 /// clock and absolute lifetime, every other setting at its default.
-pub fn guard_layer<St: SessionStore>(
-    store: St,
+pub fn guard_layer(
+    store: impl SessionStore,
     clock: impl Clock,
     absolute: Duration,
-) -> SessionGuardLayer<St, ValidationPolicy> {
+) -> SessionGuardLayer<ValidationPolicy> {
     SessionGuardLayer::builder(store)
         .pin_mode(PinMode::Exact)
         .idle_timeout(IDLE)

@@ -236,10 +236,10 @@ pub fn print_banner(url: &str, args: &Args) {
 
 /// The session layer both demos use: the flags' timeouts, pin, proxies and session cap, and
 /// the demo policy.
-pub fn layer<St: SessionStore>(
-    store: St,
+pub fn layer(
+    store: impl SessionStore,
     args: &Args,
-) -> Result<SessionGuardLayer<St, ValidationPolicy>, String> {
+) -> Result<SessionGuardLayer<ValidationPolicy>, String> {
     let policy = demo_policy().map_err(|e| format!("invalid policy: {e}"))?;
     let mut builder = SessionGuardLayer::builder(store)
         .idle_timeout(args.idle)

@@ -205,9 +205,12 @@ pub trait SessionStore: Send + Sync + 'static {
 
 type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
-/// Object-safe mirror of [`SessionStore`] for the `Session` handle, whose writes are off the
-/// hot path; the layer itself calls the generic store without boxing.
+/// The object-safe view of [`SessionStore`], implemented for every store: the layer holds
+/// its store as `Box<dyn DynStore>` (so the layer's type does not name the store) and the
+/// `Session` handle reaches it through the core. `load_now` stays synchronous; the other
+/// operations box the store's futures, which only the asynchronous path awaits.
 pub(crate) trait DynStore: Send + Sync + 'static {
+    fn load_now(&self, key: SessionKey) -> Option<Result<Option<Arc<SessionRecord>>, StoreError>>;
     fn load(
         &self,
         key: SessionKey,
@@ -251,6 +254,10 @@ pub(crate) trait DynStore: Send + Sync + 'static {
 }
 
 impl<T: SessionStore> DynStore for T {
+    #[inline]
+    fn load_now(&self, key: SessionKey) -> Option<Result<Option<Arc<SessionRecord>>, StoreError>> {
+        SessionStore::load_now(self, key)
+    }
     fn load(
         &self,
         key: SessionKey,

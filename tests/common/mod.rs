@@ -173,7 +173,7 @@ pub fn routes() -> Router {
 }
 
 /// `routes()` behind `layer`, whatever its policy.
-pub fn app<St: SessionStore, P: PostAuthPolicy>(layer: SessionGuardLayer<St, P>) -> Router {
+pub fn app<P: PostAuthPolicy>(layer: SessionGuardLayer<P>) -> Router {
     routes().layer(layer)
 }
 
@@ -195,7 +195,7 @@ impl Harness {
     /// A builder for `store` with this harness's clock and event sink.
     /// Every event is emitted one by one (no aggregation): these tests assert exact event
     /// sequences. `tests/abuse.rs` tests the aggregation itself.
-    pub fn builder<St: SessionStore>(&self, store: St) -> SessionGuardBuilder<St> {
+    pub fn builder(&self, store: impl SessionStore) -> SessionGuardBuilder {
         SessionGuardLayer::builder(store)
             .clock(self.clock.clone())
             .event_sink(self.events.sink())
