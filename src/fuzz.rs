@@ -66,13 +66,13 @@ pub fn key_from_token_bytes(token: &[u8]) -> Option<SessionKey> {
 
 /// The Redis store's record blob decoder.
 #[cfg(feature = "redis")]
-pub fn redis_decode(blob: &[u8]) -> Result<SessionRecord, crate::store::RedisStoreError> {
+pub fn redis_decode(blob: &[u8]) -> Result<SessionRecord, crate::RedisStoreError> {
     crate::store::redis::decode(blob)
 }
 
 /// The Redis store's record blob encoder.
 #[cfg(feature = "redis")]
-pub fn redis_encode(record: &SessionRecord) -> Result<Vec<u8>, crate::store::RedisStoreError> {
+pub fn redis_encode(record: &SessionRecord) -> Result<Vec<u8>, crate::RedisStoreError> {
     crate::store::redis::encode(record)
 }
 

@@ -36,7 +36,7 @@ const TRUSTED: [&str; 2] = ["10.0.0.0/8", "fd00::/8"];
 const CLIENT: IpAddr = IpAddr::V4(Ipv4Addr::new(203, 0, 113, 50));
 
 /// The forwarding header each value of flag bits 3-4 configures (the layer reads only it).
-type Configure = fn(SessionGuardBuilder<MemoryStore>) -> SessionGuardBuilder<MemoryStore>;
+type Configure = fn(SessionGuardBuilder) -> SessionGuardBuilder;
 const HEADERS: [(Configure, ForwardedHeader); 3] = [
     (
         |b| {

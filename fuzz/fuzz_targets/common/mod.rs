@@ -65,7 +65,7 @@ async fn handler(req: Request<()>) -> Result<Response<()>, Infallible> {
 
 /// A layer with the fuzz targets' lifetimes, around the handler.
 pub fn service(
-    configure: impl FnOnce(SessionGuardBuilder<MemoryStore>) -> SessionGuardBuilder<MemoryStore>,
+    configure: impl FnOnce(SessionGuardBuilder) -> SessionGuardBuilder,
     store: &MemoryStore,
 ) -> Svc {
     let builder = SessionGuardLayer::builder(store.clone())
