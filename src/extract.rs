@@ -19,6 +19,7 @@ impl IntoResponse for MissingSessionLayer {
     }
 }
 
+#[cfg_attr(docsrs, doc(cfg(feature = "axum")))]
 impl<S: Send + Sync> FromRequestParts<S> for Session {
     type Rejection = MissingSessionLayer;
 
@@ -33,6 +34,7 @@ impl<S: Send + Sync> FromRequestParts<S> for Session {
 
 /// Lets handlers use `?` on session operations: an ended session is 401, store trouble and
 /// contention are 503 (fail closed, retryable), a value that does not fit its type is 500.
+#[cfg_attr(docsrs, doc(cfg(feature = "axum")))]
 impl IntoResponse for SessionError {
     fn into_response(self) -> Response {
         let status = match self {

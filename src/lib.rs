@@ -24,6 +24,8 @@
 //!     .layer(SessionGuardLayer::new(MemoryStore::new()));
 //! ```
 #![deny(missing_docs, unsafe_code)]
+// docs.rs builds with `--cfg docsrs` on nightly: feature-gated items carry their feature.
+#![cfg_attr(docsrs, feature(doc_cfg))]
 #![warn(rust_2018_idioms)]
 
 mod abuse;
@@ -43,6 +45,8 @@ mod extract;
 #[path = "fuzz.rs"]
 pub mod __fuzz;
 pub mod future;
+#[cfg(feature = "tonic")]
+mod grpc;
 mod id;
 mod layer;
 mod limit;
@@ -65,6 +69,7 @@ pub use crate::clock::{Clock, ManualClock, SystemClock};
 pub use crate::config::error::ConfigError;
 pub use crate::events::{EventSink, SessionEvent};
 #[cfg(feature = "axum")]
+#[cfg_attr(docsrs, doc(cfg(feature = "axum")))]
 pub use crate::extract::MissingSessionLayer;
 pub use crate::id::{Fingerprint, InvalidFingerprint, SessionToken};
 pub use crate::layer::SessionGuardLayer;
@@ -81,6 +86,7 @@ pub use crate::service::SessionGuard;
 pub use crate::session::{Session, SessionError, MAX_VALUE_DEPTH};
 pub use crate::store::memory::{MemoryStore, MemoryStoreBuilder};
 #[cfg(feature = "redis")]
+#[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
 pub use crate::store::redis::{NearCacheStats, RedisStore, RedisStoreBuilder, RedisStoreError};
 pub use crate::transport::{TokenTransport, MAX_COOKIE_HEADER};
 pub use ::cookie::SameSite;

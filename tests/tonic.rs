@@ -1,10 +1,9 @@
 //! The same `SessionGuardLayer` on a tonic 0.14 server, over loopback HTTP/2.
 //!
 //! Either around the whole server (`Server::builder().layer(layer)`) or around one service.
-//! For one service, plain `tower::Layer::layer(&layer, svc)` cannot go to `add_service`:
-//! that needs `tonic::server::NamedService`, which `SessionGuard` does not implement (and
-//! the orphan rule keeps users from implementing it). tonic's `LayerExt::named_layer` is the
-//! way: it applies the layer and keeps the inner service's name.
+//! For one service, `SessionGuard` implements `tonic::server::NamedService` when the inner
+//! service does, so `add_service(layer.layer(svc))` works; tonic's `LayerExt::named_layer`
+//! also does, and is what a stack with other layers under ours (the probe here) needs.
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -114,9 +113,8 @@ async fn start(placement: Placement) -> Running {
                 .serve_with_incoming_shutdown(incoming, signal),
         ),
         Placement::Service => {
-            // `add_service` needs `NamedService`, which `SessionGuard` lacks, so
-            // `tower::Layer::layer(&layer, health)` is refused (E0277). tonic's own
-            // `LayerExt::named_layer` applies the layer and carries the inner service's name.
+            // The probe under our layer has no gRPC name, so the stack goes through tonic's
+            // `LayerExt::named_layer`, which carries the inner service's name.
             let health = ServiceBuilder::new()
                 .layer(layer)
                 .layer(probe)
@@ -244,4 +242,89 @@ async fn layer_wrapping_one_service_added_with_add_service() {
         "the layer around the service read the cookie metadata"
     );
     server.stop().await;
+}
+
+#[tokio::test]
+async fn a_guarded_service_keeps_its_grpc_name_and_goes_to_add_service() {
+    use tonic::server::NamedService;
+    use tower::Layer as _;
+
+    let (_reporter, health) = tonic_health::server::health_reporter();
+    let guarded = SessionGuardLayer::new(MemoryStore::new()).layer(health);
+    fn name_of<S: NamedService>(_: &S) -> &'static str {
+        S::NAME
+    }
+    assert_eq!(name_of(&guarded), "grpc.health.v1.Health");
+
+    let listener = timeout(WAIT, TcpListener::bind("127.0.0.1:0"))
+        .await
+        .expect("bind in time")
+        .expect("bind 127.0.0.1:0");
+    let addr = listener.local_addr().unwrap();
+    let (shutdown, signal) = oneshot::channel::<()>();
+    let task = tokio::spawn(
+        Server::builder()
+            .add_service(guarded)
+            .serve_with_incoming_shutdown(TcpIncoming::from(listener), async {
+                let _ = signal.await;
+            }),
+    );
+    let mut client = client(addr).await;
+    let (status, set_cookie) = check(&mut client, None).await;
+    assert_eq!(status, ServingStatus::Serving as i32);
+    assert!(!set_cookie, "a read without a session creates none");
+    let _ = shutdown.send(());
+    timeout(WAIT, task)
+        .await
+        .expect("server shut down in time")
+        .expect("server task did not panic")
+        .expect("server ended without error");
+}
+
+#[test]
+fn session_errors_become_grpc_statuses_without_internal_detail() {
+    use tonic::Code;
+    use tower_session_guard::store::StoreError;
+    use tower_session_guard::SessionError;
+
+    let store = tonic::Status::from(SessionError::Store(StoreError::new(
+        "connection to 10.1.2.3:6379 refused (password=hunter2)",
+    )));
+    assert_eq!(store.code(), Code::Unavailable);
+    assert!(
+        !store.message().contains("10.1.2.3") && !store.message().contains("hunter2"),
+        "{store:?}"
+    );
+    let denied = tonic::Status::from(SessionError::LoginDenied {
+        reason: "no rule allows this session (allow mode)".into(),
+    });
+    assert_eq!(denied.code(), Code::PermissionDenied);
+    assert!(!denied.message().contains("rule"), "{denied:?}");
+    for (error, code) in [
+        (SessionError::Ended, Code::Unauthenticated),
+        (SessionError::NotAuthenticated, Code::Unauthenticated),
+        (SessionError::ClientIpUnverifiable, Code::InvalidArgument),
+        (
+            SessionError::RateLimited {
+                retry_after: Duration::from_secs(30),
+            },
+            Code::ResourceExhausted,
+        ),
+        (
+            SessionError::TooManySessions { limit: 5 },
+            Code::FailedPrecondition,
+        ),
+        (SessionError::Contention, Code::Unavailable),
+        (SessionError::StoreFull, Code::Unavailable),
+    ] {
+        let shown = format!("{error:?}");
+        assert_eq!(tonic::Status::from(error).code(), code, "{shown}");
+    }
+}
+
+#[test]
+fn session_from_a_grpc_request_without_the_layer_is_an_internal_error_naming_the_fix() {
+    let err = Session::from_grpc(&tonic::Request::new(())).unwrap_err();
+    assert_eq!(err.code(), tonic::Code::Internal);
+    assert!(err.message().contains("SessionGuardLayer"), "{err:?}");
 }

@@ -18,6 +18,7 @@
 //! Stores see only [`SessionKey`]s (SHA-256 of tokens), never tokens.
 
 #[cfg(feature = "test-util")]
+#[cfg_attr(docsrs, doc(cfg(feature = "test-util")))]
 pub mod contract;
 // The stores themselves are exported at the crate root (applications name them there);
 // `pub(crate)` also for the fuzz targets' entry points (src/fuzz.rs, `--cfg fuzzing` only),
