@@ -17,6 +17,7 @@ pin_project! {
     /// The response future of [`SessionGuard`](crate::SessionGuard): on the synchronous path,
     /// the inner service's own future (not boxed) plus the commit step; otherwise the
     /// layer's boxed continuation.
+    #[must_use = "futures do nothing unless you `.await` or poll them"]
     pub struct ResponseFuture<F, B, E> {
         #[pin]
         state: State<F, B, E>,

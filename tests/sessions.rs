@@ -357,3 +357,56 @@ async fn an_administrator_lists_a_user_and_ends_one_session() {
     assert!(layer.user_sessions("nobody").await.unwrap().is_empty());
     assert_eq!(layer.revoke_user("nobody").await.unwrap(), 0);
 }
+
+// ----- clear -----
+
+async fn clear(session: Session) -> Result<&'static str, SessionError> {
+    session.clear().await?;
+    Ok("cleared")
+}
+
+fn clear_app(h: &Harness) -> Router {
+    Router::new()
+        .route("/clear", post(clear))
+        .merge(routes())
+        .layer(h.builder(MemoryStore::new()).build().expect("valid config"))
+}
+
+#[tokio::test]
+async fn clear_drops_the_values_and_keeps_the_session_and_its_user() {
+    let h = Harness::new();
+    let app = clear_app(&h);
+    let token = login_from(&app, CLIENT, "alice", &[], &[]).await;
+    for uri in ["/set/cart/3-books", "/set/step/2"] {
+        assert_eq!(
+            call(&app, Method::POST, uri, Some(&token)).await.status(),
+            StatusCode::OK
+        );
+    }
+
+    let res = call(&app, Method::POST, "/clear", Some(&token)).await;
+    assert_eq!(res.status(), StatusCode::OK);
+    assert_eq!(token_of(&res), None, "the ID stays: no new cookie");
+
+    for key in ["cart", "step"] {
+        let res = call(&app, Method::GET, &format!("/get/{key}"), Some(&token)).await;
+        assert_eq!(res.status(), StatusCode::NOT_FOUND, "{key} is gone");
+    }
+    let me = call(&app, Method::GET, "/me", Some(&token)).await;
+    assert_eq!(me.status(), StatusCode::OK);
+    assert!(body_text(me).await.contains("alice"), "still logged in");
+}
+
+#[tokio::test]
+async fn clear_without_a_session_creates_none() {
+    let h = Harness::new();
+    let app = clear_app(&h);
+    let res = call(&app, Method::POST, "/clear", None).await;
+    assert_eq!(res.status(), StatusCode::OK);
+    assert_eq!(token_of(&res), None, "no guest session was created");
+    assert!(
+        !h.events.kinds().contains(&"created"),
+        "{:?}",
+        h.events.all()
+    );
+}

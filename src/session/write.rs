@@ -52,6 +52,25 @@ impl Session {
         .transpose()
     }
 
+    /// Removes every value and keeps the session: its ID, its logged-in identity, its pin
+    /// and its lifetimes stay as they are (unlike [`logout`](Self::logout), which ends it).
+    /// For "forget my cart" or "reset this wizard" without logging the user out. Does
+    /// nothing, and creates nothing, without a session or values.
+    ///
+    /// # Errors
+    ///
+    /// [`SessionError::Ended`] if the session ended meanwhile; store errors.
+    pub async fn clear(&self) -> Result<(), SessionError> {
+        if self.record().is_none_or(|r| r.data.is_empty()) {
+            return Ok(());
+        }
+        self.mutate(|rec| {
+            rec.data.clear();
+            Ok(())
+        })
+        .await
+    }
+
     /// Atomic read-modify-write of one value: `f` gets the current value (or `None`) and
     /// returns the new one, which is also returned. If another request wrote the session in
     /// between, `f` runs again on the fresh value, so `f` must not have side effects.
