@@ -24,7 +24,9 @@ use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use tower_session_guard::store::SessionStore;
-use tower_session_guard::{Fingerprint, Identity, Session, SessionError};
+use tower_session_guard::{
+    require_role, Authenticated, Fingerprint, Identity, Session, SessionError,
+};
 
 mod common;
 
@@ -72,6 +74,13 @@ async fn serve<St: SessionStore>(store: St, args: &common::Args) -> Result<(), S
         .route("/sessions", get(list_sessions))
         .route("/sessions/revoke-others", post(revoke_others))
         .route("/sessions/{id}/revoke", post(revoke_one))
+        // Authorization: a route guard answers 401 / 403 and keeps the session (the
+        // validation policy, by contrast, ends a session used from the wrong place).
+        .merge(
+            Router::new()
+                .route("/admin", get(admin))
+                .route_layer(require_role("admin")),
+        )
         .layer(layer);
 
     let listener = tokio::net::TcpListener::bind(args.addr)
@@ -202,6 +211,12 @@ async fn me(session: Session) -> Response {
         Some(id) => Json(identity_json(&id)).into_response(),
         None => error(StatusCode::UNAUTHORIZED, "not logged in"),
     }
+}
+
+/// `GET /admin`, behind `require_role("admin")`: 401 without a login, 403 for a user without
+/// the role (who stays logged in), this small JSON for an admin.
+async fn admin(Authenticated(id): Authenticated) -> Json<serde_json::Value> {
+    Json(json!({ "area": "admin", "user": id.user_id }))
 }
 
 /// `POST /logout`: ends the session on the server; 204 with the removal cookie.

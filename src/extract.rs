@@ -5,6 +5,8 @@ use axum::response::{IntoResponse, Response};
 use http::request::Parts;
 use http::StatusCode;
 
+use crate::record::Identity;
+use crate::rejection::Rejection;
 use crate::session::{Session, SessionError};
 
 /// The extractor found no `Session`: the route is not behind a `SessionGuardLayer`. This is a
@@ -29,6 +31,44 @@ impl<S: Send + Sync> FromRequestParts<S> for Session {
             .get::<Session>()
             .cloned()
             .ok_or(MissingSessionLayer)
+    }
+}
+
+/// The logged-in identity, as an extractor: a handler that takes it runs only for a logged-in
+/// user, and everyone else gets 401 (the session is kept, as with
+/// [`require_login`](crate::require_login)).
+///
+/// ```
+/// use axum::{routing::get, Router};
+/// use tower_session_guard::{Authenticated, MemoryStore, SessionGuardLayer};
+///
+/// async fn me(Authenticated(user): Authenticated) -> String {
+///     format!("hello {}", user.user_id)
+/// }
+///
+/// let app: Router = Router::new()
+///     .route("/me", get(me))
+///     .layer(SessionGuardLayer::new(MemoryStore::new()));
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Authenticated(pub Identity);
+
+#[cfg_attr(docsrs, doc(cfg(feature = "axum")))]
+impl<S: Send + Sync> FromRequestParts<S> for Authenticated {
+    /// 401 without a login; 500 (a wiring bug, with the message) without the layer.
+    type Rejection = Response;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        let Some(session) = parts.extensions.get::<Session>() else {
+            return Err(MissingSessionLayer.into_response());
+        };
+        match session.identity() {
+            Some(identity) => Ok(Authenticated(identity)),
+            None => {
+                let rejection = Rejection::LoginRequired;
+                Err((rejection.http_status(), rejection.message()).into_response())
+            }
+        }
     }
 }
 

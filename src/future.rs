@@ -141,3 +141,63 @@ impl<F, B, E> fmt::Debug for ResponseFuture<F, B, E> {
             .finish()
     }
 }
+
+pin_project! {
+    /// The response future of a route guard ([`Guarded`](crate::Guarded)): the inner
+    /// service's future, or the guard's own refusal.
+    #[must_use = "futures do nothing unless you `.await` or poll them"]
+    pub struct GuardFuture<F, B> {
+        #[pin]
+        state: GuardState<F, B>,
+    }
+}
+
+pin_project! {
+    #[project = GuardStateProj]
+    enum GuardState<F, B> {
+        Inner { #[pin] fut: F },
+        Refused { res: Option<Response<B>> },
+    }
+}
+
+impl<F, B> GuardFuture<F, B> {
+    pub(crate) fn inner(fut: F) -> Self {
+        GuardFuture {
+            state: GuardState::Inner { fut },
+        }
+    }
+
+    pub(crate) fn refused(res: Response<B>) -> Self {
+        GuardFuture {
+            state: GuardState::Refused { res: Some(res) },
+        }
+    }
+}
+
+impl<F, B, E> Future for GuardFuture<F, B>
+where
+    F: Future<Output = Result<Response<B>, E>>,
+{
+    type Output = Result<Response<B>, E>;
+
+    #[inline]
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.project().state.project() {
+            GuardStateProj::Inner { fut } => fut.poll(cx),
+            GuardStateProj::Refused { res } => Poll::Ready(Ok(taken(res))),
+        }
+    }
+}
+
+impl<F, B> fmt::Debug for GuardFuture<F, B> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let state = match &self.state {
+            GuardState::Inner { .. } => "Inner",
+            GuardState::Refused { res: Some(_) } => "Refused",
+            GuardState::Refused { res: None } => "Done",
+        };
+        f.debug_struct("GuardFuture")
+            .field("state", &state)
+            .finish()
+    }
+}

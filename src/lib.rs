@@ -47,6 +47,7 @@ pub mod __fuzz;
 pub mod future;
 #[cfg(feature = "tonic")]
 mod grpc;
+mod guard;
 mod id;
 mod layer;
 mod limit;
@@ -70,7 +71,10 @@ pub use crate::config::error::ConfigError;
 pub use crate::events::{EventSink, SessionEvent};
 #[cfg(feature = "axum")]
 #[cfg_attr(docsrs, doc(cfg(feature = "axum")))]
-pub use crate::extract::MissingSessionLayer;
+pub use crate::extract::{Authenticated, MissingSessionLayer};
+pub use crate::guard::{
+    require_any_role, require_group, require_login, require_role, Guarded, RouteGuard,
+};
 pub use crate::id::{Fingerprint, InvalidFingerprint, SessionToken};
 pub use crate::layer::SessionGuardLayer;
 pub use crate::limit::LimitPolicy;

@@ -29,6 +29,15 @@ pub enum Rejection {
     /// The client address is cooling down after guessing session IDs, and presented another
     /// unknown token. Answered with `Retry-After`.
     TooManyUnknownTokens,
+    /// A route guard ([`require_login`](crate::require_login) and the others): nobody is
+    /// logged in on this request's session. The session is kept.
+    LoginRequired,
+    /// A route guard: the logged-in user lacks the role or group the route requires. The
+    /// session is kept: this is authorization, not session validation.
+    Forbidden,
+    /// A route guard found no session: `SessionGuardLayer` is not in front of the route. A
+    /// wiring bug, logged as an error when it happens.
+    MissingSessionLayer,
 }
 
 impl Rejection {
@@ -40,6 +49,9 @@ impl Rejection {
             Rejection::ClientIpUnknown => StatusCode::INTERNAL_SERVER_ERROR,
             Rejection::ClientIpUnverifiable => StatusCode::UNAUTHORIZED,
             Rejection::TooManyUnknownTokens => StatusCode::TOO_MANY_REQUESTS,
+            Rejection::LoginRequired => StatusCode::UNAUTHORIZED,
+            Rejection::Forbidden => StatusCode::FORBIDDEN,
+            Rejection::MissingSessionLayer => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 
@@ -52,6 +64,9 @@ impl Rejection {
             Rejection::ClientIpUnknown => 13,      // INTERNAL
             Rejection::ClientIpUnverifiable => 16, // UNAUTHENTICATED
             Rejection::TooManyUnknownTokens => 8,  // RESOURCE_EXHAUSTED
+            Rejection::LoginRequired => 16,        // UNAUTHENTICATED
+            Rejection::Forbidden => 7,             // PERMISSION_DENIED
+            Rejection::MissingSessionLayer => 13,  // INTERNAL
         }
     }
 
@@ -64,6 +79,9 @@ impl Rejection {
             Rejection::ClientIpUnknown => "client address unknown",
             Rejection::ClientIpUnverifiable => "client address cannot be verified",
             Rejection::TooManyUnknownTokens => "too many unknown session tokens; slow down",
+            Rejection::LoginRequired => "login required",
+            Rejection::Forbidden => "permission denied",
+            Rejection::MissingSessionLayer => "no session layer in front of this route",
         }
     }
 

@@ -724,3 +724,93 @@ async fn rejection_is_a_trailers_only_grpc_response() {
         .expect("connection closed in time");
     server.stop().await;
 }
+
+// ----- route guards on a tonic service -----
+
+/// A health service behind `require_role("admin")`, next to the auth service, both behind the
+/// session layer: UNAUTHENTICATED without a login, PERMISSION_DENIED for bob (a `user`), and
+/// bob's session answers `WhoAmI` afterwards; alice (an `admin`) gets SERVING.
+#[tokio::test]
+async fn a_role_guard_on_a_tonic_service_answers_401_and_403_and_keeps_the_session() {
+    use tonic_health::pb::health_check_response::ServingStatus;
+    use tonic_health::pb::health_client::HealthClient;
+    use tonic_health::pb::HealthCheckRequest;
+    use tower::Layer as _;
+
+    let layer = SessionGuardLayer::builder(MemoryStore::new())
+        .pin_mode(PinMode::Off)
+        .build()
+        .expect("valid config");
+    let (_reporter, health) = tonic_health::server::health_reporter();
+    let listener = timeout(WAIT, TcpListener::bind("127.0.0.1:0"))
+        .await
+        .expect("bind in time")
+        .expect("bind 127.0.0.1:0");
+    let addr = listener.local_addr().unwrap();
+    let (shutdown, signal) = oneshot::channel::<()>();
+    let task = tokio::spawn(
+        Server::builder()
+            .layer(layer)
+            .add_service(AuthServer::new(AuthService))
+            .add_service(tower_session_guard::require_role("admin").layer(health))
+            .serve_with_incoming_shutdown(TcpIncoming::from(listener), async {
+                let _ = signal.await;
+            }),
+    );
+    let mut auth = connect(addr, None).await;
+    let channel = timeout(
+        WAIT,
+        Endpoint::from_shared(format!("http://{addr}"))
+            .unwrap()
+            .connect(),
+    )
+    .await
+    .expect("connected in time")
+    .expect("connected");
+    let mut health = HealthClient::new(channel);
+    let check = |token: Option<&str>| {
+        let mut req = tonic::Request::new(HealthCheckRequest {
+            service: String::new(),
+        });
+        if let Some(token) = token {
+            let value: MetadataValue<_> = token.parse().expect("valid metadata");
+            req.metadata_mut().insert(TOKEN_KEY, value);
+        }
+        req
+    };
+
+    let anonymous = timeout(WAIT, health.check(check(None)))
+        .await
+        .expect("answered in time")
+        .expect_err("no login");
+    assert_eq!(anonymous.code(), Code::Unauthenticated);
+
+    let bob = login(&mut auth, "bob", None).await;
+    let refused = timeout(WAIT, health.check(check(Some(&bob))))
+        .await
+        .expect("answered in time")
+        .expect_err("bob is not an admin");
+    assert_eq!(refused.code(), Code::PermissionDenied);
+    assert_eq!(refused.message(), Rejection::Forbidden.message());
+    assert_eq!(
+        who_am_i(&mut auth, Some(&bob))
+            .await
+            .expect("bob is still logged in")
+            .user,
+        "bob"
+    );
+
+    let alice = login(&mut auth, "alice", None).await;
+    let served = timeout(WAIT, health.check(check(Some(&alice))))
+        .await
+        .expect("answered in time")
+        .expect("alice is an admin");
+    assert_eq!(served.into_inner().status, ServingStatus::Serving as i32);
+
+    let _ = shutdown.send(());
+    timeout(WAIT, task)
+        .await
+        .expect("server shut down in time")
+        .expect("server task did not panic")
+        .expect("server ended without error");
+}
