@@ -252,9 +252,8 @@ impl<P: PostAuthPolicy> SessionGuardBuilder<P> {
     ///
     /// A [`ConfigError`] that says what to change.
     pub fn build(self) -> Result<SessionGuardLayer<P>, ConfigError> {
-        let env = self
-            .settings
-            .validate(self.hooks, self.policy.ip_ranges())?;
+        let (ranges, needs_ip) = (self.policy.ip_ranges(), self.policy.needs_client_ip());
+        let env = self.settings.validate(self.hooks, ranges, needs_ip)?;
         Ok(SessionGuardLayer::from_core(Core {
             store: self.store,
             policy: self.policy,

@@ -66,7 +66,7 @@ impl<P> std::fmt::Debug for SessionGuardLayer<P> {
 impl SessionGuardLayer {
     /// The layer on `store` with every default (see [`config`](crate::config)).
     pub fn new(store: impl SessionStore) -> Self {
-        let env = match Settings::default().validate(Hooks::default(), Vec::new()) {
+        let env = match Settings::default().validate(Hooks::default(), Vec::new(), false) {
             Ok(env) => env,
             // The config module's unit tests hold the defaults valid.
             Err(e) => unreachable!("the default configuration is invalid: {e}"),

@@ -19,10 +19,26 @@
 //!     Ok("welcome")
 //! }
 //!
+//! # async fn serve() -> std::io::Result<()> {
 //! let app: Router = Router::new()
 //!     .route("/login", post(login))
 //!     .layer(SessionGuardLayer::new(MemoryStore::new()));
+//!
+//! // Serve with connection info: the default pin binds each login to the client's address.
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:3000").await?;
+//! axum::serve(
+//!     listener,
+//!     app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+//! )
+//! .await
+//! # }
 //! ```
+//!
+//! Without connection info (plain `axum::serve(listener, app)`), guests work, and logins work
+//! only when nothing configured reads the client address (`PinMode::Off`, no allowed ranges,
+//! a policy whose [`needs_client_ip`](PostAuthPolicy::needs_client_ip) is false). Otherwise
+//! `login` fails with [`SessionError::ClientIpUnknown`] (500) and a `ClientIpUnknown` event
+//! at ERROR level names the fix.
 #![deny(missing_docs, unsafe_code)]
 // docs.rs builds with `--cfg docsrs` on nightly: feature-gated items carry their feature.
 #![cfg_attr(docsrs, feature(doc_cfg))]

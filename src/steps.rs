@@ -10,7 +10,7 @@ use std::time::{Duration, SystemTime};
 use http::{HeaderMap, Request, Response};
 
 use crate::abuse::Guess;
-use crate::client_ip::ClientAddr;
+use crate::client_ip::{ClientAddr, UNKNOWN_IP};
 use crate::config::{Config, Env};
 use crate::events::SessionEvent;
 use crate::id::SessionKey;
@@ -149,17 +149,22 @@ pub(crate) fn check<P: PostAuthPolicy>(
     let Some(identity) = &record.identity else {
         return Next::Go(Some(live));
     };
-    // An unknown address never passes: not the pin, not the ranges, not the policy. The
-    // session is kept (a wiring problem or a forged header is no proof of a hijack).
-    let Some(ip) = client.ip() else {
-        env.emit(SessionEvent::ClientIpUnknown {
-            session: Some(live.key.fingerprint()),
-            error: client.problem(),
-        });
-        return Next::Stop(match client {
-            ClientAddr::NoPeer => Rejection::ClientIpUnknown,
-            _ => Rejection::ClientIpUnverifiable,
-        });
+    // An unknown address never passes the pin, the ranges or a policy that reads it. The
+    // session is kept (a wiring problem or a forged header is no proof of a hijack). When
+    // nothing configured reads the address, there is nothing to check it against.
+    let ip = match client.ip() {
+        Some(ip) => ip,
+        None if !env.config.needs_client_ip => UNKNOWN_IP,
+        None => {
+            env.emit(SessionEvent::ClientIpUnknown {
+                session: Some(live.key.fingerprint()),
+                error: client.problem(),
+            });
+            return Next::Stop(match client {
+                ClientAddr::NoPeer => Rejection::ClientIpUnknown,
+                _ => Rejection::ClientIpUnverifiable,
+            });
+        }
     };
     if let Some(reason) = pin_failure(&env.config, record.pinned_ip, ip) {
         env.emit(SessionEvent::PinViolation {

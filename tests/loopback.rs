@@ -31,6 +31,15 @@ struct Server {
 
 impl Server {
     async fn start<P: PostAuthPolicy>(layer: SessionGuardLayer<P>) -> Server {
+        Server::serve(layer, true).await
+    }
+
+    /// Served with plain `axum::serve(listener, app)`: no connection info in the requests.
+    async fn start_without_connect_info<P: PostAuthPolicy>(layer: SessionGuardLayer<P>) -> Server {
+        Server::serve(layer, false).await
+    }
+
+    async fn serve<P: PostAuthPolicy>(layer: SessionGuardLayer<P>, connect_info: bool) -> Server {
         let listener = timeout(WAIT, TcpListener::bind("127.0.0.1:0"))
             .await
             .expect("bind in time")
@@ -38,16 +47,25 @@ impl Server {
         let addr = listener.local_addr().unwrap();
         let (shutdown, stop) = oneshot::channel::<()>();
         let app: Router = app(layer);
-        let task = tokio::spawn(async move {
-            axum::serve(
-                listener,
-                app.into_make_service_with_connect_info::<SocketAddr>(),
-            )
-            .with_graceful_shutdown(async {
-                let _ = stop.await;
+        let stop = async {
+            let _ = stop.await;
+        };
+        let task = if connect_info {
+            tokio::spawn(async move {
+                axum::serve(
+                    listener,
+                    app.into_make_service_with_connect_info::<SocketAddr>(),
+                )
+                .with_graceful_shutdown(stop)
+                .await
             })
-            .await
-        });
+        } else {
+            tokio::spawn(async move {
+                axum::serve(listener, app)
+                    .with_graceful_shutdown(stop)
+                    .await
+            })
+        };
         Server {
             addr,
             shutdown,
@@ -287,4 +305,83 @@ async fn demo_policy_refuses_alice_at_login_from_another_loopback_address() {
     let me = send_from(&server, "127.0.0.1", Method::GET, "/me", Some(&token), &[]).await;
     assert_eq!(me.status, StatusCode::OK);
     server.stop().await;
+}
+
+// ----- a server without connection info (plain `axum::serve`) -----
+
+#[tokio::test]
+async fn without_connect_info_login_works_when_nothing_reads_the_address() {
+    let h = Harness::new();
+    let layer = h
+        .builder(MemoryStore::new())
+        .pin_mode(PinMode::Off)
+        .build()
+        .unwrap();
+    let server = Server::start_without_connect_info(layer).await;
+    let reply = send_from(&server, "127.0.0.1", Method::POST, "/login", None, &[]).await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
+    let token = reply.token().expect("login issues a token");
+    let me = send_from(&server, "127.0.0.1", Method::GET, "/me", Some(&token), &[]).await;
+    assert_eq!(me.status, StatusCode::OK);
+    assert!(me.body.contains("alice"), "{}", me.body);
+    assert!(
+        !h.events.kinds().contains(&"client_ip_unknown"),
+        "{:?}",
+        h.events.all()
+    );
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn without_connect_info_a_pinned_login_is_refused_with_one_error_event_naming_the_fix() {
+    let h = Harness::new();
+    let server =
+        Server::start_without_connect_info(h.builder(MemoryStore::new()).build().unwrap()).await;
+    let reply = send_from(&server, "127.0.0.1", Method::POST, "/login", None, &[]).await;
+    assert_eq!(reply.status, StatusCode::INTERNAL_SERVER_ERROR);
+    assert_eq!(reply.token(), None);
+    let unknown: Vec<_> = h
+        .events
+        .all()
+        .into_iter()
+        .filter_map(|e| match e {
+            SessionEvent::ClientIpUnknown { error, .. } => Some(error),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(unknown.len(), 1, "{:?}", h.events.all());
+    assert!(
+        unknown[0].contains("into_make_service_with_connect_info"),
+        "{}",
+        unknown[0]
+    );
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn without_connect_info_ranges_or_an_address_rule_still_need_the_address() {
+    // Pin off, but the allowed ranges, or a policy rule on addresses, read it: refused.
+    let with_ranges = Harness::new();
+    let with_rule = Harness::new();
+    let layers = [
+        with_ranges
+            .builder(MemoryStore::new())
+            .pin_mode(PinMode::Off)
+            .allowed_ranges(["127.0.0.0/8"])
+            .build()
+            .unwrap(),
+        with_rule
+            .builder(MemoryStore::new())
+            .pin_mode(PinMode::Off)
+            .policy(demo_policy())
+            .build()
+            .unwrap(),
+    ];
+    for (layer, h) in layers.into_iter().zip([&with_ranges, &with_rule]) {
+        let server = Server::start_without_connect_info(layer).await;
+        let reply = send_from(&server, "127.0.0.1", Method::POST, "/login", None, &[]).await;
+        assert_eq!(reply.status, StatusCode::INTERNAL_SERVER_ERROR);
+        assert_eq!(h.events.kinds(), ["client_ip_unknown"]);
+        server.stop().await;
+    }
 }

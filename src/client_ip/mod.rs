@@ -142,6 +142,10 @@ impl ClientAddr {
     }
 }
 
+/// What the policy sees as the client address when none is known and nothing configured
+/// reads it (see [`PostAuthPolicy::needs_client_ip`](crate::PostAuthPolicy::needs_client_ip)).
+pub(crate) const UNKNOWN_IP: IpAddr = IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED);
+
 /// How a deployment without connection info can fix it; part of the error event.
 pub(crate) const HOW_TO_PROVIDE_PEER: &str =
     "no peer address in the request extensions: serve axum with \

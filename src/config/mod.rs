@@ -97,6 +97,9 @@ pub const TOUCH_FRACTION: u32 = 20;
 #[derive(Debug)]
 pub(crate) struct Config {
     pub(crate) settings: Settings,
+    /// Whether anything configured reads the client address (the pin, the allowed ranges,
+    /// the policy): without it a request with no connection info is served, with it refused.
+    pub(crate) needs_client_ip: bool,
     pub(crate) allowed_ranges: Cidrs,
     pub(crate) proxies: ProxyConfig,
     pub(crate) transport: Transport,

@@ -8,6 +8,7 @@ use crate::abuse::Budgets;
 use crate::client_ip::ProxyConfig;
 use crate::events::{Emitter, SessionEvent};
 use crate::net::Cidrs;
+use crate::pin::PinMode;
 use crate::transport::Transport;
 
 fn is_token_char(b: u8) -> bool {
@@ -23,11 +24,13 @@ fn is_attr_char(b: u8) -> bool {
 impl Settings {
     /// Checks every setting, parses what the request path needs, and makes the hooks ready:
     /// the one place a configuration is validated. `policy_ranges` are the networks the
-    /// policy's decisions depend on, for the overlap warning.
+    /// policy's decisions depend on, for the overlap warning; `policy_needs_ip` whether it
+    /// reads the client address at all.
     pub(crate) fn validate(
         self,
         hooks: Hooks,
         policy_ranges: Vec<IpNet>,
+        policy_needs_ip: bool,
     ) -> Result<Env, ConfigError> {
         let c = &self.cookie;
         if c.name.is_empty() || !c.name.bytes().all(is_token_char) {
@@ -111,6 +114,9 @@ impl Settings {
         Ok(Env {
             budgets: Budgets::new(self.guest_creation_limit, self.guessing_limit),
             config: Config {
+                needs_client_ip: self.pin != PinMode::Off
+                    || !allowed_ranges.is_empty()
+                    || policy_needs_ip,
                 allowed_ranges,
                 proxies: ProxyConfig {
                     trusted,
@@ -160,7 +166,7 @@ mod tests {
     fn check(f: impl FnOnce(&mut Settings)) -> Result<(), ConfigError> {
         let mut s = Settings::default();
         f(&mut s);
-        s.validate(Hooks::default(), Vec::new()).map(|_| ())
+        s.validate(Hooks::default(), Vec::new(), true).map(|_| ())
     }
 
     #[test]
@@ -320,7 +326,10 @@ mod tests {
             guest_idle_timeout: Duration::from_secs(1),
             ..Settings::default()
         };
-        let config = s.validate(Hooks::default(), Vec::new()).unwrap().config;
+        let config = s
+            .validate(Hooks::default(), Vec::new(), true)
+            .unwrap()
+            .config;
         let mut record = SessionRecord::new(SystemTime::now());
         assert_eq!(
             config.touch_interval_for(&record),

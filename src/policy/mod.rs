@@ -152,6 +152,14 @@ pub trait PostAuthPolicy: Send + Sync + 'static {
     fn ip_ranges(&self) -> Vec<IpNet> {
         Vec::new()
     }
+
+    /// Whether the policy's decisions read [`PolicyContext::client_ip`] (default `true`: a
+    /// policy that does not say is assumed to). When neither the pin, the allowed ranges nor
+    /// the policy need the client address, a server without connection info (plain
+    /// `axum::serve`) can log users in and serve them; `client_ip` is then `0.0.0.0`.
+    fn needs_client_ip(&self) -> bool {
+        true
+    }
 }
 
 impl<F> PostAuthPolicy for F
@@ -189,6 +197,10 @@ impl<A: PostAuthPolicy, B: PostAuthPolicy> PostAuthPolicy for (A, B) {
         ranges.extend(self.1.ip_ranges());
         ranges
     }
+
+    fn needs_client_ip(&self) -> bool {
+        self.0.needs_client_ip() || self.1.needs_client_ip()
+    }
 }
 
 /// A policy that allows everything: for when pinning alone is wanted.
@@ -202,5 +214,9 @@ impl PostAuthPolicy for AllowAll {
 
     fn evaluate_now(&self, _: &PolicyContext<'_>) -> Option<Decision> {
         Some(Decision::Allow)
+    }
+
+    fn needs_client_ip(&self) -> bool {
+        false
     }
 }

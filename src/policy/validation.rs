@@ -192,6 +192,11 @@ impl PostAuthPolicy for ValidationPolicy {
             .flat_map(|r| r.ip_ranges.iter().flat_map(Cidrs::as_slice).copied())
             .collect()
     }
+
+    /// Only rules with IP ranges read the address.
+    fn needs_client_ip(&self) -> bool {
+        self.rules.iter().any(|r| r.ip_ranges.is_some())
+    }
 }
 
 /// Builds a [`ValidationPolicy`]; rules are tried in order.
@@ -349,6 +354,23 @@ mod tests {
             p.decide(ip("192.0.2.1"), &admin_not_staff),
             Decision::Deny { .. }
         ));
+    }
+
+    #[test]
+    fn only_rules_with_ranges_need_the_client_address() {
+        assert!(!ValidationPolicy::permit_all().needs_client_ip());
+        let roles_only = ValidationPolicy::builder()
+            .rule(Rule::new("admins").roles(["admin"]))
+            .build()
+            .unwrap();
+        assert!(!roles_only.needs_client_ip());
+        let with_range = ValidationPolicy::builder()
+            .rule(Rule::new("office").ip_ranges(["10.0.0.0/8"]))
+            .build()
+            .unwrap();
+        assert!(with_range.needs_client_ip());
+        assert!((roles_only.clone(), with_range).needs_client_ip());
+        assert!(!(roles_only, super::super::AllowAll).needs_client_ip());
     }
 
     #[test]

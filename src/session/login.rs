@@ -6,7 +6,7 @@ use std::time::{Duration, SystemTime};
 
 use super::write::Attempts;
 use super::{Loaded, Session, SessionError};
-use crate::client_ip::ClientAddr;
+use crate::client_ip::{ClientAddr, UNKNOWN_IP};
 use crate::events::SessionEvent;
 use crate::id::{Fingerprint, SessionToken};
 use crate::policy::{Decision, PolicyContext};
@@ -38,16 +38,24 @@ impl Session {
         let _w = self.shared.writes.lock().await;
         let now = self.now();
         let client = self.shared.client;
-        let Some(client_ip) = client.ip() else {
-            self.env().emit(SessionEvent::ClientIpUnknown {
-                session: self.fingerprint(),
-                error: client.problem(),
-            });
-            return Err(match client {
-                ClientAddr::NoPeer => SessionError::ClientIpUnknown,
-                _ => SessionError::ClientIpUnverifiable,
-            });
+        // The address is pinned, checked against the ranges and shown to the policy; when
+        // nothing configured reads it, a server without connection info still logs users in
+        // (the session is then pinned to nothing, which only `PinMode::Off` accepts).
+        let pinned = match client.ip() {
+            Some(ip) => Some(ip),
+            None if !self.env().config.needs_client_ip => None,
+            None => {
+                self.env().emit(SessionEvent::ClientIpUnknown {
+                    session: self.fingerprint(),
+                    error: client.problem(),
+                });
+                return Err(match client {
+                    ClientAddr::NoPeer => SessionError::ClientIpUnknown,
+                    _ => SessionError::ClientIpUnverifiable,
+                });
+            }
         };
+        let client_ip = pinned.unwrap_or(UNKNOWN_IP);
         self.admit(&identity, client_ip).await?;
         let user_id = identity.user_id.clone();
         let login = |rec: &mut SessionRecord| {
@@ -61,7 +69,7 @@ impl Session {
             rec.identity = Some(identity.clone());
             rec.authenticated_at = Some(now);
             rec.created_at = now;
-            rec.pinned_ip = Some(client_ip);
+            rec.pinned_ip = pinned;
         };
         let user_agent = self.shared.user_agent.as_ref().map(|ua| {
             // Only for "my sessions" lists; bounded so a huge header cannot bloat the store.
@@ -97,7 +105,7 @@ impl Session {
                         session: key.fingerprint(),
                         previous: previous.as_ref().map(|l| l.key.fingerprint()),
                         user_id: user_id.clone(),
-                        client_ip: Some(client_ip),
+                        client_ip: pinned,
                     });
                     for gone in evicted {
                         self.env().emit(SessionEvent::Revoked {
