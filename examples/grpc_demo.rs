@@ -77,8 +77,15 @@ async fn serve<St: SessionStore>(store: St, args: &common::Args) -> Result<(), S
         "try: cargo run --example grpc_demo -- client --addr {}",
         args.addr
     );
+    // The standard health service (grpc.health.v1), as gRPC load balancers and operators
+    // expect. It sits behind the session layer too, and needs no session.
+    let (health_reporter, health) = tonic_health::server::health_reporter();
+    health_reporter
+        .set_serving::<AuthServer<AuthService>>()
+        .await;
     Server::builder()
         .layer(layer)
+        .add_service(health)
         .add_service(AuthServer::new(AuthService))
         .serve_with_shutdown(args.addr, async {
             let _ = tokio::signal::ctrl_c().await;
