@@ -54,6 +54,56 @@ pub struct PolicyContext<'a> {
     pub at_login: bool,
 }
 
+impl<'a> PolicyContext<'a> {
+    /// A context as the layer builds it for a request of a session that logged in from
+    /// `client_ip` a moment ago (durations zero, `at_login` false): for unit tests of your
+    /// own policy. The fields are public, so a test sets the rest:
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use http::{HeaderMap, Method, Uri};
+    /// use tower_session_guard::{Decision, Identity, PolicyContext, PostAuthPolicy};
+    ///
+    /// // Your policy: no admin session may sit idle for more than five minutes.
+    /// let policy = |ctx: &PolicyContext<'_>| {
+    ///     let admin = ctx.identity.roles.iter().any(|r| r == "admin");
+    ///     if admin && ctx.idle_time > Duration::from_secs(300) {
+    ///         Decision::deny("admin idle")
+    ///     } else {
+    ///         Decision::Allow
+    ///     }
+    /// };
+    ///
+    /// let alice = Identity::new("alice").with_roles(["admin"]);
+    /// let (method, uri, headers) = (Method::GET, Uri::from_static("/"), HeaderMap::new());
+    /// let mut ctx = PolicyContext::new("192.0.2.1".parse()?, &alice, &method, &uri, &headers);
+    /// assert_eq!(policy.evaluate_now(&ctx), Some(Decision::Allow));
+    /// ctx.idle_time = Duration::from_secs(600);
+    /// assert_eq!(policy.evaluate_now(&ctx), Some(Decision::deny("admin idle")));
+    /// # Ok::<(), std::net::AddrParseError>(())
+    /// ```
+    pub fn new(
+        client_ip: IpAddr,
+        identity: &'a Identity,
+        method: &'a Method,
+        uri: &'a Uri,
+        headers: &'a HeaderMap,
+    ) -> Self {
+        PolicyContext {
+            client_ip,
+            pinned_ip: Some(client_ip),
+            identity,
+            session_age: Duration::ZERO,
+            idle_time: Duration::ZERO,
+            since_authentication: Duration::ZERO,
+            method,
+            uri,
+            headers,
+            at_login: false,
+        }
+    }
+}
+
 impl std::fmt::Debug for PolicyContext<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         struct Redacted<'h>(&'h HeaderMap);

@@ -2,7 +2,7 @@
 
 use std::net::IpAddr;
 use std::sync::atomic::Ordering;
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
 use super::write::Attempts;
 use super::{Loaded, Session, SessionError};
@@ -147,17 +147,10 @@ impl Session {
             Some("outside_allowed_ranges".to_owned())
         } else {
             let headers = http::HeaderMap::new();
+            let (method, uri) = (&self.shared.method, &self.shared.uri);
             let ctx = PolicyContext {
-                client_ip,
-                pinned_ip: Some(client_ip),
-                identity,
-                session_age: Duration::ZERO,
-                idle_time: Duration::ZERO,
-                since_authentication: Duration::ZERO,
-                method: &self.shared.method,
-                uri: &self.shared.uri,
-                headers: &headers,
                 at_login: true,
+                ..PolicyContext::new(client_ip, identity, method, uri, &headers)
             };
             match self.shared.core.login_decision(&ctx).await {
                 Decision::Allow => None,
