@@ -83,6 +83,10 @@ impl SessionGuardLayer {
 /// through the store's per-user index and emit `Revoked` events like the rest of the layer.
 impl<P> SessionGuardLayer<P> {
     /// The user's live sessions, oldest first.
+    ///
+    /// # Errors
+    ///
+    /// A store error (the store could not be read).
     pub async fn user_sessions(&self, user_id: &str) -> Result<Vec<SessionInfo>, StoreError> {
         let list = admin::list(&*self.core.store, &self.core.env, user_id, None).await?;
         Ok(list.into_iter().map(|(_, info)| info).collect())
@@ -91,6 +95,10 @@ impl<P> SessionGuardLayer<P> {
     /// Ends every session of the user (an administrator's "log this user out everywhere").
     /// Returns how many were live. Requests in flight on those sessions can no longer write,
     /// and every later request is refused, on every instance that shares the store.
+    ///
+    /// # Errors
+    ///
+    /// A store error; sessions ended before it stay ended.
     pub async fn revoke_user(&self, user_id: &str) -> Result<usize, StoreError> {
         admin::revoke(
             &*self.core.store,
@@ -103,6 +111,10 @@ impl<P> SessionGuardLayer<P> {
     }
 
     /// Ends one session of the user, by fingerprint. Returns whether it was live.
+    ///
+    /// # Errors
+    ///
+    /// A store error.
     pub async fn revoke_session(&self, user_id: &str, id: Fingerprint) -> Result<bool, StoreError> {
         let n = admin::revoke(
             &*self.core.store,

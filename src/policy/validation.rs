@@ -221,6 +221,11 @@ impl ValidationPolicyBuilder {
     }
 
     /// Parses the ranges and checks the rules.
+    ///
+    /// # Errors
+    ///
+    /// A [`PolicyError`] naming the rule: a range that is not CIDR, a rule without conditions,
+    /// or an empty condition list.
     pub fn build(self) -> Result<ValidationPolicy, PolicyError> {
         let mut rules = Vec::with_capacity(self.rules.len());
         for r in self.rules {

@@ -20,6 +20,10 @@ impl Session {
 
     /// The logged-in user's live sessions on every device, oldest first, with this one marked
     /// `current` (OWASP ASVS 3.3.4).
+    ///
+    /// # Errors
+    ///
+    /// [`SessionError::NotAuthenticated`] without a logged-in user; store errors.
     pub async fn sessions(&self) -> Result<Vec<SessionInfo>, SessionError> {
         let (user_id, current) = self.user()?;
         let env = self.env();
@@ -30,6 +34,10 @@ impl Session {
     /// Ends one of the user's other sessions, named by its fingerprint (from
     /// [`sessions`](Self::sessions)). Returns whether it was live. Revoking the current
     /// session is [`logout`](Self::logout).
+    ///
+    /// # Errors
+    ///
+    /// [`SessionError::NotAuthenticated`] without a logged-in user; store errors.
     pub async fn revoke(&self, id: Fingerprint) -> Result<bool, SessionError> {
         let (user_id, current) = self.user()?;
         if current.map(|k| k.fingerprint()) == Some(id) {
@@ -43,6 +51,10 @@ impl Session {
 
     /// "Log out my other devices": ends every session of the user but this one. Returns how
     /// many were ended.
+    ///
+    /// # Errors
+    ///
+    /// [`SessionError::NotAuthenticated`] without a logged-in user; store errors.
     pub async fn revoke_others(&self) -> Result<usize, SessionError> {
         let (user_id, current) = self.user()?;
         let current = current.map(|k| k.fingerprint());

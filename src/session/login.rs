@@ -170,6 +170,11 @@ impl Session {
 
     /// Moves the session to a fresh ID, keeping its contents: call it on any privilege change
     /// (OWASP: renew the ID on every privilege level change). Does nothing without a session.
+    ///
+    /// # Errors
+    ///
+    /// [`SessionError::Ended`] if the session ended meanwhile; [`SessionError::Contention`] if
+    /// other writers kept winning; store errors.
     pub async fn rotate(&self) -> Result<(), SessionError> {
         self.rotate_with(|_| {}).await
     }
@@ -177,6 +182,11 @@ impl Session {
     /// Changes the logged-in identity (roles, groups) and, since privilege changed, moves the
     /// session to a fresh ID. The post-authentication policy sees the change on the next
     /// request. Fails with [`SessionError::NotAuthenticated`] on a guest session.
+    ///
+    /// # Errors
+    ///
+    /// [`SessionError::NotAuthenticated`] on a guest session; otherwise as
+    /// [`rotate`](Self::rotate).
     pub async fn update_identity(&self, f: impl FnOnce(&mut Identity)) -> Result<(), SessionError> {
         let Some(mut identity) = self.identity() else {
             return Err(SessionError::NotAuthenticated);

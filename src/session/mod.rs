@@ -195,6 +195,10 @@ impl Session {
     // ----- reads -----
 
     /// Reads a value. `Ok(None)` if there is no session or no such value.
+    ///
+    /// # Errors
+    ///
+    /// [`SessionError::Value`] if the stored value does not deserialize into `T`.
     pub fn get<T: DeserializeOwned>(&self, key: &str) -> Result<Option<T>, SessionError> {
         let Some(record) = self.record() else {
             return Ok(None);

@@ -28,6 +28,13 @@ impl Session {
     // ----- writes -----
 
     /// Stores a value, creating a guest session if there is none.
+    ///
+    /// # Errors
+    ///
+    /// [`SessionError::Value`] if the value does not serialize (or nests deeper than
+    /// [`MAX_VALUE_DEPTH`](crate::MAX_VALUE_DEPTH)); for a new guest session
+    /// [`SessionError::RateLimited`] or [`SessionError::StoreFull`]; [`SessionError::Ended`] if
+    /// the session ended meanwhile; [`SessionError::Contention`]; store errors.
     pub async fn insert<T: Serialize>(&self, key: &str, value: T) -> Result<(), SessionError> {
         let json = to_json(key, &value)?;
         self.mutate(|rec| {
@@ -38,6 +45,12 @@ impl Session {
     }
 
     /// Removes a value and returns it. Does nothing (and creates nothing) if absent.
+    ///
+    /// # Errors
+    ///
+    /// [`SessionError::Value`] if the removed value does not deserialize into `T` (it is
+    /// removed all the same); [`SessionError::Ended`] if the session ended meanwhile;
+    /// [`SessionError::Contention`]; store errors.
     pub async fn remove<T: DeserializeOwned>(&self, key: &str) -> Result<Option<T>, SessionError> {
         if self.record().is_none_or(|r| !r.data.contains_key(key)) {
             return Ok(None);
@@ -81,6 +94,11 @@ impl Session {
     /// let count: u64 = session.update("count", |n: Option<u64>| n.unwrap_or(0) + 1).await?;
     /// # Ok(()) }
     /// ```
+    ///
+    /// # Errors
+    ///
+    /// As [`insert`](Self::insert), and [`SessionError::Value`] if the current value does not
+    /// deserialize into `T`.
     pub async fn update<T, F>(&self, key: &str, mut f: F) -> Result<T, SessionError>
     where
         T: Serialize + DeserializeOwned,

@@ -191,6 +191,12 @@ impl RedisStoreBuilder {
     /// Connects both connections, subscribes to the invalidation channel and loads the
     /// scripts. Fails if Redis cannot be reached now; once built, the store reconnects by
     /// itself. Must be called within a tokio runtime.
+    ///
+    /// # Errors
+    ///
+    /// A [`StoreError`] (wrapping a [`RedisStoreError`](crate::RedisStoreError)) when the URL
+    /// is invalid, Redis cannot be reached within the connect timeout, or the scripts cannot be
+    /// loaded.
     pub async fn build(self) -> Result<RedisStore, StoreError> {
         Ok(self.build_inner().await?)
     }

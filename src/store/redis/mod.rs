@@ -245,6 +245,10 @@ impl fmt::Debug for RedisStore {
 impl RedisStore {
     /// Connects with every default: `redis://host:port[/db]` for one node,
     /// `redis-cluster://host:port,host:port` for a cluster (credentials as usual in the URL).
+    ///
+    /// # Errors
+    ///
+    /// As [`RedisStoreBuilder::build`].
     pub async fn connect(url: &str) -> Result<RedisStore, StoreError> {
         Self::builder(url).build().await
     }
