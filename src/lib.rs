@@ -1,44 +1,5 @@
-//! Server-side sessions for any `http` + `tower` service (axum, tonic, hyper), safe by
-//! default against hijacking, fixation and insecure termination.
-//!
-//! * 256-bit random IDs, held by the client in a `__Host-` cookie (`Secure`, `HttpOnly`,
-//!   `SameSite=Lax`) and by the server only as a SHA-256 hash.
-//! * [`Session::login`] and [`Session::rotate`] move the session to a fresh ID;
-//!   [`Session::logout`] ends it on the server.
-//! * Idle and absolute lifetimes are enforced from the server's record.
-//! * Every write is compare-and-set, so concurrent requests lose no update and nothing can
-//!   bring an ended session back.
-//!
-//! ```
-//! use axum::{routing::post, Router};
-//! use tower_session_guard::{Identity, MemoryStore, Session, SessionError, SessionGuardLayer};
-//!
-//! async fn login(session: Session) -> Result<&'static str, SessionError> {
-//!     // ... check credentials first ...
-//!     session.login(Identity::new("alice").with_roles(["admin"])).await?;
-//!     Ok("welcome")
-//! }
-//!
-//! # async fn serve() -> std::io::Result<()> {
-//! let app: Router = Router::new()
-//!     .route("/login", post(login))
-//!     .layer(SessionGuardLayer::new(MemoryStore::new()));
-//!
-//! // Serve with connection info: the default pin binds each login to the client's address.
-//! let listener = tokio::net::TcpListener::bind("127.0.0.1:3000").await?;
-//! axum::serve(
-//!     listener,
-//!     app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
-//! )
-//! .await
-//! # }
-//! ```
-//!
-//! Without connection info (plain `axum::serve(listener, app)`), guests work, and logins work
-//! only when nothing configured reads the client address (`PinMode::Off`, no allowed ranges,
-//! a policy whose [`needs_client_ip`](PostAuthPolicy::needs_client_ip) is false). Otherwise
-//! `login` fails with [`SessionError::ClientIpUnknown`] (500) and a `ClientIpUnknown` event
-//! at ERROR level names the fix.
+// The crate docs are the README: one guide, whose code blocks run as doc tests.
+#![doc = include_str!("../README.md")]
 #![deny(missing_docs, unsafe_code)]
 // docs.rs builds with `--cfg docsrs` on nightly: feature-gated items carry their feature.
 #![cfg_attr(docsrs, feature(doc_cfg))]
@@ -110,8 +71,3 @@ pub use crate::store::memory::{MemoryStore, MemoryStoreBuilder};
 pub use crate::store::redis::{NearCacheStats, RedisStore, RedisStoreBuilder, RedisStoreError};
 pub use crate::transport::{TokenTransport, MAX_COOKIE_HEADER};
 pub use ::cookie::SameSite;
-
-/// The README's code blocks, compiled as doc tests so the quick start stays true.
-#[cfg(doctest)]
-#[doc = include_str!("../README.md")]
-pub struct ReadmeDoctests;
