@@ -45,6 +45,11 @@ impl<P> SessionGuardLayer<P> {
             core: Arc::new(core),
         }
     }
+
+    #[cfg(feature = "test-util")]
+    pub(crate) fn core(&self) -> &Arc<Core<P>> {
+        &self.core
+    }
 }
 
 impl<P> Clone for SessionGuardLayer<P> {

@@ -37,6 +37,8 @@ mod service;
 mod session;
 mod steps;
 pub mod store;
+#[cfg(feature = "test-util")]
+mod testing;
 mod transport;
 
 pub use crate::abuse::{GuessingLimit, RateLimit};
