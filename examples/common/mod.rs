@@ -268,8 +268,16 @@ pub fn memory_store(args: &Args) -> tower_session_guard::MemoryStore {
 }
 
 /// `--redis URL`: sessions in Redis, with a moka near-cache kept coherent across instances.
+#[cfg(feature = "redis")]
 pub async fn connect_redis(url: &str) -> Result<tower_session_guard::RedisStore, String> {
     tower_session_guard::RedisStore::connect(url)
         .await
         .map_err(|e| e.to_string())
+}
+
+/// `--redis URL` in a build without feature `redis` (the published package tests and runs
+/// its examples without it).
+#[cfg(not(feature = "redis"))]
+pub async fn connect_redis(_url: &str) -> Result<tower_session_guard::MemoryStore, String> {
+    Err("this build has no Redis store: run with `--features redis`".to_owned())
 }
