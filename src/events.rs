@@ -5,7 +5,9 @@
 //! token never appears in an event or a log line.
 //!
 //! **Floods stay bounded.** The events anonymous clients can cause at will ([`Created`],
-//! [`UnknownToken`], [`GuestRefused`]) are aggregated per kind: the first in each interval
+//! [`UnknownToken`], [`GuestRefused`]), and [`ClientIpUnknown`], which a server without
+//! connection info would otherwise log at ERROR on every request, are aggregated per kind:
+//! the first in each interval
 //! (default 10 s) is emitted as a sample, the rest of that interval are counted, and the
 //! count comes out as one [`Suppressed`] event (with the last suppressed one's address and
 //! fingerprint) when the next event of that kind arrives after the interval. So a million
@@ -14,6 +16,7 @@
 //! [`Created`]: SessionEvent::Created
 //! [`UnknownToken`]: SessionEvent::UnknownToken
 //! [`GuestRefused`]: SessionEvent::GuestRefused
+//! [`ClientIpUnknown`]: SessionEvent::ClientIpUnknown
 //! [`Suppressed`]: SessionEvent::Suppressed
 
 use std::fmt;
@@ -174,7 +177,7 @@ pub enum SessionEvent {
     },
     /// Events of one kind that were counted instead of emitted (see the module docs).
     Suppressed {
-        /// Which kind (`"created"`, `"unknown_token"`, `"guest_refused"`).
+        /// Which kind (`"created"`, `"unknown_token"`, `"guest_refused"`, `"client_ip_unknown"`).
         kind: &'static str,
         /// How many were not emitted one by one.
         count: u64,
@@ -239,8 +242,14 @@ where
     }
 }
 
-/// The kinds an anonymous client can cause at will, aggregated per interval.
-const NOISY: [&str; 3] = ["created", "unknown_token", "guest_refused"];
+/// The kinds an anonymous client can cause at will, and the wiring error that would repeat on
+/// every request, aggregated per interval.
+const NOISY: [&str; 4] = [
+    "created",
+    "unknown_token",
+    "guest_refused",
+    "client_ip_unknown",
+];
 
 #[derive(Default)]
 struct Slot {
@@ -253,7 +262,7 @@ struct Slot {
 pub(crate) struct Emitter {
     sink: Option<Arc<dyn EventSink>>,
     interval: Duration,
-    slots: [Mutex<Slot>; 3],
+    slots: [Mutex<Slot>; NOISY.len()],
 }
 
 impl fmt::Debug for Emitter {
@@ -321,6 +330,7 @@ impl SessionEvent {
             SessionEvent::Created { session, client_ip }
             | SessionEvent::UnknownToken { session, client_ip } => (*client_ip, Some(*session)),
             SessionEvent::GuestRefused { client_ip, .. } => (*client_ip, None),
+            SessionEvent::ClientIpUnknown { session, .. } => (None, *session),
             _ => (None, None),
         }
     }

@@ -385,3 +385,50 @@ async fn without_connect_info_ranges_or_an_address_rule_still_need_the_address()
         server.stop().await;
     }
 }
+
+#[tokio::test]
+async fn without_connect_info_the_error_event_is_logged_once_per_interval_not_per_request() {
+    // A logged-in session on a server that lost its connection info (here: a layer with
+    // the default pin in front of requests that carry none): every request is refused, but
+    // the ERROR event comes once per aggregation interval, then as one count.
+    let h = Harness::new();
+    let layer = SessionGuardLayer::builder(MemoryStore::new())
+        .clock(h.clock.clone())
+        .event_sink(h.events.sink())
+        .build()
+        .unwrap();
+    let with_peer = Server::start(layer.clone()).await;
+    let token = login_over_network(&with_peer, "127.0.0.1", "alice", "admin").await;
+    with_peer.stop().await;
+    h.events.clear();
+
+    let without = Server::start_without_connect_info(layer).await;
+    for _ in 0..20 {
+        let reply = send_from(&without, "127.0.0.1", Method::GET, "/me", Some(&token), &[]).await;
+        assert_eq!(reply.status, StatusCode::INTERNAL_SERVER_ERROR);
+    }
+    assert_eq!(
+        h.events.kinds(),
+        ["client_ip_unknown"],
+        "one ERROR, not twenty"
+    );
+    h.clock.advance(Duration::from_secs(10));
+    send_from(&without, "127.0.0.1", Method::GET, "/me", Some(&token), &[]).await;
+    let events = h.events.all();
+    assert!(
+        matches!(
+            events.as_slice(),
+            [
+                SessionEvent::ClientIpUnknown { .. },
+                SessionEvent::Suppressed {
+                    kind: "client_ip_unknown",
+                    count: 19,
+                    ..
+                },
+                SessionEvent::ClientIpUnknown { .. },
+            ]
+        ),
+        "{events:?}"
+    );
+    without.stop().await;
+}
