@@ -145,10 +145,15 @@ where
             );
             return GuardFuture::refused(res);
         };
-        let rejection = match session.record().and_then(|r| r.identity.clone()) {
+        // Checked on the shared record: no copy of the identity per request.
+        let allowed = session.record().and_then(|r| {
+            let identity = r.identity.as_ref()?;
+            Some(self.requirement.check(identity))
+        });
+        let rejection = match allowed {
             None => Rejection::LoginRequired,
-            Some(identity) if !self.requirement.check(&identity) => Rejection::Forbidden,
-            Some(_) => return GuardFuture::inner(self.inner.call(req)),
+            Some(false) => Rejection::Forbidden,
+            Some(true) => return GuardFuture::inner(self.inner.call(req)),
         };
         let res = respond(&*session.core().env().rejections, rejection, req.headers());
         GuardFuture::refused(res)
