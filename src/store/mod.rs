@@ -24,6 +24,9 @@ pub mod contract;
 // `pub(crate)` also for the fuzz targets' entry points (src/fuzz.rs, `--cfg fuzzing` only),
 // which reach `memory::compact`.
 pub(crate) mod memory;
+// The coherent moka near-cache in front of the remote stores.
+#[cfg(feature = "redis")]
+mod near_cache;
 #[cfg(feature = "redis")]
 pub(crate) mod redis;
 

@@ -15,7 +15,7 @@ use rand::RngCore;
 
 use super::codec::millis;
 use super::names::Names;
-use super::near_cache::NearCache;
+use crate::store::near_cache::NearCache;
 use super::scripts::load_scripts;
 use super::shared::{abort_all, StoreShared};
 use super::watch::{subscribe, watch, Events};

@@ -5,7 +5,6 @@ mod builder; // RedisStoreBuilder: configuration, fred's settings, connecting
 mod codec; // the record blob (format byte + MessagePack)
 mod error; // RedisStoreError
 mod names; // key names, the channel, the instance id
-mod near_cache; // NearCache and its fill guard, NearCacheStats
 mod ops; // the operations: load and the scripted writes
 mod scripts; // the Lua scripts, their typed arguments, loading
 mod session_store; // impl SessionStore for RedisStore
@@ -22,7 +21,7 @@ pub use builder::RedisStoreBuilder;
 #[cfg(fuzzing)]
 pub(crate) use codec::{decode, encode, parse_hex_key};
 pub use error::RedisStoreError;
-pub use near_cache::NearCacheStats;
+pub use crate::store::near_cache::NearCacheStats;
 
 use super::StoreError;
 use builder::Target;

@@ -9,7 +9,7 @@ use fred::interfaces::{HashesInterface, LuaInterface};
 use fred::types::Value;
 
 use super::codec::decode;
-use super::near_cache::Stamp;
+use crate::store::near_cache::Stamp;
 use super::scripts::{
     Call, CreateArgs, DeleteArgs, LoginArgs, RecordArgs, RotateArgs, Script, UpdateArgs,
     UserSessionsArgs,

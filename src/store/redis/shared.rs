@@ -10,7 +10,7 @@ use fred::interfaces::ClientLike;
 use tokio::task::AbortHandle;
 
 use super::names::Names;
-use super::near_cache::{NearCache, Stamp};
+use crate::store::near_cache::{NearCache, Stamp};
 use super::scripts::Scripts;
 use super::RedisStoreError;
 use crate::id::SessionKey;

@@ -10,7 +10,6 @@ use fred::types::config::Config as FredConfig;
 use super::builder::{cluster_url, has_hash_tag};
 use super::codec::{decode, encode, parse_hex_key, FORMAT_V1};
 use super::names::Names;
-use super::near_cache::NearCache;
 use super::scripts::{
     Call, CreateArgs, DeleteArgs, LoginArgs, RecordArgs, RotateArgs, UpdateArgs, UserSessionsArgs,
     COMMON, CREATE, DELETE, LOGIN, ROTATE, UPDATE, USER_SESSIONS,
@@ -94,31 +93,6 @@ fn hex_keys_parse_back() {
     assert_eq!(parse_hex_key(key.to_hex().as_bytes()), Some(key));
     assert_eq!(parse_hex_key(b"zz"), None);
     assert_eq!(parse_hex_key(&[b'g'; 64]), None);
-}
-
-#[test]
-fn near_cache_fills_lose_to_invalidations() {
-    let near = NearCache::new(Duration::from_secs(5), 100);
-    let key = SessionToken::generate().key();
-    let rec = |v: u64| {
-        let mut r = SessionRecord::new(SystemTime::now());
-        r.version = v;
-        Arc::new(r)
-    };
-    let stamp = near.stamp(&key);
-    near.invalidate(&key);
-    near.fill(key, rec(1), stamp);
-    assert!(
-        near.get(&key).is_none(),
-        "a fill that read before an invalidation"
-    );
-    let stamp = near.stamp(&key);
-    near.clear();
-    near.fill(key, rec(1), stamp);
-    assert!(near.get(&key).is_none(), "a fill that read before a clear");
-    near.fill(key, rec(3), near.stamp(&key));
-    near.fill(key, rec(2), near.stamp(&key));
-    assert_eq!(near.get(&key).map(|r| r.version), Some(3), "never older");
 }
 
 /// The names a `.lua` file gives to `KEYS[n]` or `ARGV[n]` (`table`) in its `local name =
