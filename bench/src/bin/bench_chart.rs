@@ -1,15 +1,15 @@
 //! Draws the chart in `BENCHMARKS.md` (issue 6) as a PNG from the benchmarks' own output:
 //!
-//! * `target/bench-results/inprocess.json`, written by `cargo bench --bench layer`;
-//! * `target/bench-results/http_load.json`, written by `benches/http_load.sh`;
-//! * `target/bench-results/memory.json`, written by `benches/memory.sh`.
+//! * `target/bench-results/inprocess.json`, written by `cargo bench -p tsg-bench --bench layer`;
+//! * `target/bench-results/http_load.json`, written by `bench/http_load.sh`;
+//! * `target/bench-results/memory.json`, written by `bench/memory.sh`.
 //!
 //! ```text
-//! cargo run --release --example bench_chart [RESULTS_DIR] [OUT.png]
+//! cargo run --release -p tsg-bench --bin bench_chart [RESULTS_DIR] [OUT.png]
 //! ```
 //!
 //! Defaults: `target/bench-results` (or `$CARGO_TARGET_DIR/bench-results`) and
-//! `benches/benchmarks.png`. Text is drawn with a TrueType font read at run time: `$CHART_FONT`
+//! `bench/benchmarks.png`. Text is drawn with a TrueType font read at run time: `$CHART_FONT`
 //! or DejaVu Sans from Debian's `fonts-dejavu-core` package. A panel whose input is missing
 //! says so instead of showing numbers.
 
@@ -253,12 +253,13 @@ fn main() -> Res<()> {
     let results = args.next().map(PathBuf::from).unwrap_or_else(|| {
         std::env::var_os("CARGO_TARGET_DIR")
             .map(PathBuf::from)
-            .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target"))
+            .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target"))
             .join("bench-results")
     });
-    let out = args.next().map(PathBuf::from).unwrap_or_else(|| {
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("benches/benchmarks.png")
-    });
+    let out = args
+        .next()
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("benchmarks.png"));
     load_font()?;
 
     let root = BitMapBackend::new(&out, (1800, 620)).into_drawing_area();
