@@ -66,7 +66,7 @@ pub use crate::policy::{
 pub use crate::record::{ExpiryKind, Identity, SessionRecord};
 pub use crate::rejection::{is_grpc, DefaultRejectionResponse, Rejection, ResponseForRejection};
 pub use crate::service::SessionGuard;
-pub use crate::session::{Session, SessionError, MAX_VALUE_DEPTH};
+pub use crate::session::{LoginOptions, Session, SessionError, MAX_VALUE_DEPTH};
 pub use crate::store::memory::{MemoryStore, MemoryStoreBuilder};
 #[cfg(feature = "redis")]
 #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]

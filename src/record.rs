@@ -78,6 +78,12 @@ pub struct SessionRecord {
     pub user_agent: Option<String>,
     /// Application data, as JSON values keyed by name.
     pub data: HashMap<String, serde_json::Value>,
+    /// The lifetime this login asked to be remembered for
+    /// ([`LoginOptions::remember_me`](crate::LoginOptions::remember_me)); `None` for a
+    /// session that ends with the browser. The layer caps it by its current
+    /// `max_remember_me` when it computes the deadlines.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub remember_me: Option<Duration>,
 }
 
 impl SessionRecord {
@@ -92,6 +98,7 @@ impl SessionRecord {
             pinned_ip: None,
             user_agent: None,
             data: HashMap::new(),
+            remember_me: None,
         }
     }
 

@@ -17,6 +17,7 @@
 mod devices;
 mod error;
 mod login;
+mod options;
 mod write;
 
 use std::net::IpAddr;
@@ -34,6 +35,7 @@ use crate::record::{Identity, SessionRecord};
 use crate::store::DynStore;
 
 pub use error::SessionError;
+pub use options::LoginOptions;
 pub use write::MAX_VALUE_DEPTH;
 
 /// A session as loaded from the store (and checked by the layer): its key and record.
@@ -234,6 +236,14 @@ impl Session {
     /// Whether a user is logged in on this session.
     pub fn is_authenticated(&self) -> bool {
         self.record().is_some_and(|r| r.identity.is_some())
+    }
+
+    /// Whether this session is a remembered login
+    /// ([`LoginOptions::remember_me`](crate::LoginOptions::remember_me)): an application may
+    /// ask for a fresh login before sensitive actions on such a session.
+    pub fn is_remembered(&self) -> bool {
+        self.record()
+            .is_some_and(|r| r.identity.is_some() && r.remember_me.is_some())
     }
 
     /// When this session began (login starts a new one).

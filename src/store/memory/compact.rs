@@ -13,7 +13,8 @@
 //! 41..49 created_at ns   49..57 last_seen ns   57..65 authenticated_at ns (u64::MAX = none)
 //! 65..   pinned ip (tag 0 | 4 + 4 bytes | 6 + 16 bytes)
 //!        identity (tag 0 | 1, user id, roles, groups as u16-length strings / u16 counts)
-//!        user agent (tag 0 | 1 + u16-length string)
+//!        optional fields: a flags byte (bit 0: user agent, bit 1: remember-me lifetime),
+//!        then the user agent (u16-length string) if bit 0, the lifetime (u64 ns) if bit 1
 //!        data: the rest, a JSON object (empty when there is no data)
 //! ```
 //!
@@ -49,6 +50,9 @@ const HEADER: usize = 65;
 const FORWARD_TO: usize = 33;
 const FORWARD_LEN: usize = FORWARD_TO + 32;
 const NO_TIME: u64 = u64::MAX;
+/// The flags byte of the optional fields.
+const HAS_USER_AGENT: u8 = 1;
+const HAS_REMEMBER_ME: u8 = 2;
 
 /// One encoded session.
 pub(crate) struct Blob(Box<[u8]>);
@@ -139,12 +143,22 @@ impl Blob {
                 put_strs(&mut out, &id.groups);
             }
         }
-        match &record.user_agent {
-            None => out.push(0),
-            Some(ua) => {
-                out.push(1);
-                put_str(&mut out, ua);
-            }
+        let flags = (if record.user_agent.is_some() {
+            HAS_USER_AGENT
+        } else {
+            0
+        }) | (if record.remember_me.is_some() {
+            HAS_REMEMBER_ME
+        } else {
+            0
+        });
+        out.push(flags);
+        if let Some(ua) = &record.user_agent {
+            put_str(&mut out, ua);
+        }
+        if let Some(lifetime) = record.remember_me {
+            let ns = u64::try_from(lifetime.as_nanos()).unwrap_or(u64::MAX);
+            out.extend_from_slice(&ns.to_le_bytes());
         }
         if !record.data.is_empty() {
             // Serialising a map of JSON values to JSON cannot fail.
@@ -264,8 +278,16 @@ impl Blob {
                 groups: r.strs()?,
             });
         }
-        if r.u8()? == 1 {
+        let flags = r.u8()?;
+        if flags & !(HAS_USER_AGENT | HAS_REMEMBER_ME) != 0 {
+            return None;
+        }
+        if flags & HAS_USER_AGENT != 0 {
             record.user_agent = Some(r.str()?.to_owned());
+        }
+        if flags & HAS_REMEMBER_ME != 0 {
+            let ns = u64::from_le_bytes(<[u8; 8]>::try_from(r.take(8)?).ok()?);
+            record.remember_me = Some(Duration::from_nanos(ns));
         }
         let rest = &b[r.at..];
         if !rest.is_empty() {
