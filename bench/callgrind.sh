@@ -35,7 +35,7 @@ command -v valgrind >/dev/null 2>&1 || {
 export CARGO_TARGET_DIR="$(pwd)/target/profiling"
 export CARGO_PROFILE_BENCH_DEBUG=line-tables-only
 echo "building the bench with line tables into $CARGO_TARGET_DIR"
-BIN="$(cargo bench -p tsg-bench --bench layer --no-run --message-format=json 2>/dev/null |
+BIN="$(cargo bench --manifest-path bench/Cargo.toml --bench layer --no-run --message-format=json 2>/dev/null |
   sed -n 's/.*"executable":"\([^"]*\)".*/\1/p' | tail -1)"
 [[ -x "$BIN" ]] || { echo "could not build the bench" >&2; exit 1; }
 OUT="$CARGO_TARGET_DIR/cg"

@@ -23,8 +23,8 @@
 #      deviation over rounds, the ratio of medians to bare, and the median (min..max) of the
 #      per-round ratios to bare (each taken from the same round, which cancels slow drifts).
 #      A run with any non-2xx answer or socket error fails.
-#   4. Writes target/bench-results/http_load.json (for bench/src/bin/bench_chart.rs) and the raw
-#      rounds to target/bench-results/http_load_rounds.tsv.
+#   4. Writes bench/target/bench-results/http_load.json (for bench/src/bin/bench_chart.rs) and the raw
+#      rounds to bench/target/bench-results/http_load_rounds.tsv.
 #
 # Bounded: the whole script runs under `timeout` (MAX_SECONDS, default 1200, build included),
 # every wrk and curl under its own timeout, and an EXIT trap kills the servers it started by
@@ -47,7 +47,7 @@ SERVERS=(bare guard tower-sessions)
 
 cd "$(dirname "$0")/.."
 ROOT="$(pwd)"
-TARGET="${CARGO_TARGET_DIR:-$ROOT/target}"
+TARGET="${CARGO_TARGET_DIR:-$ROOT/bench/target}"
 OUT="$TARGET/bench-results"
 LOGS="$OUT/http_load_logs"
 mkdir -p "$OUT" "$LOGS"
@@ -80,7 +80,7 @@ if [[ "$(nproc)" -lt 2 && "$MODES" == *pinned* ]]; then
 fi
 
 echo "building bench/src/bin/load_server.rs (release)"
-cargo build --release -p tsg-bench --bin load_server
+cargo build --release --manifest-path bench/Cargo.toml --bin load_server
 BIN="$TARGET/release/load_server"
 
 # A cookie of the layer's shape for the bare server (43 base64url characters).

@@ -12,7 +12,7 @@
 #
 # Each run reports VmHWM (peak resident) and VmRSS (resident) from /proc/self/status before
 # and after filling, divided by the number of sessions. Prints a table and writes
-# target/bench-results/memory.json (for bench/src/bin/bench_chart.rs). Bounded by `timeout`
+# bench/target/bench-results/memory.json (for bench/src/bin/bench_chart.rs). Bounded by `timeout`
 # (MAX_SECONDS per run, default 300).
 set -euo pipefail
 
@@ -21,12 +21,12 @@ USERS="${USERS:-distinct}"
 MAX_SECONDS="${MAX_SECONDS:-300}"
 
 cd "$(dirname "$0")/.."
-TARGET="${CARGO_TARGET_DIR:-$(pwd)/target}"
+TARGET="${CARGO_TARGET_DIR:-$(pwd)/bench/target}"
 OUT="$TARGET/bench-results"
 mkdir -p "$OUT"
 
 echo "building bench/src/bin/mem_sessions.rs (release)"
-cargo build --release -p tsg-bench --bin mem_sessions
+cargo build --release --manifest-path bench/Cargo.toml --bin mem_sessions
 BIN="$TARGET/release/mem_sessions"
 
 lines=()

@@ -3,8 +3,8 @@
 //! numbers and how to read them are in `BENCHMARKS.md`.
 //!
 //! ```text
-//! cargo bench -p tsg-bench --bench layer                 # everything, about 2 minutes on 2 cores
-//! cargo bench -p tsg-bench --bench layer -- guard_auth   # a subset (criterion's name filter)
+//! cargo bench --manifest-path bench/Cargo.toml --bench layer                 # everything, about 2 minutes on 2 cores
+//! cargo bench --manifest-path bench/Cargo.toml --bench layer -- guard_auth   # a subset (criterion's name filter)
 //! ```
 //!
 //! Group `authenticated_get`: one `GET /me` per iteration, which answers the user id.
@@ -65,7 +65,7 @@
 //!
 //! At the end a ratio summary is printed (overhead = case - bare_router; layer's overhead /
 //! tower-sessions' overhead), read from the estimates criterion wrote in this run and saved as
-//! `target/bench-results/inprocess.json` for `bench/src/bin/bench_chart.rs`, followed by the CPU
+//! `bench/target/bench-results/inprocess.json` for `bench/src/bin/bench_chart.rs`, followed by the CPU
 //! time other processes took during the run (a noisy machine shows there).
 
 use tsg_bench as support;
@@ -895,8 +895,7 @@ fn target_dir() -> PathBuf {
         let meta: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
         Some(PathBuf::from(meta.get("target_directory")?.as_str()?))
     });
-    // The workspace's target directory, at the repository root (this package is `bench/`).
-    from_metadata.unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target"))
+    from_metadata.unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target"))
 }
 
 /// The median (ns) criterion estimated for `group/name` in this run, if it ran.

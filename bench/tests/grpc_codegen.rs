@@ -31,6 +31,6 @@ fn committed_grpc_code_matches_the_proto() {
     let current = std::fs::read_to_string(&committed).unwrap_or_default();
     assert!(
         current == generated,
-        "examples/grpc/auth.rs is stale: run `UPDATE_GENERATED=1 cargo test -p tsg-bench --test grpc_codegen`"
+        "examples/grpc/auth.rs is stale: run `UPDATE_GENERATED=1 cargo test --manifest-path bench/Cargo.toml --test grpc_codegen`"
     );
 }

@@ -1,14 +1,14 @@
 //! Draws the chart in `BENCHMARKS.md` (issue 6) as a PNG from the benchmarks' own output:
 //!
-//! * `target/bench-results/inprocess.json`, written by `cargo bench -p tsg-bench --bench layer`;
-//! * `target/bench-results/http_load.json`, written by `bench/http_load.sh`;
-//! * `target/bench-results/memory.json`, written by `bench/memory.sh`.
+//! * `bench/target/bench-results/inprocess.json`, written by `cargo bench --manifest-path bench/Cargo.toml --bench layer`;
+//! * `bench/target/bench-results/http_load.json`, written by `bench/http_load.sh`;
+//! * `bench/target/bench-results/memory.json`, written by `bench/memory.sh`.
 //!
 //! ```text
-//! cargo run --release -p tsg-bench --bin bench_chart [RESULTS_DIR] [OUT.png]
+//! cargo run --release --manifest-path bench/Cargo.toml --bin bench_chart [RESULTS_DIR] [OUT.png]
 //! ```
 //!
-//! Defaults: `target/bench-results` (or `$CARGO_TARGET_DIR/bench-results`) and
+//! Defaults: `bench/target/bench-results` (or `$CARGO_TARGET_DIR/bench-results`) and
 //! `bench/benchmarks.png`. Text is drawn with a TrueType font read at run time: `$CHART_FONT`
 //! or DejaVu Sans from Debian's `fonts-dejavu-core` package. A panel whose input is missing
 //! says so instead of showing numbers.
@@ -253,7 +253,7 @@ fn main() -> Res<()> {
     let results = args.next().map(PathBuf::from).unwrap_or_else(|| {
         std::env::var_os("CARGO_TARGET_DIR")
             .map(PathBuf::from)
-            .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target"))
+            .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target"))
             .join("bench-results")
     });
     let out = args

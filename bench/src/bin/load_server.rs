@@ -2,8 +2,8 @@
 //! routes bare, behind this crate's layer, and behind tower-sessions.
 //!
 //! ```text
-//! cargo build --release -p tsg-bench --bin load_server
-//! target/release/load_server bare|guard|tower-sessions [IP:PORT]
+//! cargo build --release --manifest-path bench/Cargo.toml --bin load_server
+//! bench/target/release/load_server bare|guard|tower-sessions [IP:PORT]
 //! ```
 //!
 //! * `POST /login`: logs alice in (role admin, group staff) and sets the session cookie; bare

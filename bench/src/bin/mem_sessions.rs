@@ -4,8 +4,8 @@
 //! numbers don't mix.
 //!
 //! ```text
-//! cargo build --release -p tsg-bench --bin mem_sessions
-//! target/release/mem_sessions guard|tower-sessions|tower-sessions-min [N] [distinct|alice]
+//! cargo build --release --manifest-path bench/Cargo.toml --bin mem_sessions
+//! bench/target/release/mem_sessions guard|tower-sessions|tower-sessions-min [N] [distinct|alice]
 //! ```
 //!
 //! * `guard`: this crate's `MemoryStore` (capacity N + 10 %: its bound evicts a little early,
