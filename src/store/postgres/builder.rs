@@ -191,7 +191,7 @@ impl PostgresStoreBuilder {
         };
         config
             .options(&options)
-            .application_name(&format!("tsg-{role}-{instance}"))
+            .application_name(format!("tsg-{role}-{instance}"))
             .connect_timeout(self.connect_timeout);
         Ok(config)
     }
