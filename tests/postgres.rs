@@ -25,7 +25,8 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::task::AbortHandle;
 use tower_session_guard::store::{SessionKey, SessionStore, WriteOutcome};
 use tower_session_guard::{
-    LimitPolicy, PostgresStore, SessionGuardLayer, SessionRecord, SessionToken,
+    LimitPolicy, PostgresStore, PostgresStoreBuilder, SessionGuardLayer, SessionRecord,
+    SessionToken,
 };
 
 // ----- helpers -----
@@ -64,6 +65,11 @@ struct Pair {
 /// Two layers, each with its own store, on one schema; `url_a` lets instance A reach the
 /// server through a proxy.
 async fn pair(url_a: &str, limit: Option<(usize, LimitPolicy)>) -> Pair {
+    pair_with(url_a, limit, PostgresStoreBuilder::DEFAULT_COMMAND_TIMEOUT).await
+}
+
+/// [`pair`] with stores whose operations may take up to `timeout`.
+async fn pair_with(url_a: &str, limit: Option<(usize, LimitPolicy)>, timeout: Duration) -> Pair {
     let url = postgres_url();
     let schema = unique_schema();
     let cleanup = Cleanup {
@@ -78,8 +84,13 @@ async fn pair(url_a: &str, limit: Option<(usize, LimitPolicy)>) -> Pair {
         }
         b.build().expect("valid config")
     };
-    let store_b = builder(&url, &schema).build().await.expect("B connects");
+    let store_b = builder(&url, &schema)
+        .command_timeout(timeout)
+        .build()
+        .await
+        .expect("B connects");
     let store_a = builder(url_a, &schema)
+        .command_timeout(timeout)
         .connect_timeout(Duration::from_millis(500))
         .build()
         .await
@@ -117,6 +128,8 @@ async fn backends(admin: &tokio_postgres::Client, store: &PostgresStore, role: &
 struct Proxy {
     addr: SocketAddr,
     open: Arc<Mutex<bool>>,
+    /// Set: connections stay open but carry nothing (a server that stopped answering).
+    stalled: Arc<tokio::sync::watch::Sender<bool>>,
     conns: Arc<Mutex<Vec<AbortHandle>>>,
     accept: AbortHandle,
 }
@@ -126,17 +139,29 @@ impl Proxy {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let open = Arc::new(Mutex::new(true));
+        let stalled = Arc::new(tokio::sync::watch::Sender::new(false));
         let conns: Arc<Mutex<Vec<AbortHandle>>> = Arc::default();
-        let (o, c) = (open.clone(), conns.clone());
+        let (o, st, c) = (open.clone(), stalled.clone(), conns.clone());
         let accept = tokio::spawn(async move {
             while let Ok((mut client, _)) = listener.accept().await {
                 if !*o.lock().unwrap() {
                     continue; // dropped: refused
                 }
+                let mut stall = st.subscribe();
                 let task = tokio::spawn(async move {
-                    if let Ok(mut server) = TcpStream::connect(upstream).await {
-                        let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+                    if !*stall.borrow_and_update() {
+                        if let Ok(mut server) = TcpStream::connect(upstream).await {
+                            tokio::select! {
+                                _ = tokio::io::copy_bidirectional(&mut client, &mut server) => return,
+                                _ = stall.wait_for(|s| *s) => {}
+                            }
+                            // Stalled: hold both sockets open, carry nothing.
+                            std::future::pending::<()>().await;
+                            drop(server);
+                        }
                     }
+                    std::future::pending::<()>().await;
+                    drop(client);
                 });
                 c.lock().unwrap().push(task.abort_handle());
             }
@@ -145,9 +170,15 @@ impl Proxy {
         Proxy {
             addr,
             open,
+            stalled,
             conns,
             accept,
         }
+    }
+
+    /// Every connection, open or new, stops carrying bytes (and stays open).
+    fn stall(&self) {
+        self.stalled.send_replace(true);
     }
 
     fn cut(&self) {
@@ -159,6 +190,7 @@ impl Proxy {
 
     fn restore(&self) {
         *self.open.lock().unwrap() = true;
+        self.stalled.send_replace(false);
     }
 
     /// `url` with its host and port replaced by the proxy's.
@@ -211,7 +243,6 @@ const IGNORE: &str =
     ignore = "set POSTGRES_URL to run the PostgreSQL tests"
 )]
 async fn logout_on_b_is_refused_on_a_at_once() {
-    let _ = IGNORE;
     let url = postgres_url();
     let p = pair(&url, None).await;
     let token = login_token(&p.app_a, None).await;
@@ -327,7 +358,10 @@ async fn concurrent_logins_from_two_instances_respect_the_session_limit() {
     const LIMIT: usize = 3;
     let url = postgres_url();
     for policy in [LimitPolicy::EvictOldest, LimitPolicy::RejectNew] {
-        let p = pair(&url, Some((LIMIT, policy))).await;
+        // What is tested is the limit, not latency: the burst opens up to 16 connections per
+        // store at once (about 200 ms in a debug build here), which on a loaded two-core CI
+        // machine can pass the default 500 ms and answer 503.
+        let p = pair_with(&url, Some((LIMIT, policy)), Duration::from_secs(5)).await;
         let user = format!("carol-{}", random_id());
         let mut tasks = Vec::new();
         for i in 0..LOGINS {
@@ -338,19 +372,23 @@ async fn concurrent_logins_from_two_instances_respect_the_session_limit() {
             };
             let uri = format!("/login/{user}");
             tasks.push(tokio::spawn(async move {
+                let start = Instant::now();
                 let res = call(&app, Method::POST, &uri, None).await;
-                (res.status(), token_of(&res))
+                (res.status(), token_of(&res), start.elapsed())
             }));
         }
         let mut ok = Vec::new();
+        let mut slowest = Duration::ZERO;
         for t in tasks {
-            let (status, token) = t.await.unwrap();
+            let (status, token, took) = t.await.unwrap();
+            slowest = slowest.max(took);
             match status {
                 StatusCode::OK => ok.push(token.expect("a login issues a token")),
                 StatusCode::CONFLICT => assert_eq!(policy, LimitPolicy::RejectNew),
                 other => panic!("a login answered {other} under {policy:?}"),
             }
         }
+        println!("{LOGINS} concurrent logins under {policy:?}: the slowest took {slowest:?}");
         let mut live = 0;
         for t in &ok {
             // B never read these: its answer comes from PostgreSQL.
@@ -579,6 +617,60 @@ async fn an_outage_fails_closed_within_a_bounded_time_and_recovers() {
     .await;
     assert!(active.is_some(), "the near-cache is used again");
     drop(p.store_b);
+}
+
+/// The server stops answering (connections stay open, nothing comes back): every request
+/// with a session on A answers 503 within the command timeout (500 ms) instead of hanging;
+/// the listener's ping notices within about 2 s and the near-cache is bypassed from then on;
+/// after the server answers again, A recovers and a session B revoked meanwhile stays
+/// revoked.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(
+    not(tsg_postgres),
+    ignore = "set POSTGRES_URL to run the PostgreSQL tests"
+)]
+async fn a_server_that_stops_answering_is_a_timeout_not_a_hang() {
+    let url = postgres_url();
+    let proxy = Proxy::start(upstream(&url)).await;
+    let p = pair(&proxy.url(&url), None).await;
+    let revoked = login_token(&p.app_a, None).await;
+    let kept = login_token(&p.app_a, None).await;
+    proxy.stall();
+    assert_eq!(
+        status(&p.app_b, Method::POST, "/logout", Some(&revoked)).await,
+        StatusCode::OK
+    );
+    // The listener's ping (every second, 1 s timeout) notices.
+    let noticed = within(Duration::from_secs(4), || async {
+        !p.store_a.near_cache_active()
+    })
+    .await
+    .expect("the stalled notification connection is noticed within 4 s");
+    println!("stalled listener noticed after {noticed:?}");
+    for token in [&revoked, &kept] {
+        let start = Instant::now();
+        let s = status(&p.app_a, Method::GET, "/me", Some(token)).await;
+        let took = start.elapsed();
+        println!("a request during the stall: {s} after {took:?}");
+        assert_eq!(s, StatusCode::SERVICE_UNAVAILABLE);
+        assert!(
+            took < Duration::from_millis(1200),
+            "{took:?}: bounded by the command timeout"
+        );
+    }
+    proxy.restore();
+    let back = within(Duration::from_secs(5), || async {
+        status(&p.app_a, Method::GET, "/me", Some(&kept)).await == StatusCode::OK
+    })
+    .await;
+    assert!(
+        back.is_some(),
+        "A recovers within 5 s of the server answering again"
+    );
+    assert_eq!(
+        status(&p.app_a, Method::GET, "/me", Some(&revoked)).await,
+        StatusCode::UNAUTHORIZED
+    );
 }
 
 /// A store pointed at a closed loopback port fails to build, quickly, with a StoreError.

@@ -113,6 +113,13 @@ use shared::StoreShared;
 /// new connection listens, and cleared again then (notifications sent meanwhile are lost).
 /// A fill that races with an invalidation of its key is discarded.
 ///
+/// The limits, as for Redis: a connection the server closes (a restart, `pg_terminate_backend`)
+/// is noticed at once, but a revocation committed between the server's end of the connection
+/// and this store reading that end (microseconds) may be served until then; a connection
+/// that stops answering without closing (a partition, a paused host) is noticed by the ping
+/// within about 2 s, and until then entries may be served that other instances changed in
+/// the meantime (at most the near-cache TTL in any case).
+///
 /// # Outages
 ///
 /// Every operation is bounded by [`command_timeout`](PostgresStoreBuilder::command_timeout)
@@ -121,7 +128,9 @@ use shared::StoreShared;
 /// [`connect_timeout`](PostgresStoreBuilder::connect_timeout) (2 s). An unreachable server
 /// is a [`StoreError`] and the layer answers 503 (gRPC 14); never a panic, never "no
 /// session". A write that timed out may have been applied (its outcome is unknown); writes
-/// are never retried by the store. Sessions revoked before an outage stay revoked after it:
+/// are never retried by the store. A timeout also empties the pool of its idle connections
+/// (the abandoned one may be stuck behind a server that stopped answering), so the next
+/// requests open fresh ones instead of waiting on it. Sessions revoked before an outage stay revoked after it:
 /// revocation deletes the row, and the near-cache starts empty after every reconnection.
 ///
 /// No TLS: connect over a private network or a local socket, or put a TLS-terminating
@@ -133,8 +142,10 @@ use shared::StoreShared;
 /// schema of its own that it drops: the store contract, two layers with their own stores
 /// on one database (cross-instance logout, concurrent logins of one user under a session
 /// limit), the notification connection killed with `pg_terminate_backend` (the near-cache
-/// is bypassed, nothing revoked is served, it recovers), an unreachable server (503 within
-/// a bounded time), migrations run twice and concurrently, and the expiry clean-up.
+/// is bypassed, nothing revoked is served, it recovers), the server cut off under load and a
+/// server that stops answering (both through a loopback proxy: 503 within a bounded time,
+/// recovery, nothing revoked comes back), a closed port, tampered rows and forged
+/// notifications, migrations run twice and concurrently, and the expiry clean-up.
 ///
 /// [`FORWARD_TTL`]: super::FORWARD_TTL
 /// [`MAX_FORWARD_HOPS`]: super::MAX_FORWARD_HOPS

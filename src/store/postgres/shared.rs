@@ -74,7 +74,15 @@ impl StoreShared {
         };
         match tokio::time::timeout(self.command_timeout, work).await {
             Ok(result) => result,
-            Err(_) => Err(PostgresStoreError::Timeout(self.command_timeout)),
+            Err(_) => {
+                // The abandoned connection went back to the pool with its statement still
+                // in flight; if the server (or the path to it) stopped answering, it would
+                // hang every later request it serves, and the pool's check only sees closed
+                // connections. So a timeout empties the pool of idle connections: they are
+                // cheap to open again, and a timeout is the sign of trouble.
+                self.pool.retain(|_, _| false);
+                Err(PostgresStoreError::Timeout(self.command_timeout))
+            }
         }
     }
 }

@@ -164,14 +164,16 @@ BEGIN
             WHERE s.key = p_old;
     END IF;
     IF p_limit IS NOT NULL AND p_evict AND others + 1 > greatest(p_limit, 1) THEN
-        WITH gone AS (
-            DELETE FROM {schema}.sessions s WHERE s.key IN (
-                SELECT v.key FROM {schema}.sessions v
-                WHERE v.user_id = p_user AND v.version IS NOT NULL AND v.expires_at > now()
-                  AND v.key <> p_new
-                ORDER BY v.created_at, v.key LIMIT others + 1 - greatest(p_limit, 1))
-            RETURNING s.key)
-        SELECT coalesce(array_agg(gone.key), '{}') INTO o_ended FROM gone;
+        -- Oldest first, in the answer too (DELETE ... RETURNING keeps no order).
+        SELECT coalesce(array_agg(v.key ORDER BY v.created_at, v.key), '{}') INTO o_ended
+        FROM (
+            SELECT v.key, v.created_at FROM {schema}.sessions v
+            WHERE v.user_id = p_user AND v.version IS NOT NULL AND v.expires_at > now()
+              AND v.key <> p_new
+            ORDER BY v.created_at, v.key LIMIT others + 1 - greatest(p_limit, 1)
+            FOR UPDATE
+        ) v;
+        DELETE FROM {schema}.sessions s WHERE s.key = ANY (o_ended);
     END IF;
     o_status := 1;
 END $$;
