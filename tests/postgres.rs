@@ -230,9 +230,6 @@ fn upstream(url: &str) -> SocketAddr {
         .expect("POSTGRES_URL names a TCP host")
 }
 
-const IGNORE: &str =
-    "set POSTGRES_URL=postgres://postgres@127.0.0.1:5432/test to run the PostgreSQL tests";
-
 // ----- two instances -----
 
 /// A logout on B is refused on A at once: A served the session from its near-cache, and
@@ -240,7 +237,7 @@ const IGNORE: &str =
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[cfg_attr(
     not(tsg_postgres),
-    ignore = "set POSTGRES_URL to run the PostgreSQL tests"
+    ignore = "set POSTGRES_URL=postgres://postgres@127.0.0.1:5432/test to run the PostgreSQL tests"
 )]
 async fn logout_on_b_is_refused_on_a_at_once() {
     let url = postgres_url();
@@ -304,7 +301,7 @@ async fn logout_on_b_is_refused_on_a_at_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[cfg_attr(
     not(tsg_postgres),
-    ignore = "set POSTGRES_URL to run the PostgreSQL tests"
+    ignore = "set POSTGRES_URL=postgres://postgres@127.0.0.1:5432/test to run the PostgreSQL tests"
 )]
 async fn notification_delay_across_instances() {
     const TRIALS: usize = 30;
@@ -351,7 +348,7 @@ async fn notification_delay_across_instances() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[cfg_attr(
     not(tsg_postgres),
-    ignore = "set POSTGRES_URL to run the PostgreSQL tests"
+    ignore = "set POSTGRES_URL=postgres://postgres@127.0.0.1:5432/test to run the PostgreSQL tests"
 )]
 async fn concurrent_logins_from_two_instances_respect_the_session_limit() {
     const LOGINS: usize = 20;
@@ -413,7 +410,7 @@ async fn concurrent_logins_from_two_instances_respect_the_session_limit() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[cfg_attr(
     not(tsg_postgres),
-    ignore = "set POSTGRES_URL to run the PostgreSQL tests"
+    ignore = "set POSTGRES_URL=postgres://postgres@127.0.0.1:5432/test to run the PostgreSQL tests"
 )]
 async fn a_killed_notification_connection_bypasses_the_near_cache_then_recovers() {
     let url = postgres_url();
@@ -520,7 +517,7 @@ async fn a_killed_notification_connection_bypasses_the_near_cache_then_recovers(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[cfg_attr(
     not(tsg_postgres),
-    ignore = "set POSTGRES_URL to run the PostgreSQL tests"
+    ignore = "set POSTGRES_URL=postgres://postgres@127.0.0.1:5432/test to run the PostgreSQL tests"
 )]
 async fn an_outage_fails_closed_within_a_bounded_time_and_recovers() {
     let url = postgres_url();
@@ -627,7 +624,7 @@ async fn an_outage_fails_closed_within_a_bounded_time_and_recovers() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[cfg_attr(
     not(tsg_postgres),
-    ignore = "set POSTGRES_URL to run the PostgreSQL tests"
+    ignore = "set POSTGRES_URL=postgres://postgres@127.0.0.1:5432/test to run the PostgreSQL tests"
 )]
 async fn a_server_that_stops_answering_is_a_timeout_not_a_hang() {
     let url = postgres_url();
@@ -708,7 +705,7 @@ async fn connecting_to_nothing_fails_with_a_store_error() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[cfg_attr(
     not(tsg_postgres),
-    ignore = "set POSTGRES_URL to run the PostgreSQL tests"
+    ignore = "set POSTGRES_URL=postgres://postgres@127.0.0.1:5432/test to run the PostgreSQL tests"
 )]
 async fn migrations_are_versioned_idempotent_and_concurrent() {
     let url = postgres_url();
@@ -756,7 +753,7 @@ async fn migrations_are_versioned_idempotent_and_concurrent() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[cfg_attr(
     not(tsg_postgres),
-    ignore = "set POSTGRES_URL to run the PostgreSQL tests"
+    ignore = "set POSTGRES_URL=postgres://postgres@127.0.0.1:5432/test to run the PostgreSQL tests"
 )]
 async fn expired_rows_are_absent_and_cleaned_up() {
     const N: usize = 30;
@@ -820,7 +817,7 @@ async fn expired_rows_are_absent_and_cleaned_up() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[cfg_attr(
     not(tsg_postgres),
-    ignore = "set POSTGRES_URL to run the PostgreSQL tests"
+    ignore = "set POSTGRES_URL=postgres://postgres@127.0.0.1:5432/test to run the PostgreSQL tests"
 )]
 async fn tampered_rows_fail_closed_and_forged_notifications_only_clear() {
     let url = postgres_url();
