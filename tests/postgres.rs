@@ -808,6 +808,83 @@ async fn expired_rows_are_absent_and_cleaned_up() {
     );
 }
 
+// ----- a flood of guests -----
+
+/// 60 concurrent guest creates through two stores with a guest budget of 5: the budget's row
+/// lock serialises them, so exactly 5 guests are left (the newest ones can differ, the count
+/// cannot), the trigger's count agrees with the rows, and a logged-in session is never
+/// evicted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(
+    not(tsg_postgres),
+    ignore = "set POSTGRES_URL=postgres://postgres@127.0.0.1:5432/test to run the PostgreSQL tests"
+)]
+async fn a_concurrent_guest_flood_stays_within_the_budget_and_spares_users() {
+    const GUESTS: usize = 60;
+    const BUDGET: u64 = 5;
+    let url = postgres_url();
+    let admin = admin(&url).await;
+    let schema = unique_schema();
+    let _cleanup = Cleanup {
+        url: url.clone(),
+        schema: schema.clone(),
+    };
+    let open = || {
+        builder(&url, &schema)
+            .guest_capacity(BUDGET)
+            .command_timeout(Duration::from_secs(5)) // a burst on a cold pool: see above
+            .build()
+    };
+    let (a, b) = (open().await.unwrap(), open().await.unwrap());
+    let user_key = SessionToken::generate().key();
+    let mut user = SessionRecord::new(SystemTime::now());
+    user.identity = Some(tower_session_guard::Identity::new("flooded-user"));
+    let out = a
+        .login(
+            None,
+            user_key,
+            Arc::new(user),
+            Duration::from_secs(600),
+            None,
+        )
+        .await
+        .unwrap();
+    assert!(matches!(
+        out,
+        tower_session_guard::store::LoginOutcome::Applied { .. }
+    ));
+    let mut tasks = Vec::new();
+    for i in 0..GUESTS {
+        let store = if i % 2 == 0 { a.clone() } else { b.clone() };
+        tasks.push(tokio::spawn(async move {
+            let key = SessionToken::generate().key();
+            let record = Arc::new(SessionRecord::new(SystemTime::now()));
+            store.create(key, record, Duration::from_secs(600)).await
+        }));
+    }
+    for t in tasks {
+        assert_eq!(t.await.unwrap().unwrap(), WriteOutcome::Applied);
+    }
+    let count = |sql: String| {
+        let admin = &admin;
+        async move { admin.query_one(&sql, &[]).await.unwrap().get::<_, i64>(0) }
+    };
+    let guests = count(format!(
+        "SELECT count(*) FROM {schema}.sessions WHERE guest"
+    ))
+    .await;
+    assert_eq!(guests, BUDGET as i64, "guest rows after the flood");
+    assert_eq!(
+        count(format!("SELECT n FROM {schema}.guest_count")).await,
+        guests,
+        "the trigger's count"
+    );
+    assert!(
+        b.load(user_key).await.unwrap().is_some(),
+        "the user survived the flood"
+    );
+}
+
 // ----- hostile rows and notifications -----
 
 /// A row whose blob was tampered with (an unknown format byte, bytes that do not decode) is

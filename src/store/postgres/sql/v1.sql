@@ -140,9 +140,12 @@ DECLARE
 BEGIN
     o_ended := '{}';
     PERFORM pg_advisory_xact_lock(p_lock);
-    SELECT count(*) INTO others FROM {schema}.sessions s
-        WHERE s.user_id = p_user AND s.version IS NOT NULL AND s.expires_at > now()
-          AND s.key <> p_new AND s.key IS DISTINCT FROM p_old;
+    -- Counted only under a limit, which bounds it (a user without one may have any number).
+    IF p_limit IS NOT NULL THEN
+        SELECT count(*) INTO others FROM {schema}.sessions s
+            WHERE s.user_id = p_user AND s.version IS NOT NULL AND s.expires_at > now()
+              AND s.key <> p_new AND s.key IS DISTINCT FROM p_old;
+    END IF;
     IF p_limit IS NOT NULL AND NOT p_evict AND others >= p_limit THEN
         o_status := 2; RETURN;
     END IF;
