@@ -25,7 +25,7 @@ use crate::store::StoreError;
 #[derive(Debug, Clone)]
 #[must_use]
 pub struct PostgresStoreBuilder {
-    url: String,
+    url: Url,
     schema: String,
     near_cache_ttl: Duration,
     near_cache_capacity: u64,
@@ -80,7 +80,7 @@ impl PostgresStoreBuilder {
 impl PostgresStoreBuilder {
     pub(super) fn new(url: String) -> Self {
         PostgresStoreBuilder {
-            url,
+            url: Url(url),
             schema: Self::DEFAULT_SCHEMA.to_owned(),
             near_cache_ttl: Self::DEFAULT_NEAR_CACHE_TTL,
             near_cache_capacity: Self::DEFAULT_NEAR_CACHE_CAPACITY,
@@ -180,6 +180,7 @@ impl PostgresStoreBuilder {
     ) -> Result<tokio_postgres::Config, PostgresStoreError> {
         let mut config: tokio_postgres::Config = self
             .url
+            .0
             .parse()
             .map_err(|e| PostgresStoreError::Config(format!("the URL: {e}")))?;
         let statement_ms = millis(self.command_timeout).max(1);
@@ -300,6 +301,39 @@ impl PostgresStoreBuilder {
             .extend([watcher.abort_handle(), sweeper.abort_handle()]);
         Ok(PostgresStore { shared })
     }
+}
+
+/// The connection URL, whose `Debug` hides the password (a builder may well be logged).
+#[derive(Clone)]
+struct Url(String);
+
+impl std::fmt::Debug for Url {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&redact(&self.0))
+    }
+}
+
+/// `url` with its password replaced by `***`: in `scheme://user:password@host` and in a
+/// `password=...` key-value pair.
+pub(super) fn redact(url: &str) -> String {
+    let mut out = url.to_owned();
+    if let Some(scheme_end) = out.find("://") {
+        let rest = &out[scheme_end + 3..];
+        if let Some(at) = rest.rfind('@') {
+            if let Some(colon) = rest[..at].find(':') {
+                let (start, end) = (scheme_end + 3 + colon + 1, scheme_end + 3 + at);
+                out.replace_range(start..end, "***");
+            }
+        }
+    }
+    if let Some(p) = out.find("password=") {
+        let start = p + "password=".len();
+        let end = out[start..]
+            .find([' ', '&'])
+            .map_or(out.len(), |e| start + e);
+        out.replace_range(start..end, "***");
+    }
+    out
 }
 
 /// Runs the migrations; logs what it did.

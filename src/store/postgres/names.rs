@@ -69,10 +69,11 @@ pub(super) fn check_schema(schema: &str) -> Result<(), PostgresStoreError> {
 /// different users (and schemas) share a lock only by a 2^-64 chance, which would merely
 /// serialise their logins.
 pub(super) fn lock_id(what: &str, name: &str) -> i64 {
+    // Length-prefixed, so that no two (what, name) pairs hash the same bytes.
     let digest = Sha256::new()
         .chain_update(b"tower-session-guard\0")
+        .chain_update((what.len() as u64).to_be_bytes())
         .chain_update(what.as_bytes())
-        .chain_update(b"\0")
         .chain_update(name.as_bytes())
         .finalize();
     let mut first = [0u8; 8];

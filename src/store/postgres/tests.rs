@@ -1,7 +1,9 @@
 //! Unit tests of the pure parts: schema names, lock ids, statements.
 
+use super::builder::redact;
 use super::names::{check_schema, lock_id, Names};
 use super::statements::Statements;
+use super::PostgresStore;
 
 #[test]
 fn only_plain_identifiers_are_schemas() {
@@ -42,6 +44,33 @@ fn user_locks_differ_by_user_and_schema() {
     assert_eq!(a.user_lock("alice"), a.user_lock("alice"));
     assert_ne!(a.user_lock("alice"), a.user_lock("bob"));
     assert_ne!(a.user_lock("alice"), b.user_lock("alice"));
-    // The separator keeps ("a", "b\0c") and ("a\0b", "c") apart.
+    // The length prefix keeps ("login", "a\0b") and ("login\0a", "b") apart.
     assert_ne!(lock_id("login", "a\0b"), lock_id("login\0a", "b"));
+}
+
+#[test]
+fn a_logged_builder_shows_no_password() {
+    for (url, shown) in [
+        (
+            "postgres://app:s3cret@db:5432/app",
+            "postgres://app:***@db:5432/app",
+        ),
+        ("postgres://app@db/app", "postgres://app@db/app"),
+        (
+            "postgres://db/app?password=s3cret&x=1",
+            "postgres://db/app?password=***&x=1",
+        ),
+        (
+            "host=db user=app password=s3cret dbname=app",
+            "host=db user=app password=*** dbname=app",
+        ),
+        ("postgres://a:p%40ss@db/app", "postgres://a:***@db/app"),
+    ] {
+        assert_eq!(redact(url), shown);
+    }
+    let debug = format!(
+        "{:?}",
+        PostgresStore::builder("postgres://app:s3cret@db/app")
+    );
+    assert!(!debug.contains("s3cret"), "{debug}");
 }
