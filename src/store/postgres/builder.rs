@@ -48,9 +48,7 @@ impl PostgresStoreBuilder {
     pub const DEFAULT_NEAR_CACHE_TTL: Duration = Duration::from_secs(5);
     /// The default near-cache capacity, in sessions.
     pub const DEFAULT_NEAR_CACHE_CAPACITY: u64 = 100_000;
-    /// The default guest budget, as for Redis
-    /// ([`RedisStoreBuilder::DEFAULT_GUEST_CAPACITY`](crate::RedisStoreBuilder::DEFAULT_GUEST_CAPACITY)
-    /// when feature `redis` is on): 50 000 guest rows. A guest row is a few hundred bytes
+    /// The default guest budget, the same as the Redis store's: 50 000 guest rows. A guest row is a few hundred bytes
     /// plus its index entries, so about 25 MB of table and indexes; without a bound an
     /// anonymous flood grows the table (and its vacuum work) as fast as it can send requests.
     pub const DEFAULT_GUEST_CAPACITY: u64 = 50_000;

@@ -26,7 +26,7 @@ use shared::StoreShared;
 
 /// Sessions in PostgreSQL (through [tokio-postgres](https://docs.rs/tokio-postgres) and a
 /// small [deadpool](https://docs.rs/deadpool-postgres) pool), behind the same bounded moka
-/// near-cache as [`RedisStore`](crate::RedisStore), kept coherent across instances by
+/// near-cache as `RedisStore` (feature `redis`), kept coherent across instances by
 /// `LISTEN`/`NOTIFY`. Feature `postgres`.
 ///
 /// # Table layout
