@@ -698,6 +698,58 @@ async fn connecting_to_nothing_fails_with_a_store_error() {
     assert!(err.to_string().contains("schema"), "{err}");
 }
 
+/// A store's connections (its pool and its listener) close when its last clone is dropped:
+/// nothing is left running on the server.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(
+    not(tsg_postgres),
+    ignore = "set POSTGRES_URL=postgres://postgres@127.0.0.1:5432/test to run the PostgreSQL tests"
+)]
+async fn dropping_a_store_closes_its_connections() {
+    let url = postgres_url();
+    let admin = admin(&url).await;
+    let schema = unique_schema();
+    let _cleanup = Cleanup {
+        url: url.clone(),
+        schema: schema.clone(),
+    };
+    let store = builder(&url, &schema).build().await.unwrap();
+    let id = store.instance_id().to_owned();
+    let key = SessionToken::generate().key();
+    let record = Arc::new(SessionRecord::new(SystemTime::now()));
+    let w = store
+        .create(key, record, Duration::from_secs(60))
+        .await
+        .unwrap();
+    assert_eq!(w, WriteOutcome::Applied);
+    let connections = || {
+        let (admin, pattern) = (&admin, format!("tsg-%-{id}"));
+        async move {
+            admin
+                .query_one(
+                    "SELECT count(*) FROM pg_stat_activity WHERE application_name LIKE $1",
+                    &[&pattern],
+                )
+                .await
+                .unwrap()
+                .get::<_, i64>(0)
+        }
+    };
+    assert!(
+        connections().await >= 2,
+        "a pooled connection and the listener"
+    );
+    let clone = store.clone();
+    drop(store);
+    assert!(connections().await >= 2, "clones share them");
+    drop(clone);
+    let gone = within(Duration::from_secs(3), || async {
+        connections().await == 0
+    })
+    .await;
+    assert!(gone.is_some(), "the connections outlived the store");
+}
+
 // ----- migrations and expiry -----
 
 /// Migrations are idempotent and safe to run concurrently; without them, `build` refuses a

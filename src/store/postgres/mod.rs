@@ -134,7 +134,10 @@ use shared::StoreShared;
 /// revocation deletes the row, and the near-cache starts empty after every reconnection.
 ///
 /// No TLS: connect over a private network or a local socket, or put a TLS-terminating
-/// proxy in front (the README says more).
+/// proxy in front (the README says more). Connect to PostgreSQL itself, not through a
+/// transaction-pooling PgBouncer: the store sets per-connection settings at startup
+/// (`statement_timeout`, `tsg.instance`) and keeps a `LISTEN`ing session, which transaction
+/// pooling does not carry.
 ///
 /// # What is tested
 ///
