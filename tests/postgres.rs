@@ -9,6 +9,10 @@
 //! test` lists these tests as ignored, with the reason (see `build.rs`); when they run, a
 //! missing or unreachable server fails them. Each test works in a schema of its own, so
 //! tests run in parallel on one database, and drops it when done.
+//!
+//! One file past the usual size, as `tests/redis.rs`: the tests share the two-instance pair,
+//! the loopback proxy and the polling helpers, and every file in `tests/` is a binary of its
+//! own to link.
 
 mod common;
 mod postgres_support;
