@@ -1024,6 +1024,75 @@ async fn tampered_rows_fail_closed_and_forged_notifications_only_clear() {
     assert!(p.store_b.near_cache_stats().misses > before.misses);
 }
 
+/// A rotated-away key forwards to its successor for `FORWARD_TTL` only: once that has passed
+/// (set back here by hand, rather than waiting 60 s), deleting it ends nothing, and the
+/// forward row is cleaned up like any expired row.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(
+    not(tsg_postgres),
+    ignore = "set POSTGRES_URL=postgres://postgres@127.0.0.1:5432/test to run the PostgreSQL tests"
+)]
+async fn an_expired_forward_is_not_followed() {
+    let url = postgres_url();
+    let admin = admin(&url).await;
+    let schema = unique_schema();
+    let _cleanup = Cleanup {
+        url: url.clone(),
+        schema: schema.clone(),
+    };
+    let store = builder(&url, &schema).build().await.unwrap();
+    let (k0, k1) = (
+        SessionToken::generate().key(),
+        SessionToken::generate().key(),
+    );
+    let ttl = Duration::from_secs(600);
+    let record = Arc::new(SessionRecord::new(SystemTime::now()));
+    assert_eq!(
+        store.create(k0, record.clone(), ttl).await.unwrap(),
+        WriteOutcome::Applied
+    );
+    assert_eq!(
+        store.rotate(k0, 1, k1, record, ttl).await.unwrap(),
+        WriteOutcome::Applied
+    );
+    let forward_ttl: f64 = admin
+        .query_one(
+            &format!(
+                "SELECT extract(epoch FROM expires_at - now())::float8 FROM {schema}.sessions \
+                 WHERE key = $1 AND forward_to IS NOT NULL"
+            ),
+            &[&k0.as_bytes().as_slice()],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    let expected = tower_session_guard::store::FORWARD_TTL.as_secs_f64();
+    assert!(
+        (forward_ttl - expected).abs() < 5.0,
+        "forward ttl {forward_ttl}"
+    );
+    admin
+        .execute(
+            &format!("UPDATE {schema}.sessions SET expires_at = now() - interval '1 second' WHERE key = $1"),
+            &[&k0.as_bytes().as_slice()],
+        )
+        .await
+        .unwrap();
+    assert!(
+        !store.delete(k0).await.unwrap(),
+        "an expired forward was followed"
+    );
+    assert!(
+        store.load(k1).await.unwrap().is_some(),
+        "the successor lives on"
+    );
+    assert_eq!(
+        store.remove_expired().await.unwrap(),
+        0,
+        "delete removed the forward row"
+    );
+}
+
 // ----- a small loopback measurement (not a benchmark: run it by hand) -----
 
 /// Medians of store operations on loopback, PostgreSQL and (with `REDIS_URL`) Redis in the
