@@ -63,7 +63,7 @@ pub use crate::policy::{
     AllowAll, Decision, PolicyContext, PolicyError, PolicyMode, PostAuthPolicy, Rule,
     ValidationPolicy, ValidationPolicyBuilder,
 };
-pub use crate::record::{ExpiryKind, Identity, SessionRecord};
+pub use crate::record::{ExpiryKind, Identity, IdentityRef, SessionRecord};
 pub use crate::rejection::{is_grpc, DefaultRejectionResponse, Rejection, ResponseForRejection};
 pub use crate::service::SessionGuard;
 pub use crate::session::{LoginOptions, Session, SessionError, MAX_VALUE_DEPTH};

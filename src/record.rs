@@ -2,6 +2,7 @@
 
 use std::collections::HashMap;
 use std::net::IpAddr;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
@@ -49,6 +50,85 @@ impl Identity {
     {
         self.groups.extend(groups.into_iter().map(Into::into));
         self
+    }
+}
+
+/// The logged-in [`Identity`] as [`Session::identity`](crate::Session::identity) hands it
+/// out: a shared handle on the loaded record, so getting it, cloning it and reading it copy
+/// nothing (an owned `Identity` would copy the user id and every role and group on each
+/// request). It derefs to [`Identity`]; [`Identity::from`] makes an owned copy when one is
+/// needed, and it serializes as the identity itself.
+///
+/// ```
+/// # use tower_session_guard::{Identity, IdentityRef};
+/// fn greet(who: &Identity) -> String {
+///     format!("hello {}", who.user_id)
+/// }
+/// # fn use_it(id: IdentityRef) -> String {
+/// greet(&id) // &IdentityRef derefs to &Identity
+/// # }
+/// ```
+#[derive(Clone)]
+pub struct IdentityRef(Arc<SessionRecord>);
+
+impl IdentityRef {
+    /// The identity of `record`, if it has one.
+    pub(crate) fn of(record: Arc<SessionRecord>) -> Option<IdentityRef> {
+        record.identity.is_some().then_some(IdentityRef(record))
+    }
+}
+
+/// What an `IdentityRef` derefs to if its record had no identity, which [`IdentityRef::of`]
+/// never lets happen; it keeps `deref` free of a panic path.
+static NO_IDENTITY: Identity = Identity {
+    user_id: String::new(),
+    roles: Vec::new(),
+    groups: Vec::new(),
+};
+
+impl std::ops::Deref for IdentityRef {
+    type Target = Identity;
+
+    fn deref(&self) -> &Identity {
+        self.0.identity.as_ref().unwrap_or(&NO_IDENTITY)
+    }
+}
+
+impl AsRef<Identity> for IdentityRef {
+    fn as_ref(&self) -> &Identity {
+        self
+    }
+}
+
+impl std::fmt::Debug for IdentityRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        Identity::fmt(self, f)
+    }
+}
+
+impl PartialEq for IdentityRef {
+    fn eq(&self, other: &IdentityRef) -> bool {
+        **self == **other
+    }
+}
+
+impl Eq for IdentityRef {}
+
+impl PartialEq<Identity> for IdentityRef {
+    fn eq(&self, other: &Identity) -> bool {
+        **self == *other
+    }
+}
+
+impl From<IdentityRef> for Identity {
+    fn from(id: IdentityRef) -> Identity {
+        Identity::clone(&id)
+    }
+}
+
+impl Serialize for IdentityRef {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        Identity::serialize(self, serializer)
     }
 }
 

@@ -13,7 +13,7 @@ use tower_session_guard::{
 };
 
 async fn whoami(Authenticated(user): Authenticated) -> String {
-    user.user_id
+    user.user_id.clone()
 }
 
 fn guarded_app(h: &Harness) -> Router {

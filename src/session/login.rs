@@ -206,7 +206,7 @@ impl Session {
     /// [`SessionError::NotAuthenticated`] on a guest session; otherwise as
     /// [`rotate`](Self::rotate).
     pub async fn update_identity(&self, f: impl FnOnce(&mut Identity)) -> Result<(), SessionError> {
-        let Some(mut identity) = self.identity() else {
+        let Some(mut identity) = self.identity().map(Identity::from) else {
             return Err(SessionError::NotAuthenticated);
         };
         f(&mut identity);

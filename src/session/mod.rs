@@ -31,7 +31,7 @@ use crate::client_ip::ClientAddr;
 use crate::config::Env;
 use crate::core::DynCore;
 use crate::id::{Fingerprint, SessionKey, SessionToken};
-use crate::record::{Identity, SessionRecord};
+use crate::record::{IdentityRef, SessionRecord};
 use crate::store::DynStore;
 
 pub use error::SessionError;
@@ -228,9 +228,10 @@ impl Session {
         self.state().current.as_ref().map(|l| l.record.clone())
     }
 
-    /// The logged-in identity, if any.
-    pub fn identity(&self) -> Option<Identity> {
-        self.record().and_then(|r| r.identity.clone())
+    /// The logged-in identity, if any: a shared handle on the loaded record (no copy; it
+    /// derefs to [`Identity`], and `Identity::from` makes an owned one).
+    pub fn identity(&self) -> Option<IdentityRef> {
+        self.record().and_then(IdentityRef::of)
     }
 
     /// Whether a user is logged in on this session.
