@@ -96,8 +96,7 @@ async fn settled<S: SessionStore>(
     let start = Instant::now();
     loop {
         let got = ok(store.load(key).await, rule);
-        if got.as_ref().is_some_and(|r| r.version == version)
-            || start.elapsed() >= super::COHERENCE
+        if got.as_ref().is_some_and(|r| r.version == version) || start.elapsed() >= super::COHERENCE
         {
             return got;
         }
