@@ -15,9 +15,7 @@
 mod common;
 mod redis_support;
 
-use std::net::TcpListener;
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -33,111 +31,6 @@ use tower_session_guard::store::{
 use tower_session_guard::{
     Identity, LimitPolicy, RedisStore, SessionGuardLayer, SessionRecord, SessionToken,
 };
-
-// ----- environment -----
-
-/// Fails the test if `name` (`redis-server`, `redis-cli`) is not installed: a test that
-/// cannot run must not pass.
-fn need_binary(name: &str) {
-    let found = Command::new(name)
-        .arg("--version")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    assert!(
-        found,
-        "{name} is not on PATH: this test starts private Redis servers (install redis-server, \
-         or unset REDIS_URL to list the Redis tests as ignored)"
-    );
-}
-
-// ----- private redis-server processes -----
-
-fn spare_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a spare loopback port")
-}
-
-/// A `redis-server` child on a loopback port, killed (and its directory removed) on drop.
-struct Server {
-    port: u16,
-    dir: PathBuf,
-    extra: Vec<String>,
-    child: Option<Child>,
-}
-
-impl Server {
-    fn start(extra: &[&str]) -> Server {
-        let dir = std::env::temp_dir().join(format!("tsg-redis-{}", random_id()));
-        std::fs::create_dir_all(&dir).expect("temp dir");
-        let mut server = Server {
-            port: spare_port(),
-            dir,
-            extra: extra.iter().map(|s| s.to_string()).collect(),
-            child: None,
-        };
-        server.spawn();
-        server
-    }
-
-    fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
-    }
-
-    fn spawn(&mut self) {
-        let child = Command::new("redis-server")
-            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--save", "", "--dir"])
-            .arg(&self.dir)
-            .args(&self.extra)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("redis-server starts");
-        self.child = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            if let Ok(mut raw) = Raw::connect(&self.url()) {
-                if raw
-                    .cmd(&["PING"])
-                    .is_ok_and(|r| r == Reply::Status("PONG".into()))
-                {
-                    return;
-                }
-            }
-            assert!(
-                Instant::now() < deadline,
-                "redis-server on port {} did not come up",
-                self.port
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    /// SIGKILL, and wait until the process is gone.
-    fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-
-    /// Starts the server again on the same port, with the same directory.
-    fn restart(&mut self) {
-        self.kill();
-        self.spawn();
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        self.kill();
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
 
 // ----- helpers -----
 

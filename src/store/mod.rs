@@ -72,10 +72,20 @@ pub enum LoginOutcome {
 
 /// A store could not be reached or answered nonsense, or (see [`StoreError::full`]) has no
 /// room for a new guest session. The layer fails closed on it.
+///
+/// **A failed write may have been applied.** When a write's request reached the store but
+/// its answer did not come back (a command timeout, a connection lost mid-flight), the store
+/// cannot know whether it ran: a logout answered 503 under `CLIENT PAUSE WRITE` was applied
+/// when the pause ended. Such an error is [`StoreError::outcome_unknown`], and the layer
+/// reports it with [`SessionEvent::WriteOutcomeUnknown`](crate::SessionEvent::WriteOutcomeUnknown),
+/// not [`StoreFailed`](crate::SessionEvent::StoreFailed). Every write is a compare-and-set or
+/// a delete, so a client that retries one after a 503 cannot apply it twice: it gets the
+/// state the first attempt left.
 #[derive(Debug)]
 pub struct StoreError {
     source: Box<dyn StdError + Send + Sync + 'static>,
     full: bool,
+    outcome_unknown: bool,
 }
 
 impl StoreError {
@@ -84,7 +94,24 @@ impl StoreError {
         StoreError {
             source: source.into(),
             full: false,
+            outcome_unknown: false,
         }
+    }
+
+    /// A write was sent but its answer never came (a timeout, a connection lost while it was
+    /// in flight): it may or may not have been applied. Stores return it for writes only; a
+    /// write refused before it was sent (the connection known down) is [`StoreError::new`].
+    pub fn outcome_unknown(source: impl Into<Box<dyn StdError + Send + Sync + 'static>>) -> Self {
+        StoreError {
+            source: source.into(),
+            full: false,
+            outcome_unknown: true,
+        }
+    }
+
+    /// Whether this is [`StoreError::outcome_unknown`]: a write that may have been applied.
+    pub fn is_outcome_unknown(&self) -> bool {
+        self.outcome_unknown
     }
 
     /// The store refuses a new **guest** session because its guest budget is spent and every
@@ -95,6 +122,7 @@ impl StoreError {
         StoreError {
             source: source.into(),
             full: true,
+            outcome_unknown: false,
         }
     }
 

@@ -13,6 +13,10 @@ use std::net::TcpStream;
 use std::sync::Mutex;
 use std::time::Duration;
 
+mod server;
+#[allow(unused_imports)] // not every test file starts servers
+pub use server::*;
+
 use tower_session_guard::store::contract::Harness;
 use tower_session_guard::{RedisStore, SessionToken};
 

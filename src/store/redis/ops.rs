@@ -9,7 +9,6 @@ use fred::interfaces::{HashesInterface, LuaInterface};
 use fred::types::Value;
 
 use super::codec::decode;
-use crate::store::near_cache::Stamp;
 use super::scripts::{
     Call, CreateArgs, DeleteArgs, LoginArgs, RecordArgs, RotateArgs, Script, UpdateArgs,
     UserSessionsArgs,
@@ -18,24 +17,33 @@ use super::shared::StoreShared;
 use super::RedisStoreError;
 use crate::id::SessionKey;
 use crate::record::SessionRecord;
+use crate::store::near_cache::Stamp;
 use crate::store::{LoginOutcome, SessionLimit, WriteOutcome};
 
 impl StoreShared {
-    /// Runs a script: `EVALSHA`, or `EVAL` if Redis lost its script cache.
-    async fn eval(&self, script: &Script, call: Call) -> Result<Value, RedisStoreError> {
-        self.ensure_up()?;
+    /// Runs a script: `EVALSHA`, or `EVAL` if Redis lost its script cache. A `write`'s
+    /// timeout or lost connection is [`RedisStoreError::OutcomeUnknown`].
+    async fn eval(
+        &self,
+        script: &Script,
+        call: Call,
+        write: bool,
+    ) -> Result<Value, RedisStoreError> {
         let (keys, args) = call.into_parts();
-        let result: Result<Value, FredError> = self
-            .cmd
-            .evalsha(script.sha.as_str(), keys.clone(), args.clone())
-            .await;
-        match result {
-            Err(e) if e.details().starts_with("NOSCRIPT") => {
+        let command = async {
+            let result: Result<Value, FredError> = self
+                .cmd
+                .evalsha(script.sha.as_str(), keys.clone(), args.clone())
+                .await;
+            match result {
                 // Redis restarted or flushed its script cache: EVAL runs and caches it again.
-                Ok(self.cmd.eval(script.body.as_str(), keys, args).await?)
+                Err(e) if e.details().starts_with("NOSCRIPT") => {
+                    self.cmd.eval(script.body.as_str(), keys, args).await
+                }
+                other => other,
             }
-            other => Ok(other?),
-        }
+        };
+        self.send(command, write).await
     }
 
     /// A near-cache hit, if the near-cache may be used now.
@@ -55,8 +63,9 @@ impl StoreShared {
         }
         let stamp = self.usable_stamp(&key);
         self.near.count_miss();
-        self.ensure_up()?;
-        let reply: Value = self.cmd.hget(self.names.record_key(&key), "d").await?;
+        let reply: Value = self
+            .send(self.cmd.hget(self.names.record_key(&key), "d"), false)
+            .await?;
         if reply.is_null() {
             return Ok(None);
         }
@@ -102,7 +111,7 @@ impl StoreShared {
             oom_is_full,
         } = write;
         let stamp = self.usable_stamp(&key);
-        let reply = match self.eval(script, call).await {
+        let reply = match self.eval(script, call, true).await {
             Err(e) if oom_is_full && e.is_oom() => Err(RedisStoreError::Full(Box::new(e))),
             other => other,
         };
@@ -216,7 +225,7 @@ impl StoreShared {
     pub(super) async fn delete(&self, key: SessionKey) -> Result<bool, RedisStoreError> {
         self.near.invalidate(&key);
         let call = DeleteArgs { key }.call(&self.names);
-        let result = self.eval(&self.scripts.delete, call).await;
+        let result = self.eval(&self.scripts.delete, call, true).await;
         // Again after the script, in case a fill raced with it.
         self.near.invalidate(&key);
         let reply = self.reply(result?)?;
@@ -256,7 +265,7 @@ impl StoreShared {
             return Ok(Vec::new());
         }
         let call = UserSessionsArgs { user_id, limit }.call(&self.names);
-        let reply = self.eval(&self.scripts.user_sessions, call).await?;
+        let reply = self.eval(&self.scripts.user_sessions, call, false).await?;
         let items = reply.into_array();
         let mut out = Vec::with_capacity(items.len() / 2);
         for pair in items.chunks_exact(2) {

@@ -5,15 +5,19 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 
+use std::future::Future;
+
 use fred::clients::{Client, SubscriberClient, WithOptions};
+use fred::error::Error as FredError;
 use fred::interfaces::ClientLike;
+use tokio::sync::Notify;
 use tokio::task::AbortHandle;
 
 use super::names::Names;
-use crate::store::near_cache::{NearCache, Stamp};
 use super::scripts::Scripts;
 use super::RedisStoreError;
 use crate::id::SessionKey;
+use crate::store::near_cache::{NearCache, Stamp};
 
 /// What every clone of a `RedisStore` shares; the operations are its methods (`ops`).
 pub(super) struct StoreShared {
@@ -28,6 +32,9 @@ pub(super) struct StoreShared {
     pub(super) near: NearCache,
     /// The main connection is up (cleared by its error events, set by its reconnections).
     pub(super) main_up: AtomicBool,
+    /// Woken (all waiters) when the main connection is lost: commands pending on it fail
+    /// at once instead of waiting in fred's queue for a reconnection until they time out.
+    pub(super) lost: Notify,
     /// The subscriber is connected and subscribed since its latest connection.
     pub(super) sub_ready: AtomicBool,
     /// fred's connection tasks and the watcher, aborted when the store is dropped.
@@ -70,10 +77,41 @@ impl StoreShared {
         }
     }
 
+    /// Sends one command on the main connection: fails at once while the connection is known
+    /// to be down ([`ensure_up`](Self::ensure_up)) and as soon as it is lost while the
+    /// command is pending (fred would keep the command queued through its reconnection
+    /// delay, so that it waited for the whole command timeout). For a `write`, an error
+    /// after sending (timeout, lost connection) is [`RedisStoreError::OutcomeUnknown`].
+    pub(super) async fn send<T>(
+        &self,
+        command: impl Future<Output = Result<T, FredError>>,
+        write: bool,
+    ) -> Result<T, RedisStoreError> {
+        let lost = self.lost.notified();
+        tokio::pin!(lost);
+        // Registered before the check, so that a loss right after it still wakes us.
+        lost.as_mut().enable();
+        self.ensure_up()?;
+        tokio::select! {
+            biased;
+            result = command => result.map_err(|e| {
+                if write { RedisStoreError::from_write(e) } else { e.into() }
+            }),
+            () = lost => {
+                let e = "the connection to Redis was lost while the command was pending";
+                Err(if write {
+                    RedisStoreError::OutcomeUnknown(e.into())
+                } else {
+                    RedisStoreError::Redis(e.into())
+                })
+            }
+        }
+    }
+
     /// Fails at once while the main connection is known to be down. fred itself only fails
     /// fast once its first reconnection attempt has begun; before that (its first backoff
     /// delay) a command would wait for the timeout instead.
-    pub(super) fn ensure_up(&self) -> Result<(), RedisStoreError> {
+    fn ensure_up(&self) -> Result<(), RedisStoreError> {
         if self.main_up.load(Ordering::SeqCst) {
             Ok(())
         } else {
