@@ -62,9 +62,7 @@ impl From<SessionError> for Status {
             SessionError::StoreFull => {
                 Status::unavailable("no room for a new session; try again later")
             }
-            SessionError::Contention => {
-                Status::unavailable("too many concurrent writes to this session; retry")
-            }
+            SessionError::Contention => Status::aborted(crate::Rejection::Contention.message()),
             SessionError::Value { .. } => Status::internal("a session value could not be read"),
         }
     }

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use axum::http::{Method, StatusCode};
 use common::*;
 use redis_support::*;
-use tower_session_guard::RedisStore;
+use tower_session_guard::{RedisStore, SessionEvent};
 
 /// Polls `check` every 10 ms for at most `limit`; returns how long it took.
 async fn within<F, Fut>(limit: Duration, mut check: F) -> Option<Duration>
@@ -176,4 +176,149 @@ async fn under_load_a_kill_fails_every_request_at_once() {
 
 async fn status(app: &axum::Router, method: Method, uri: &str, token: Option<&str>) -> StatusCode {
     call(app, method, uri, token).await.status()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(
+    not(tsg_redis),
+    ignore = "set REDIS_URL=redis://127.0.0.1:6379 to run the Redis tests"
+)]
+async fn a_logout_that_timed_out_is_reported_as_outcome_unknown_and_was_applied() {
+    need_binary("redis-server");
+    let server = Server::start(&[]);
+    let store = RedisStore::builder(server.url())
+        .prefix(unique_prefix())
+        .command_timeout(Duration::from_millis(100))
+        .build()
+        .await
+        .expect("RedisStore connects");
+    let h = Harness::new();
+    let app = h.app(store.clone());
+    let token = login_token(&app, None).await;
+    assert_eq!(
+        status(&app, Method::GET, "/me", Some(&token)).await,
+        StatusCode::OK
+    );
+    h.events.clear();
+
+    // Redis holds every write (scripts included) for 500 ms; reads still run.
+    let mut raw = Raw::connect(&server.url()).expect("connects");
+    assert_eq!(
+        raw.cmd(&["CLIENT", "PAUSE", "500", "WRITE"]).unwrap(),
+        Reply::Status("OK".into())
+    );
+    let paused = Instant::now();
+    assert_eq!(
+        status(&app, Method::POST, "/logout", Some(&token)).await,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "the logout's script timed out"
+    );
+    assert!(
+        paused.elapsed() < Duration::from_millis(500),
+        "it did not wait for the pause"
+    );
+    let events = h.events.all();
+    let unknown: Vec<_> = events
+        .iter()
+        .filter_map(|e| match e {
+            SessionEvent::WriteOutcomeUnknown {
+                operation, session, ..
+            } => Some((*operation, *session)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(unknown, [("logout", Some(fp(&token)))], "{events:?}");
+    assert!(
+        !kinds(&events).contains(&"store_failed"),
+        "a write that may have been applied is not reported as failed: {events:?}"
+    );
+
+    // And indeed it was applied when the pause ended: the session is gone.
+    let ended = within(Duration::from_secs(3), || async {
+        status(&app, Method::GET, "/me", Some(&token)).await == StatusCode::UNAUTHORIZED
+    })
+    .await;
+    println!("the timed-out logout took effect {ended:?} later");
+    assert!(ended.is_some(), "the logout was applied after the pause");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(
+    not(tsg_redis),
+    ignore = "set REDIS_URL=redis://127.0.0.1:6379 to run the Redis tests"
+)]
+async fn forty_writers_on_one_session_get_200_or_429_never_503_on_redis() {
+    let url = redis_url();
+    let prefix = unique_prefix();
+    let _cleanup = Cleanup {
+        url: url.clone(),
+        prefix: prefix.clone(),
+    };
+    let store = RedisStore::builder(url.as_str())
+        .prefix(prefix.as_str())
+        .build()
+        .await
+        .expect("RedisStore connects");
+    let h = Harness::new();
+    let app = h.app(store);
+    let token = login_token(&app, None).await;
+    let (mut ok, mut contended) = (0, 0);
+    // Bounded: the issue measured 24 % of such requests losing the race; stop at the first
+    // round with contention.
+    for _ in 0..20 {
+        let (o, c) = writers(&app, &token, 40, 3).await;
+        ok += o;
+        contended += c;
+        if contended > 0 {
+            break;
+        }
+    }
+    println!("redis: {ok} applied, {contended} answered 429");
+    assert!(contended > 0, "40 concurrent writers never lost the race");
+    let count = call(&app, Method::GET, "/counter", Some(&token)).await;
+    assert_eq!(count.status(), StatusCode::OK);
+    assert_eq!(
+        body_text(count).await,
+        ok.to_string(),
+        "no update lost or doubled"
+    );
+    let kinds = kinds(&h.events.all());
+    assert!(kinds.contains(&"contention"), "{kinds:?}");
+    assert!(!kinds.contains(&"store_failed"), "{kinds:?}");
+}
+
+/// `writers` tasks, each sending `each` increments on one session at once; asserts every
+/// answer is 200 or 429 with `Retry-After`, and returns how many of each.
+async fn writers(app: &axum::Router, token: &str, writers: usize, each: usize) -> (usize, usize) {
+    let tasks: Vec<_> = (0..writers)
+        .map(|_| {
+            let (app, token) = (app.clone(), token.to_owned());
+            tokio::spawn(async move {
+                let (mut ok, mut contended) = (0, 0);
+                for _ in 0..each {
+                    let res = call(&app, Method::POST, "/counter", Some(&token)).await;
+                    match res.status() {
+                        StatusCode::OK => ok += 1,
+                        StatusCode::TOO_MANY_REQUESTS => {
+                            assert!(res.headers().contains_key("retry-after"));
+                            contended += 1;
+                        }
+                        other => panic!("a writer got {other}, not 200 or 429"),
+                    }
+                }
+                (ok, contended)
+            })
+        })
+        .collect();
+    let (mut ok, mut contended) = (0, 0);
+    for t in tasks {
+        let (o, c) = t.await.expect("writer task");
+        ok += o;
+        contended += c;
+    }
+    (ok, contended)
+}
+
+fn kinds(events: &[SessionEvent]) -> Vec<&'static str> {
+    events.iter().map(SessionEvent::kind).collect()
 }

@@ -184,11 +184,17 @@ use shared::StoreShared;
 /// fred reconnects by itself (exponential backoff, at most
 /// [`reconnect_max_delay`](RedisStoreBuilder::reconnect_max_delay) between attempts, forever).
 /// Commands are sent fail-fast: from the moment fred reports the connection lost until it is
-/// back they fail at once (the store checks its own flag, set by fred's connection events,
-/// because fred alone would queue commands during its first backoff delay), and against a
-/// server that does not answer they time out after
+/// back they fail at once, and so do commands that were waiting when it was lost (the store
+/// checks its own flag and wakes its pending commands on fred's error event, because fred
+/// alone would queue them through its reconnection delay until they time out). The flag
+/// goes back up only when Redis has answered a `PING` (sent every 100 ms while down, and
+/// after fred reports a reconnection): fred calls a dead connection "connected" until a
+/// command finds out, so its own state cannot say when commands will be answered. Against a
+/// server that does not answer, commands time out after
 /// [`command_timeout`](RedisStoreBuilder::command_timeout) (default 300 ms); a connection
-/// that stops answering is dropped and re-established. Either way the layer gets a
+/// that stops answering is dropped and re-established. A **write** that timed out or lost its
+/// connection in flight may have been applied: it fails with
+/// [`RedisStoreError::OutcomeUnknown`], which the layer reports as such. Either way the layer gets a
 /// [`StoreError`] and answers 503 (gRPC 14) to requests that carry a session, while requests
 /// without a session never reach the store. Writes are never retried by the client (a
 /// retried compare-and-set could apply twice); the layer decides. Sessions revoked before
