@@ -83,8 +83,11 @@ impl Session {
         let limit = self.env().config.settings.session_limit;
         let mut previous = self.state().current.clone();
         let mut attempts = Attempts::new();
+        // The user's tag: on a store that routes by it, the user's sessions and index share
+        // one place, so the login (with its session limit) stays one atomic step there.
+        let route = self.store().user_route(&user_id);
         loop {
-            let token = SessionToken::generate();
+            let token = SessionToken::generate_routed(route);
             let key = token.key();
             attempts.take(self, "login", previous.as_ref().map_or(key, |l| l.key))?;
             let fresh = SessionRecord::new(now);
@@ -270,7 +273,8 @@ impl Session {
                 edit(rec);
                 Ok(())
             })?;
-            let token = SessionToken::generate();
+            // Same tag as the key it replaces: a rotation stays where the session is.
+            let token = SessionToken::generate_routed(from.route());
             let key = token.key();
             let written = self
                 .store()

@@ -214,7 +214,7 @@ impl Session {
         let ttl = self.ttl(&rec, now);
         let rec = Arc::new(rec);
         for _ in 0..MAX_CREATE_ATTEMPTS {
-            let token = SessionToken::generate();
+            let token = SessionToken::generate_routed(self.store().guest_route());
             let key = token.key();
             let created = self.store().create(key, rec.clone(), ttl).await;
             if self.stored("create", key, created)? == WriteOutcome::Applied {

@@ -37,7 +37,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-pub use crate::id::SessionKey;
+pub use crate::id::{RouteTag, SessionKey};
 use crate::record::SessionRecord;
 // Shared with the stores; applications name it at the crate root.
 pub(crate) use crate::limit::LimitPolicy;
@@ -160,7 +160,27 @@ pub const MAX_FORWARD_HOPS: usize = 8;
 /// `create`, `rotate` and `login` of a record with an identity add the new key; `rotate`,
 /// `login` and `delete` (and expiry) remove the old one. `update` never changes a record's
 /// identity: the layer changes identities only through `rotate` and `login`.
+///
+/// **Routing.** A store that places sessions by a [`RouteTag`] carried in the token (a Redis
+/// Cluster: one hash slot per tag) answers [`guest_route`](Self::guest_route) and
+/// [`user_route`](Self::user_route); the layer then puts that tag in front of the tokens it
+/// issues, and hands it back in [`SessionKey::route`]. `rotate` keeps the key's tag (the
+/// new key has the old one's), `login` gives the user's. The defaults answer `None`: tokens
+/// without tags, as before.
 pub trait SessionStore: Send + Sync + 'static {
+    /// The tag for a new guest session's token, or `None` (the default) for no tag.
+    fn guest_route(&self) -> Option<RouteTag> {
+        None
+    }
+
+    /// The tag for a new token of `user_id`'s session (login), or `None` (the default). A
+    /// store that keeps a user's sessions together (its index, its session limit) answers the
+    /// same tag for every login of a user.
+    fn user_route(&self, user_id: &str) -> Option<RouteTag> {
+        let _ = user_id;
+        None
+    }
+
     /// Answers a read without waiting, if the store can: from memory, or from a near-cache.
     /// `None` means "ask [`load`](Self::load)"; that is the default.
     ///
@@ -242,6 +262,8 @@ type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 /// `Session` handle reaches it through the core. `load_now` stays synchronous; the other
 /// operations box the store's futures, which only the asynchronous path awaits.
 pub(crate) trait DynStore: Send + Sync + 'static {
+    fn guest_route(&self) -> Option<RouteTag>;
+    fn user_route(&self, user_id: &str) -> Option<RouteTag>;
     fn load_now(&self, key: SessionKey) -> Option<Result<Option<Arc<SessionRecord>>, StoreError>>;
     fn load(
         &self,
@@ -286,6 +308,12 @@ pub(crate) trait DynStore: Send + Sync + 'static {
 }
 
 impl<T: SessionStore> DynStore for T {
+    fn guest_route(&self) -> Option<RouteTag> {
+        SessionStore::guest_route(self)
+    }
+    fn user_route(&self, user_id: &str) -> Option<RouteTag> {
+        SessionStore::user_route(self, user_id)
+    }
     #[inline]
     fn load_now(&self, key: SessionKey) -> Option<Result<Option<Arc<SessionRecord>>, StoreError>> {
         SessionStore::load_now(self, key)

@@ -25,8 +25,12 @@ pub(super) struct StoreShared {
     pub(super) cmd: WithOptions<Client>,
     pub(super) client: Client,
     pub(super) subscriber: SubscriberClient,
+    /// Connected to a Redis Cluster: a script may touch one slot only.
+    pub(super) cluster: bool,
     pub(super) names: Names,
-    /// [`RedisStoreBuilder::guest_capacity`](super::RedisStoreBuilder::guest_capacity).
+    /// [`RedisStoreBuilder::guest_capacity`](super::RedisStoreBuilder::guest_capacity): the
+    /// budget of the legacy guest set; each guest bucket has its share
+    /// ([`Names::per_guest_bucket`]).
     pub(super) guest_capacity: u64,
     pub(super) scripts: Scripts,
     pub(super) near: NearCache,
