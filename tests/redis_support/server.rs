@@ -112,3 +112,106 @@ impl Drop for Server {
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
+
+/// A Redis Cluster of private servers on loopback: `primaries` primaries with `replicas`
+/// replicas each, created with `redis-cli --cluster create` and ready (`cluster_state:ok` on
+/// every node) when `start` returns. Its servers are killed when it is dropped.
+pub struct Cluster {
+    pub nodes: Vec<Server>,
+}
+
+impl Cluster {
+    pub fn start(primaries: usize, replicas: usize, node_timeout_ms: u32) -> Cluster {
+        need_binary("redis-server");
+        need_binary("redis-cli");
+        let timeout = node_timeout_ms.to_string();
+        let nodes: Vec<Server> = (0..primaries * (1 + replicas))
+            .map(|_| {
+                Server::start(&[
+                    "--cluster-enabled",
+                    "yes",
+                    "--cluster-config-file",
+                    "nodes.conf",
+                    "--cluster-node-timeout",
+                    &timeout,
+                    "--appendonly",
+                    "no",
+                ])
+            })
+            .collect();
+        let cluster = Cluster { nodes };
+        let created = Command::new("redis-cli")
+            .args(["--cluster", "create"])
+            .args(cluster.addrs())
+            .args(["--cluster-replicas", &replicas.to_string(), "--cluster-yes"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .expect("redis-cli runs");
+        assert!(created.success(), "redis-cli --cluster create");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        for n in &cluster.nodes {
+            loop {
+                let ok = Raw::connect(&n.url())
+                    .and_then(|mut raw| raw.cmd(&["CLUSTER", "INFO"]))
+                    .is_ok_and(|info| info.text().contains("cluster_state:ok"));
+                if ok {
+                    break;
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "the cluster did not become ready"
+                );
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        }
+        // Replicas report ok before their first sync; wait until every primary has them.
+        for n in &cluster.nodes {
+            loop {
+                let info = Raw::connect(&n.url())
+                    .unwrap()
+                    .cmd(&["INFO", "replication"])
+                    .unwrap()
+                    .text();
+                let done = !info.contains("role:master")
+                    || info.contains(&format!("connected_slaves:{replicas}"));
+                if done {
+                    break;
+                }
+                assert!(Instant::now() < deadline, "replicas did not attach");
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        }
+        cluster
+    }
+
+    pub fn addrs(&self) -> Vec<String> {
+        self.nodes
+            .iter()
+            .map(|n| format!("127.0.0.1:{}", n.port))
+            .collect()
+    }
+
+    /// The `redis-cluster://` URL the store takes.
+    pub fn url(&self) -> String {
+        format!("redis-cluster://{}", self.addrs().join(","))
+    }
+
+    /// The indexes in `nodes` of the servers that are primaries now (by `ROLE`).
+    pub fn primaries(&self) -> Vec<usize> {
+        (0..self.nodes.len())
+            .filter(|&i| self.node_is_primary(i))
+            .collect()
+    }
+
+    pub fn node_is_primary(&self, i: usize) -> bool {
+        Raw::connect(&self.nodes[i].url())
+            .and_then(|mut raw| raw.cmd(&["ROLE"]))
+            .is_ok_and(|r| match r {
+                Reply::Array(items) => items
+                    .first()
+                    .is_some_and(|f| matches!(f, Reply::Bulk(Some(b)) if b == b"master")),
+                _ => false,
+            })
+    }
+}
