@@ -134,6 +134,13 @@ impl Cluster {
                     "nodes.conf",
                     "--cluster-node-timeout",
                     &timeout,
+                    // A replica takes over however long it has been apart from its primary
+                    // (a test's replica may have synced only just before the kill).
+                    "--cluster-replica-validity-factor",
+                    "0",
+                    // The other primaries' slots stay served while one primary's are down.
+                    "--cluster-require-full-coverage",
+                    "no",
                     "--appendonly",
                     "no",
                 ])

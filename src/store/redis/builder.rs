@@ -302,6 +302,7 @@ impl RedisStoreBuilder {
             near: NearCache::new(self.near_cache_ttl, self.near_cache_capacity),
             main_up: AtomicBool::new(true),
             lost: tokio::sync::Notify::new(),
+            resync: AtomicBool::new(false),
             sub_ready: AtomicBool::new(!disturbed),
             tasks: Mutex::new(tasks),
         });

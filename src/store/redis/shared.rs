@@ -39,6 +39,10 @@ pub(super) struct StoreShared {
     /// Woken (all waiters) when the main connection is lost: commands pending on it fail
     /// at once instead of waiting in fred's queue for a reconnection until they time out.
     pub(super) lost: Notify,
+    /// On a cluster: a command failed on its connection, so fred's map of the slots may be
+    /// stale (a replica took over): the watcher resyncs it (`CLUSTER SLOTS`), at most once
+    /// per probe delay.
+    pub(super) resync: AtomicBool,
     /// The subscriber is connected and subscribed since its latest connection.
     pub(super) sub_ready: AtomicBool,
     /// fred's connection tasks and the watcher, aborted when the store is dropped.
@@ -96,9 +100,20 @@ impl StoreShared {
         // Registered before the check, so that a loss right after it still wakes us.
         lost.as_mut().enable();
         self.ensure_up()?;
+        let lost = async {
+            if self.cluster {
+                // One node lost: the others' commands are unaffected (see `ensure_up`).
+                std::future::pending::<()>().await;
+            } else {
+                lost.await;
+            }
+        };
         tokio::select! {
             biased;
             result = command => result.map_err(|e| {
+                if self.cluster {
+                    self.resync.store(true, Ordering::SeqCst);
+                }
                 if write { RedisStoreError::from_write(e) } else { e.into() }
             }),
             () = lost => {
@@ -115,8 +130,12 @@ impl StoreShared {
     /// Fails at once while the main connection is known to be down. fred itself only fails
     /// fast once its first reconnection attempt has begun; before that (its first backoff
     /// delay) a command would wait for the timeout instead.
+    ///
+    /// Not on a cluster: there one node's loss must not stop the commands to the others
+    /// (fred fails fast per node, and reroutes once a replica has taken over), so the flag
+    /// only keeps the near-cache out of use.
     fn ensure_up(&self) -> Result<(), RedisStoreError> {
-        if self.main_up.load(Ordering::SeqCst) {
+        if self.cluster || self.main_up.load(Ordering::SeqCst) {
             Ok(())
         } else {
             Err(RedisStoreError::Redis(

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use fred::clients::{Client, SubscriberClient};
 use fred::error::Error as FredError;
-use fred::interfaces::{ClientLike, EventInterface, PubsubInterface};
+use fred::interfaces::{ClientLike, ClusterInterface, EventInterface, PubsubInterface};
 use fred::types::config::Server;
 use fred::types::Value;
 use tokio::sync::broadcast::error::{RecvError, TryRecvError};
@@ -104,6 +104,8 @@ pub(super) async fn watch(store: Weak<StoreShared>, mut ev: Events, mut resubscr
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     // The `PING` in flight while the main connection is marked down, if any.
     let mut probe: Option<Probe> = None;
+    // A resync was asked for while a probe was in flight: probe again after it.
+    let mut resync_pending = false;
     loop {
         let retry = async {
             if resubscribe {
@@ -112,9 +114,12 @@ pub(super) async fn watch(store: Weak<StoreShared>, mut ev: Events, mut resubscr
                 std::future::pending::<()>().await;
             }
         };
-        let down = store
-            .upgrade()
-            .is_some_and(|s| !s.main_up.load(Ordering::SeqCst));
+        // Down, or (on a cluster) a command failed since the last probe: probe (and resync
+        // the cluster's slot map) after a pause.
+        let down = store.upgrade().is_some_and(|s| {
+            !s.main_up.load(Ordering::SeqCst) || s.resync.swap(false, Ordering::SeqCst)
+        }) || resync_pending;
+        resync_pending = down && probe.is_some();
         let idle = probe.is_none();
         let next_probe = async move {
             if down && idle {
@@ -205,9 +210,20 @@ pub(super) async fn watch(store: Weak<StoreShared>, mut ev: Events, mut resubscr
 /// A `PING` on the main connection: whether Redis answered it.
 type Probe = std::pin::Pin<Box<dyn std::future::Future<Output = bool> + Send>>;
 
+/// On a cluster the probe first refreshes fred's map of the slots (`CLUSTER SLOTS`): after
+/// a failover, fred would otherwise keep sending a lost primary's slots to the dead node.
+/// Until a replica has taken over the refresh fails, and the probe is retried.
 fn start_probe(s: &StoreShared) -> Probe {
-    let cmd = s.cmd.clone();
-    Box::pin(async move { cmd.ping::<Value>(None).await.is_ok() })
+    let (cmd, client, cluster) = (s.cmd.clone(), s.client.clone(), s.cluster);
+    Box::pin(async move {
+        if cluster {
+            let synced = tokio::time::timeout(SUBSCRIBE_TIMEOUT, client.sync_cluster()).await;
+            if !matches!(synced, Ok(Ok(()))) {
+                return false;
+            }
+        }
+        cmd.ping::<Value>(None).await.is_ok()
+    })
 }
 
 impl StoreShared {
