@@ -122,40 +122,15 @@ impl fmt::Debug for SessionToken {
 /// What the store holds: SHA-256 of the token's 32 random bytes, and the token's
 /// [`RouteTag`] if it has one.
 ///
-/// Two keys are equal (and hash, and order) by their SHA-256 alone: the tag only tells a
-/// store where to look, it does not make another session. A store that ignores tags
-/// ([`MemoryStore`](crate::MemoryStore)) therefore finds a session whatever tag is put in
-/// front of its token; a store that routes by it (Redis) finds nothing under a wrong tag.
-#[derive(Clone, Copy)]
+/// The tag is part of the key's identity (equality, hashing, order): the same secret under
+/// another tag is another key, which a routing store looks up under another name and does
+/// not find, and which no near-cache confuses with the real one. A store that ignores tags
+/// ([`MemoryStore`](crate::MemoryStore)) is never given tagged keys: the layer tags tokens
+/// only for a store that asks for it ([`SessionStore::user_route`](crate::store::SessionStore::user_route)).
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct SessionKey {
     hash: [u8; 32],
     route: Option<RouteTag>,
-}
-
-impl PartialEq for SessionKey {
-    fn eq(&self, other: &Self) -> bool {
-        self.hash == other.hash
-    }
-}
-
-impl Eq for SessionKey {}
-
-impl std::hash::Hash for SessionKey {
-    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
-        self.hash.hash(state);
-    }
-}
-
-impl PartialOrd for SessionKey {
-    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
-        Some(self.cmp(other))
-    }
-}
-
-impl Ord for SessionKey {
-    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
-        self.hash.cmp(&other.hash)
-    }
 }
 
 impl SessionKey {
@@ -357,10 +332,12 @@ mod tests {
                 .decode(&t.as_str()[ROUTE_TAG_LEN..])
                 .unwrap();
             assert_eq!(key.as_bytes(), &sha256(&bytes));
-            // the same secret without (or with another) tag is the same key
+            // the same secret without (or with another) tag hashes the same, but is another
+            // key: a store looks it up under another name
             let untagged = SessionKey::from_token_str(&t.as_str()[ROUTE_TAG_LEN..]).unwrap();
             assert_eq!(untagged.route(), None);
-            assert_eq!(untagged, key);
+            assert_eq!(untagged.as_bytes(), key.as_bytes());
+            assert_ne!(untagged, key);
         }
         assert_eq!(RouteTag::from_index(0).as_str(), "AAA");
         assert_eq!(RouteTag::from_index(RouteTag::COUNT - 1).as_str(), "___");

@@ -1796,3 +1796,47 @@ async fn two_layers_and_the_store_contract_on_a_three_node_cluster() {
     // Redis's maxmemory is the store's only total bound (see tests/store_contract.rs).
     assert_eq!(not_checked, ["guest_is_refused_when_only_users_are_left"]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(
+    not(tsg_redis),
+    ignore = "set REDIS_URL=redis://127.0.0.1:6379 to run the Redis tests"
+)]
+async fn a_token_with_a_forged_or_garbled_routing_tag_is_no_session() {
+    let url = redis_url();
+    let p = pair(&url, None).await;
+    let token = login_user(&p.app_a, &format!("tagged-{}", random_id())).await;
+    assert_eq!(
+        token.len(),
+        46,
+        "the layer issues tagged tokens on RedisStore"
+    );
+    assert_eq!(
+        status(&p.app_b, Method::GET, "/me", Some(&token)).await,
+        StatusCode::OK
+    );
+    let (tag, secret) = token.split_at(3);
+    let other = if tag == "AAA" { "AAB" } else { "AAA" };
+    for forged in [
+        format!("{other}{secret}"), // another valid tag: another slot, no record there
+        secret.to_owned(),          // no tag: the old layout's name, no record there
+        format!("{{}}{}{secret}", &tag[..1]), // not base64url
+        format!("{}{secret}", &tag[..2]), // a tag too short
+        format!("{tag}A{secret}"),  // too long
+        format!("{tag}{}", "A".repeat(10_000)),
+    ] {
+        for app in [&p.app_a, &p.app_b] {
+            assert_eq!(
+                status(app, Method::GET, "/me", Some(&forged)).await,
+                StatusCode::UNAUTHORIZED,
+                "{}",
+                &forged[..forged.len().min(60)]
+            );
+        }
+    }
+    // and the real one still works
+    assert_eq!(
+        status(&p.app_a, Method::GET, "/me", Some(&token)).await,
+        StatusCode::OK
+    );
+}

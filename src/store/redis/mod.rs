@@ -45,7 +45,7 @@ use shared::StoreShared;
 /// | `<base>u:<user id>` | sorted set | the user's sessions under this base: members are full record key names, scores are each record's expiry deadline (Redis time, ms) |
 /// | `<base>guests` | sorted set | the guest sessions (no `u`) under this base (a guest bucket), scored like an index: the guest budget |
 /// | `{tsg}:route-key` | string | the routing secret (32 random bytes in hex, no expiry), unless [`routing_secret`](RedisStoreBuilder::routing_secret) sets one |
-/// | `{tsg}:inval` | pub/sub channel | invalidation messages `"<instance id>:<key hex>"` |
+/// | `{tsg}:inval` | pub/sub channel | invalidation messages `"<instance id>:<record key name>"` (the name carries the routing tag) |
 ///
 /// Keys are SHA-256 hashes of the tokens, so a dump of Redis holds no usable token. Every
 /// record expires with Redis's own TTL (`PEXPIRE` of the layer's `ttl` on every write: the
@@ -203,7 +203,7 @@ use shared::StoreShared;
 ///
 /// Loads are served from a bounded moka cache (default 100 000 entries, 5 s TTL). Every write
 /// by this instance updates or invalidates its own entries, and every script that changes or
-/// removes an existing record publishes `"<instance id>:<key hex>"` on `{prefix}inval` in the
+/// removes an existing record publishes `"<instance id>:<record key name>"` on `{prefix}inval` in the
 /// same script (so it costs no round trip). Each store runs a subscriber connection that
 /// drops the entries named by other instances' messages (and ignores its own), so a logout,
 /// revocation, eviction or rotation on one instance is refused on the others as soon as the

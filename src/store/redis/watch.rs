@@ -14,7 +14,6 @@ use fred::types::Value;
 use tokio::sync::broadcast::error::{RecvError, TryRecvError};
 use tokio::sync::broadcast::Receiver;
 
-use super::codec::parse_hex_key;
 use super::shared::StoreShared;
 use super::RedisStoreError;
 
@@ -243,9 +242,11 @@ impl StoreShared {
         if instance == self.names.instance().as_bytes() {
             return; // our own write: already applied locally
         }
-        match parse_hex_key(hex) {
-            Some(key) => self.near.invalidate(&key),
-            None => self.near.clear(),
+        // The record key's full name (its base carries the routing tag). Anything else, such
+        // as the bare hex an older version sends, clears everything: safe either way.
+        match self.names.key_of(hex) {
+            Ok(key) => self.near.invalidate(&key),
+            Err(_) => self.near.clear(),
         }
     }
 }

@@ -14,7 +14,8 @@ local function now_ms()
 end
 local function fmt(n) return string.format('%.0f', n) end
 local function inval(prefix, instance, key)
-  redis.call('PUBLISH', prefix .. 'inval', instance .. ':' .. string.sub(key, -64))
+  -- the full key name: its base carries the routing tag, part of the key's identity
+  redis.call('PUBLISH', prefix .. 'inval', instance .. ':' .. key)
 end
 -- Fails the script with Redis's OOM error when Redis is at maxmemory under noeviction.
 -- Redis checks memory only at the first write of a script (later ones go through, so that
