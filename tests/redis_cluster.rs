@@ -6,7 +6,8 @@
 //! and a failover of a primary under load is measured.
 //!
 //! Runs with `REDIS_CLUSTER_TEST=1` (needs `redis-server` and `redis-cli`); otherwise listed
-//! as ignored, with the reason. `TSG_CLUSTER_SESSIONS` sets how many sessions the spread test
+//! as ignored, with the reason. `TSG_DEBUG=1` makes the failover test print its progress and
+//! the store errors after the takeover. `TSG_CLUSTER_SESSIONS` sets how many sessions the spread test
 //! creates (default 3 000; the figures in BENCHMARKS.md are from 30 000).
 
 mod common;
@@ -279,17 +280,13 @@ async fn sessions_and_commands_spread_over_the_primaries_and_per_user_operations
 
 /// Kills a primary (SIGKILL) while clients keep sending requests through two instances, and
 /// measures how long until every client is served again; sessions revoked before the kill
-/// stay revoked after the failover.
-///
-/// **Fails today, so it is ignored** (run it with `--ignored` and `TSG_DEBUG=1`): the replica
-/// takes over within about 2.5 s (node timeout 1 s), but with fred 10.1 the clients whose
-/// sessions were on the killed primary (about 12 of 30) keep getting 503 ("Canceled:
-/// Connection closed unexpectedly") for the whole 20 s, even after the store resyncs fred's
-/// slot map (`sync_cluster`, and `force_reconnection` was tried too). Until a replica takes
-/// over, every client gets 503 (fred reconnects the whole cluster client when one node
-/// drops). See the issue-13 report.
+/// stay revoked after the failover. (Replication is asynchronous: a revocation in the last
+/// moment before a kill could be lost with its primary; the test revokes 200 ms before.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "known failure: after a failover, the killed primary's sessions are not served again (fred 10.1 routing); see the doc comment"]
+#[cfg_attr(
+    not(tsg_redis_cluster),
+    ignore = "set REDIS_CLUSTER_TEST=1 (needs redis-server and redis-cli) to run the Redis Cluster tests"
+)]
 async fn a_primary_fails_over_under_load_and_nothing_revoked_comes_back() {
     const CLIENTS: usize = 30;
     let mut cluster = Cluster::start(3, 1, 1000);
@@ -379,17 +376,26 @@ async fn a_primary_fails_over_under_load_and_nothing_revoked_comes_back() {
                 == 3
         {
             promoted = Some(killed.elapsed());
+            if std::env::var("TSG_DEBUG").is_ok() {
+                // TSG_DEBUG's error summary below is about what follows the takeover.
+                tokio::time::sleep(Duration::from_millis(1500)).await;
+                h.events.clear();
+            }
         }
         let quiet_since = last_bad.lock().unwrap().values().max().copied();
         if std::env::var("TSG_DEBUG").is_ok() {
-            let recent = last_bad
-                .lock()
-                .unwrap()
-                .values()
-                .filter(|t| t.elapsed() < Duration::from_millis(500))
-                .count();
+            let (mut on_a, mut on_b) = (0, 0);
+            for (i, t) in last_bad.lock().unwrap().iter() {
+                if t.elapsed() < Duration::from_millis(500) {
+                    if i % 2 == 0 {
+                        on_a += 1;
+                    } else {
+                        on_b += 1;
+                    }
+                }
+            }
             eprintln!(
-                "{:?}: promoted {promoted:?}, clients failing {recent}",
+                "{:?}: promoted {promoted:?}, clients failing on instance a {on_a}, b {on_b}",
                 killed.elapsed()
             );
         }
@@ -410,6 +416,8 @@ async fn a_primary_fails_over_under_load_and_nothing_revoked_comes_back() {
             | tower_session_guard::SessionEvent::WriteOutcomeUnknown { error, .. } = e
             {
                 *errors.entry(error.chars().take(120).collect()).or_default() += 1;
+            } else {
+                *errors.entry(e.kind().to_owned()).or_default() += 1;
             }
         }
         eprintln!("errors: {errors:#?}");

@@ -172,7 +172,8 @@ impl Cluster {
                 std::thread::sleep(Duration::from_millis(100));
             }
         }
-        // Replicas report ok before their first sync; wait until every primary has them.
+        // Replicas report ok before their first sync; wait until every primary has them, and
+        // every replica is in sync.
         for n in &cluster.nodes {
             loop {
                 let info = Raw::connect(&n.url())
@@ -180,8 +181,13 @@ impl Cluster {
                     .cmd(&["INFO", "replication"])
                     .unwrap()
                     .text();
-                let done = !info.contains("role:master")
-                    || info.contains(&format!("connected_slaves:{replicas}"));
+                // A replica counts once its first sync is done (`master_link_status:up`): one
+                // that is still syncing would take over with nothing.
+                let done = if info.contains("role:master") {
+                    info.contains(&format!("connected_slaves:{replicas}"))
+                } else {
+                    info.contains("master_link_status:up")
+                };
                 if done {
                     break;
                 }
