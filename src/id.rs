@@ -127,10 +127,21 @@ impl fmt::Debug for SessionToken {
 /// not find, and which no near-cache confuses with the real one. A store that ignores tags
 /// ([`MemoryStore`](crate::MemoryStore)) is never given tagged keys: the layer tags tokens
 /// only for a store that asks for it ([`SessionStore::user_route`](crate::store::SessionStore::user_route)).
-#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub struct SessionKey {
     hash: [u8; 32],
     route: Option<RouteTag>,
+}
+
+/// The SHA-256 bytes, then the tag only if there is one: a key without a tag hashes exactly as
+/// before tags existed (the memory store's one-multiply hasher pays nothing for them).
+impl std::hash::Hash for SessionKey {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.hash.hash(state);
+        if let Some(route) = &self.route {
+            route.hash(state);
+        }
+    }
 }
 
 impl SessionKey {
