@@ -13,7 +13,7 @@ use std::task::{Context, Poll, Wake, Waker};
 use std::time::Duration;
 
 use postgres_support::{postgres_url, PostgresHarness};
-use redis_support::{redis_url, RedisHarness};
+use redis_support::{redis_url, Cluster, RedisHarness};
 use tower_session_guard::store::contract::{self, Harness};
 use tower_session_guard::store::{
     LoginOutcome, SessionKey, SessionLimit, SessionStore, StoreError, WriteOutcome,
@@ -81,6 +81,19 @@ async fn redis_store_keeps_the_store_contract_on_one_redis() {
     let not_checked = contract::run_all(&RedisHarness::new(&redis_url())).await;
     // Redis's `maxmemory` is the store's only bound on sessions in all; tests/redis.rs fills
     // a private server to it (a_full_redis_refuses_new_guests_and_still_ends_sessions).
+    assert_eq!(not_checked, ["guest_is_refused_when_only_users_are_left"]);
+}
+
+/// The same contract on a Redis Cluster of three primaries, where sessions spread over the
+/// slots by their routing tag and a guest's login crosses slots.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(
+    not(tsg_redis_cluster),
+    ignore = "set REDIS_CLUSTER_TEST=1 (needs redis-server and redis-cli) to run the Redis Cluster tests"
+)]
+async fn redis_store_keeps_the_store_contract_on_a_cluster() {
+    let cluster = Cluster::start(3, 0, 2000);
+    let not_checked = contract::run_all(&RedisHarness::new(&cluster.url())).await;
     assert_eq!(not_checked, ["guest_is_refused_when_only_users_are_left"]);
 }
 
