@@ -13,6 +13,9 @@ mod clock;
 mod commit;
 pub mod config;
 mod core;
+#[cfg(feature = "dbsc")]
+#[cfg_attr(docsrs, doc(cfg(feature = "dbsc")))]
+pub mod dbsc;
 mod events;
 #[cfg(feature = "axum")]
 mod extract;
@@ -63,7 +66,7 @@ pub use crate::policy::{
     AllowAll, Decision, PolicyContext, PolicyError, PolicyMode, PostAuthPolicy, Rule,
     ValidationPolicy, ValidationPolicyBuilder,
 };
-pub use crate::record::{ExpiryKind, Identity, SessionRecord};
+pub use crate::record::{BoundDevice, ExpiryKind, Identity, SessionRecord};
 pub use crate::rejection::{is_grpc, DefaultRejectionResponse, Rejection, ResponseForRejection};
 pub use crate::service::SessionGuard;
 pub use crate::session::{Session, SessionError, MAX_VALUE_DEPTH};

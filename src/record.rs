@@ -78,6 +78,47 @@ pub struct SessionRecord {
     pub user_agent: Option<String>,
     /// Application data, as JSON values keyed by name.
     pub data: HashMap<String, serde_json::Value>,
+    /// The device binding (DBSC, feature `dbsc`): pending after login, bound once the
+    /// browser registered its key. `None` for sessions that never offered binding.
+    #[serde(default)]
+    pub device: Option<BoundDevice>,
+}
+
+/// A session's Device Bound Session Credentials state, kept in its record so that every
+/// store and every instance sees it. Written only by the layer (feature `dbsc`); plain data
+/// here so that records decode the same with and without the feature.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct BoundDevice {
+    /// The DBSC session identifier the browser names in `Sec-Secure-Session-Id`: random,
+    /// never derived from the token.
+    pub session_id: String,
+    /// The registered public key as a JWK (JSON text, only the key's public members); `None`
+    /// while registration is pending.
+    #[serde(default)]
+    pub key: Option<String>,
+    /// The algorithm the key signs with (`ES256` or `RS256`).
+    #[serde(default)]
+    pub alg: Option<String>,
+    /// The pending challenge (single use: consumed by the compare-and-set that accepts it).
+    #[serde(default)]
+    pub challenge: Option<String>,
+    /// When the pending challenge stops being accepted.
+    #[serde(default)]
+    pub challenge_expires: Option<SystemTime>,
+    /// SHA-256 of the current bound cookie's value (hex); the value itself is never stored.
+    #[serde(default)]
+    pub cookie_hash: Option<String>,
+    /// When the current bound cookie stops being accepted (the layer's clock).
+    #[serde(default)]
+    pub cookie_expires: Option<SystemTime>,
+}
+
+impl BoundDevice {
+    /// Whether a key is registered: every request then needs the bound cookie.
+    pub fn is_bound(&self) -> bool {
+        self.key.is_some()
+    }
 }
 
 impl SessionRecord {
@@ -92,6 +133,7 @@ impl SessionRecord {
             pinned_ip: None,
             user_agent: None,
             data: HashMap::new(),
+            device: None,
         }
     }
 

@@ -14,6 +14,7 @@
 //! 65..   pinned ip (tag 0 | 4 + 4 bytes | 6 + 16 bytes)
 //!        identity (tag 0 | 1, user id, roles, groups as u16-length strings / u16 counts)
 //!        user agent (tag 0 | 1 + u16-length string)
+//!        device binding (tag 0 | 1 + u16-length JSON of `BoundDevice`)
 //!        data: the rest, a JSON object (empty when there is no data)
 //! ```
 //!
@@ -146,6 +147,14 @@ impl Blob {
                 put_str(&mut out, ua);
             }
         }
+        match record.device.as_ref().and_then(|d| serde_json::to_string(d).ok()) {
+            // A binding is a few hundred bytes (a JWK, two nonces), far below the u16 cap.
+            Some(json) if json.len() <= usize::from(u16::MAX) => {
+                out.push(1);
+                put_str(&mut out, &json);
+            }
+            _ => out.push(0),
+        }
         if !record.data.is_empty() {
             // Serialising a map of JSON values to JSON cannot fail.
             if let Ok(json) = serde_json::to_vec(&record.data) {
@@ -266,6 +275,9 @@ impl Blob {
         }
         if r.u8()? == 1 {
             record.user_agent = Some(r.str()?.to_owned());
+        }
+        if r.u8()? == 1 {
+            record.device = Some(serde_json::from_str(r.str()?).ok()?);
         }
         let rest = &b[r.at..];
         if !rest.is_empty() {
