@@ -14,6 +14,8 @@ mod commit;
 pub mod config;
 mod core;
 #[cfg(feature = "dbsc")]
+mod device;
+#[cfg(feature = "dbsc")]
 #[cfg_attr(docsrs, doc(cfg(feature = "dbsc")))]
 pub mod dbsc;
 mod events;

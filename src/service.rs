@@ -86,6 +86,17 @@ where
         let core = &*self.core;
         let env = &core.env;
         let now = env.now();
+        // Device binding off (or compiled out): one branch on the request path.
+        #[cfg(feature = "dbsc")]
+        if let Some(binding) = &env.config.device_binding {
+            if let Some(endpoint) = crate::device::endpoint_for(binding, &req) {
+                let core = self.core.clone() as Arc<dyn crate::core::DynCore>;
+                let headers = std::mem::take(req.headers_mut());
+                return ResponseFuture::boxed(Box::pin(async move {
+                    Ok(crate::device::answer(core, endpoint, headers, now).await)
+                }));
+            }
+        }
         let (candidates, reply) = transport::read_token(req.headers(), &env.config.transport);
         let client = client_ip::resolve(req.headers(), req.extensions(), &env.config.proxies);
         let next = match candidates.first() {

@@ -149,6 +149,14 @@ pub(crate) fn check<P: PostAuthPolicy>(
     let Some(identity) = &record.identity else {
         return Next::Go(Some(live));
     };
+    // A device-bound session (DBSC) is served as itself only with its bound cookie; without
+    // it the request is not authenticated, and the session is kept for the real device.
+    #[cfg(feature = "dbsc")]
+    if let Some(device) = &record.device {
+        if !crate::device::bound_cookie_ok(env, live.key, record, device, req.headers, now) {
+            return Next::Go(None);
+        }
+    }
     // An unknown address never passes the pin, the ranges or a policy that reads it. The
     // session is kept (a wiring problem or a forged header is no proof of a hijack). When
     // nothing configured reads the address, there is nothing to check it against.

@@ -103,6 +103,9 @@ pub(crate) struct Config {
     pub(crate) allowed_ranges: Cidrs,
     pub(crate) proxies: ProxyConfig,
     pub(crate) transport: Transport,
+    /// The checked DBSC option, if device binding is on.
+    #[cfg(feature = "dbsc")]
+    pub(crate) device_binding: Option<crate::dbsc::binding::Binding>,
 }
 
 impl Config {

@@ -70,6 +70,21 @@ impl Session {
             rec.authenticated_at = Some(now);
             rec.created_at = now;
             rec.pinned_ip = pinned;
+            // A login is a new lineage: any earlier device binding ends, and (with DBSC on)
+            // the response offers a fresh one.
+            #[cfg(feature = "dbsc")]
+            {
+                rec.device = self
+                    .env()
+                    .config
+                    .device_binding
+                    .as_ref()
+                    .map(|_| crate::dbsc::bound::pending(now));
+            }
+            #[cfg(not(feature = "dbsc"))]
+            {
+                rec.device = None;
+            }
         };
         let user_agent = self.shared.user_agent.as_ref().map(|ua| {
             // Only for "my sessions" lists; bounded so a huge header cannot bloat the store.
