@@ -14,10 +14,10 @@ mod commit;
 pub mod config;
 mod core;
 #[cfg(feature = "dbsc")]
-mod device;
-#[cfg(feature = "dbsc")]
 #[cfg_attr(docsrs, doc(cfg(feature = "dbsc")))]
 pub mod dbsc;
+#[cfg(feature = "dbsc")]
+mod device;
 mod events;
 #[cfg(feature = "axum")]
 mod extract;

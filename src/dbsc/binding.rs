@@ -114,8 +114,12 @@ impl DeviceBinding {
         ] {
             let ok = path.starts_with('/')
                 && path.len() <= 256
-                && path.parse::<http::uri::PathAndQuery>().is_ok_and(|p| p.query().is_none())
-                && path.bytes().all(|b| b.is_ascii_graphic() && b != b'"' && b != b'\\');
+                && path
+                    .parse::<http::uri::PathAndQuery>()
+                    .is_ok_and(|p| p.query().is_none())
+                && path
+                    .bytes()
+                    .all(|b| b.is_ascii_graphic() && b != b'"' && b != b'\\');
             if !ok {
                 return Err(format!(
                     "the DBSC {what} path {path:?} must be an absolute path without query or quotes"

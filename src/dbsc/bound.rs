@@ -104,5 +104,9 @@ pub(crate) fn check(
             }
         }
     }
-    Err(if seen { Missing::Invalid } else { Missing::Absent })
+    Err(if seen {
+        Missing::Invalid
+    } else {
+        Missing::Absent
+    })
 }

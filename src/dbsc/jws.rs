@@ -145,9 +145,9 @@ impl Jwk {
                 // valid key and would skew the size check.
                 let n = strip_zeros(n);
                 let e = strip_zeros(e);
-                let bits = n.first().map_or(0, |b| {
-                    (n.len() - 1) * 8 + (8 - b.leading_zeros() as usize)
-                });
+                let bits = n
+                    .first()
+                    .map_or(0, |b| (n.len() - 1) * 8 + (8 - b.leading_zeros() as usize));
                 if !(MIN_RSA_BITS..=MAX_RSA_BITS).contains(&bits) || e.is_empty() {
                     return Err(ProofError::Key);
                 }
@@ -287,8 +287,7 @@ fn verify(
     else {
         return Err(ProofError::Malformed);
     };
-    if h64.len() > MAX_HEADER_JSON.div_ceil(3) * 4 || p64.len() > MAX_PAYLOAD_JSON.div_ceil(3) * 4
-    {
+    if h64.len() > MAX_HEADER_JSON.div_ceil(3) * 4 || p64.len() > MAX_PAYLOAD_JSON.div_ceil(3) * 4 {
         return Err(ProofError::TooLarge);
     }
     let header: Header = decode_json(h64)?;

@@ -197,13 +197,7 @@ impl Ctx<'_> {
         Ok(outcome == WriteOutcome::Applied)
     }
 
-    fn refused(
-        &self,
-        live: Option<&Live>,
-        endpoint: Endpoint,
-        reason: &'static str,
-        ended: bool,
-    ) {
+    fn refused(&self, live: Option<&Live>, endpoint: Endpoint, reason: &'static str, ended: bool) {
         self.core.env().emit(SessionEvent::DeviceProofRefused {
             session: live.map(|l| l.key.fingerprint()),
             user_id: live.and_then(user_of),
@@ -302,7 +296,11 @@ impl Ctx<'_> {
 
     async fn refresh(&self) -> Result<Reply, StoreError> {
         const EP: Endpoint = Endpoint::Refresh;
-        let Some(id) = self.headers.get(header::SESSION_ID).and_then(header::session_id) else {
+        let Some(id) = self
+            .headers
+            .get(header::SESSION_ID)
+            .and_then(header::session_id)
+        else {
             self.refused(None, EP, "malformed", false);
             return Ok(Reply::status(StatusCode::BAD_REQUEST));
         };
@@ -327,7 +325,9 @@ impl Ctx<'_> {
                     self.refused(Some(&live), EP, "challenge_expired", false);
                     Step::Challenge
                 }
-                (Some(proof), Some(challenge)) => self.check_refresh(&live, &device, proof, &challenge),
+                (Some(proof), Some(challenge)) => {
+                    self.check_refresh(&live, &device, proof, &challenge)
+                }
             };
             let mut record = SessionRecord::clone(&live.record);
             let mut device = device;

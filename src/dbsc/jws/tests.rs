@@ -255,7 +255,10 @@ fn rsa_keys_under_2048_bits_are_refused() {
         b64(&serde_json::json!({"jti": "c"})),
         URL_SAFE_NO_PAD.encode([1u8; 128])
     );
-    assert_eq!(verify_registration(&jws, &expect("c")), Err(ProofError::Key));
+    assert_eq!(
+        verify_registration(&jws, &expect("c")),
+        Err(ProofError::Key)
+    );
     // An EC key under RS256 (or the reverse) is refused too.
     let ec = Device::new().jwk();
     let jws = format!(
@@ -263,7 +266,10 @@ fn rsa_keys_under_2048_bits_are_refused() {
         b64(&serde_json::json!({"alg": "RS256", "typ": "dbsc+jwt", "jwk": ec})),
         b64(&serde_json::json!({"jti": "c"})),
     );
-    assert_eq!(verify_registration(&jws, &expect("c")), Err(ProofError::Key));
+    assert_eq!(
+        verify_registration(&jws, &expect("c")),
+        Err(ProofError::Key)
+    );
 }
 
 #[test]

@@ -147,7 +147,11 @@ impl Blob {
                 put_str(&mut out, ua);
             }
         }
-        match record.device.as_ref().and_then(|d| serde_json::to_string(d).ok()) {
+        match record
+            .device
+            .as_ref()
+            .and_then(|d| serde_json::to_string(d).ok())
+        {
             // A binding is a few hundred bytes (a JWK, two nonces), far below the u16 cap.
             Some(json) if json.len() <= usize::from(u16::MAX) => {
                 out.push(1);

@@ -15,11 +15,11 @@ use rand::RngCore;
 
 use super::codec::millis;
 use super::names::Names;
-use crate::store::near_cache::NearCache;
 use super::scripts::load_scripts;
 use super::shared::{abort_all, StoreShared};
 use super::watch::{subscribe, watch, Events};
 use super::{RedisStore, RedisStoreError};
+use crate::store::near_cache::NearCache;
 use crate::store::StoreError;
 
 /// How many messages the subscriber buffers before it counts as lagging (and clears).

@@ -18,10 +18,10 @@ use std::sync::Arc;
 
 pub use builder::RedisStoreBuilder;
 // The fuzz targets' entry points (src/fuzz.rs, `--cfg fuzzing` only) call these.
+pub use crate::store::near_cache::NearCacheStats;
 #[cfg(fuzzing)]
 pub(crate) use codec::{decode, encode, parse_hex_key};
 pub use error::RedisStoreError;
-pub use crate::store::near_cache::NearCacheStats;
 
 use super::StoreError;
 use builder::Target;

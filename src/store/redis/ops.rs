@@ -9,7 +9,6 @@ use fred::interfaces::{HashesInterface, LuaInterface};
 use fred::types::Value;
 
 use super::codec::decode;
-use crate::store::near_cache::Stamp;
 use super::scripts::{
     Call, CreateArgs, DeleteArgs, LoginArgs, RecordArgs, RotateArgs, Script, UpdateArgs,
     UserSessionsArgs,
@@ -18,6 +17,7 @@ use super::shared::StoreShared;
 use super::RedisStoreError;
 use crate::id::SessionKey;
 use crate::record::SessionRecord;
+use crate::store::near_cache::Stamp;
 use crate::store::{LoginOutcome, SessionLimit, WriteOutcome};
 
 impl StoreShared {

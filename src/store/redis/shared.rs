@@ -10,10 +10,10 @@ use fred::interfaces::ClientLike;
 use tokio::task::AbortHandle;
 
 use super::names::Names;
-use crate::store::near_cache::{NearCache, Stamp};
 use super::scripts::Scripts;
 use super::RedisStoreError;
 use crate::id::SessionKey;
+use crate::store::near_cache::{NearCache, Stamp};
 
 /// What every clone of a `RedisStore` shares; the operations are its methods (`ops`).
 pub(super) struct StoreShared {

@@ -1,0 +1,713 @@
+//! Device Bound Session Credentials through the layer, with a Rust client that plays the
+//! browser (Chromium 156's behaviour, issue 15): it makes a P-256 key, logs in, registers,
+//! lets the bound cookie run out through the injected clock, refreshes through the 403
+//! challenge and carries on. Then the attacks: stolen cookies without the key, a replayed
+//! proof, a proof by another key, `alg: none`, HS256 keyed with the public key, a refresh
+//! carrying its own `jwk`, another session's challenge, a second registration, and
+//! garbage or oversized headers (never a 500).
+//!
+//! Every scenario runs on the memory store and on Redis (`tsg_redis`, `REDIS_URL`; listed as
+//! ignored without it, failing where CI provides Redis).
+
+mod common;
+#[allow(dead_code)]
+mod redis_support;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::http::{header, HeaderMap, Method, Request, StatusCode};
+use axum::Router;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use common::{body_text, Harness, CLIENT};
+use ring::rand::SystemRandom;
+use ring::signature::{EcdsaKeyPair, KeyPair, ECDSA_P256_SHA256_FIXED_SIGNING};
+use serde_json::{json, Value};
+use tower::ServiceExt;
+use tower_session_guard::dbsc::DeviceBinding;
+use tower_session_guard::store::SessionStore;
+use tower_session_guard::{MemoryStore, PeerAddr, RedisStore, SessionEvent};
+
+const LIFETIME: Duration = Duration::from_secs(60);
+const REGISTRATION: &str = "/dbsc/registration";
+const REFRESH: &str = "/dbsc/refresh";
+const BOUND: &str = "__Host-bound";
+
+// ----- the browser -----
+
+/// A device key, as Chromium keeps one (software key here, TPM there).
+struct DeviceKey(EcdsaKeyPair);
+
+impl DeviceKey {
+    fn new() -> DeviceKey {
+        let rng = SystemRandom::new();
+        let pkcs8 = EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &rng).unwrap();
+        DeviceKey(
+            EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, pkcs8.as_ref(), &rng)
+                .unwrap(),
+        )
+    }
+
+    fn jwk(&self) -> Value {
+        let p = self.0.public_key().as_ref();
+        json!({"kty": "EC", "crv": "P-256",
+               "x": URL_SAFE_NO_PAD.encode(&p[1..33]), "y": URL_SAFE_NO_PAD.encode(&p[33..65])})
+    }
+
+    fn sign(&self, header: &Value, payload: &Value) -> String {
+        let input = format!("{}.{}", b64(header), b64(payload));
+        let sig = self.0.sign(&SystemRandom::new(), input.as_bytes()).unwrap();
+        format!("{input}.{}", URL_SAFE_NO_PAD.encode(sig.as_ref()))
+    }
+
+    fn registration_proof(&self, challenge: &str) -> String {
+        self.sign(
+            &json!({"alg": "ES256", "typ": "dbsc+jwt", "jwk": self.jwk()}),
+            &json!({ "jti": challenge }),
+        )
+    }
+
+    fn refresh_proof(&self, challenge: &str) -> String {
+        self.sign(
+            &json!({"alg": "ES256", "typ": "dbsc+jwt"}),
+            &json!({ "jti": challenge }),
+        )
+    }
+}
+
+fn b64(v: &Value) -> String {
+    URL_SAFE_NO_PAD.encode(serde_json::to_vec(v).unwrap())
+}
+
+struct Reply {
+    status: StatusCode,
+    headers: HeaderMap,
+    body: String,
+}
+
+impl Reply {
+    fn json(&self) -> Value {
+        serde_json::from_str(&self.body).unwrap_or(Value::Null)
+    }
+
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).map(|v| v.to_str().unwrap())
+    }
+
+    fn sets_cookie(&self, name: &str) -> bool {
+        self.headers
+            .get_all(header::SET_COOKIE)
+            .iter()
+            .any(|v| v.to_str().unwrap().starts_with(&format!("{name}=")))
+    }
+}
+
+/// A cookie jar, a device key and the DBSC session id: what Chromium keeps per site.
+struct Browser {
+    app: Router,
+    jar: BTreeMap<String, String>,
+    key: DeviceKey,
+    dbsc_id: Option<String>,
+    registration: Option<(String, String)>,
+}
+
+impl Browser {
+    fn new(app: &Router) -> Browser {
+        Browser {
+            app: app.clone(),
+            jar: BTreeMap::new(),
+            key: DeviceKey::new(),
+            dbsc_id: None,
+            registration: None,
+        }
+    }
+
+    /// A thief with a copy of this browser's cookies, but not its key.
+    fn copy_cookies(&self) -> Browser {
+        Browser {
+            jar: self.jar.clone(),
+            dbsc_id: self.dbsc_id.clone(),
+            registration: self.registration.clone(),
+            ..Browser::new(&self.app)
+        }
+    }
+
+    async fn send(&mut self, method: Method, uri: &str, headers: &[(&str, &str)]) -> Reply {
+        let mut b = Request::builder().method(method).uri(uri);
+        if !self.jar.is_empty() {
+            let cookies: Vec<String> = self.jar.iter().map(|(k, v)| format!("{k}={v}")).collect();
+            b = b.header(header::COOKIE, cookies.join("; "));
+        }
+        for (k, v) in headers {
+            b = b.header(*k, *v);
+        }
+        let req = b.extension(PeerAddr(CLIENT)).body(Body::empty()).unwrap();
+        let res = self.app.clone().oneshot(req).await.unwrap();
+        for v in res.headers().get_all(header::SET_COOKIE) {
+            let text = v.to_str().unwrap();
+            let (pair, attrs) = text.split_once("; ").unwrap_or((text, ""));
+            let (name, value) = pair.split_once('=').unwrap();
+            if value.is_empty() || attrs.contains("Max-Age=0") {
+                self.jar.remove(name);
+            } else {
+                self.jar.insert(name.to_owned(), value.to_owned());
+            }
+        }
+        let (status, headers) = (res.status(), res.headers().clone());
+        Reply {
+            status,
+            headers,
+            body: body_text(res).await,
+        }
+    }
+
+    async fn get_me(&mut self) -> StatusCode {
+        self.send(Method::GET, "/me", &[]).await.status
+    }
+
+    /// Logs in and reads the registration offer: `(path, challenge)`.
+    async fn login(&mut self) -> Reply {
+        let r = self.send(Method::POST, "/login", &[]).await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+        let offer = r
+            .header("secure-session-registration")
+            .expect("a login offers registration")
+            .to_owned();
+        self.registration = Some(parse_offer(&offer));
+        r
+    }
+
+    async fn register_with(&mut self, proof: &str) -> Reply {
+        let path = self.registration.clone().unwrap().0;
+        let r = self
+            .send(Method::POST, &path, &[("secure-session-response", proof)])
+            .await;
+        if r.status == StatusCode::OK {
+            self.dbsc_id = r.json()["session_identifier"].as_str().map(str::to_owned);
+        }
+        r
+    }
+
+    async fn register(&mut self) -> Reply {
+        let challenge = self.registration.clone().unwrap().1;
+        let proof = self.key.registration_proof(&challenge);
+        let r = self.register_with(&proof).await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+        r
+    }
+
+    /// A refresh without a proof: the 403 and its challenge.
+    async fn challenge(&mut self) -> String {
+        let id = self.dbsc_id.clone().unwrap();
+        let r = self
+            .send(Method::POST, REFRESH, &[("sec-secure-session-id", &id)])
+            .await;
+        assert_eq!(r.status, StatusCode::FORBIDDEN, "{}", r.body);
+        assert!(!r.sets_cookie(BOUND));
+        let header = r.header("secure-session-challenge").expect("a challenge");
+        let (challenge, rest) = header[1..].split_once('"').unwrap();
+        assert_eq!(rest, format!(";id=\"{id}\""));
+        challenge.to_owned()
+    }
+
+    async fn refresh_with(&mut self, proof: &str) -> Reply {
+        let id = self.dbsc_id.clone().unwrap();
+        self.send(
+            Method::POST,
+            REFRESH,
+            &[
+                ("sec-secure-session-id", &id),
+                ("secure-session-response", proof),
+            ],
+        )
+        .await
+    }
+
+    /// The whole refresh as Chromium does it: 403 challenge, then the signed proof.
+    async fn refresh(&mut self) -> String {
+        let challenge = self.challenge().await;
+        let proof = self.key.refresh_proof(&challenge);
+        let r = self.refresh_with(&proof).await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+        assert!(r.sets_cookie(BOUND));
+        proof
+    }
+}
+
+/// `(ES256 RS256);path="…";challenge="…"` → (path, challenge).
+fn parse_offer(offer: &str) -> (String, String) {
+    assert!(offer.starts_with("(ES256 RS256);"), "{offer}");
+    let param = |name: &str| {
+        let start = offer.find(&format!("{name}=\"")).unwrap() + name.len() + 2;
+        offer[start..].split('"').next().unwrap().to_owned()
+    };
+    (param("path"), param("challenge"))
+}
+
+// ----- the stores -----
+
+fn app(h: &Harness, store: impl SessionStore) -> Router {
+    let layer = h
+        .builder(store)
+        .device_binding(DeviceBinding::new().bound_cookie_lifetime(LIFETIME))
+        .build()
+        .expect("valid config");
+    common::app(layer)
+}
+
+async fn redis_store() -> RedisStore {
+    RedisStore::builder(redis_support::redis_url())
+        .prefix(redis_support::unique_prefix())
+        .build()
+        .await
+        .expect("RedisStore connects")
+}
+
+/// Each scenario as a test on the memory store and one on Redis.
+macro_rules! on_every_store {
+    ($($name:ident),* $(,)?) => {
+        mod memory {
+            $(
+                #[tokio::test]
+                async fn $name() {
+                    super::$name(tower_session_guard::MemoryStore::new()).await;
+                }
+            )*
+        }
+        mod redis {
+            $(
+                #[tokio::test]
+                #[cfg_attr(not(tsg_redis), ignore = "set REDIS_URL=redis://127.0.0.1:6379 (TSG_REQUIRE_REDIS=1 in CI)")]
+                async fn $name() {
+                    super::$name(super::redis_store().await).await;
+                }
+            )*
+        }
+    };
+}
+
+on_every_store!(
+    the_browser_registers_refreshes_and_carries_on,
+    stolen_cookies_without_the_key_stop_working_within_one_lifetime,
+    a_replayed_proof_gets_a_new_challenge_not_a_cookie,
+    a_proof_by_another_key_ends_the_session,
+    alg_none_ends_the_session,
+    hs256_keyed_with_the_public_key_ends_the_session,
+    a_refresh_carrying_its_own_jwk_ends_the_session,
+    a_challenge_from_another_session_is_refused,
+    a_bound_session_cannot_be_registered_again,
+    garbage_and_oversized_headers_never_answer_500,
+    logout_ends_the_binding_and_refresh_cannot_revive_it,
+    sessions_that_never_register_keep_working,
+);
+
+fn events_of(h: &Harness, kind: &str) -> Vec<SessionEvent> {
+    h.events
+        .all()
+        .into_iter()
+        .filter(|e| e.kind() == kind)
+        .collect()
+}
+
+fn proof_refusals(h: &Harness) -> Vec<(&'static str, bool)> {
+    events_of(h, "device_proof_refused")
+        .into_iter()
+        .map(|e| match e {
+            SessionEvent::DeviceProofRefused { reason, ended, .. } => (reason, ended),
+            _ => unreachable!(),
+        })
+        .collect()
+}
+
+// ----- the scenarios -----
+
+async fn the_browser_registers_refreshes_and_carries_on(store: impl SessionStore) {
+    let h = Harness::new();
+    let app = app(&h, store);
+    let mut chrome = Browser::new(&app);
+    chrome.login().await;
+    assert_eq!(chrome.registration.as_ref().unwrap().0, REGISTRATION);
+    // Before registering, the session works as any other.
+    assert_eq!(chrome.get_me().await, StatusCode::OK);
+
+    let r = chrome.register().await;
+    assert_eq!(r.header("content-type"), Some("application/json"));
+    let body = r.json();
+    assert_eq!(body["refresh_url"], REFRESH);
+    assert_eq!(
+        body["scope"],
+        json!({"include_site": false, "scope_specification": []})
+    );
+    let cred = &body["credentials"][0];
+    assert_eq!(
+        (cred["type"].as_str(), cred["name"].as_str()),
+        (Some("cookie"), Some(BOUND))
+    );
+    // The JSON's attributes are exactly the Set-Cookie's, byte for byte.
+    let set_cookie = r
+        .headers
+        .get_all(header::SET_COOKIE)
+        .iter()
+        .map(|v| v.to_str().unwrap().to_owned())
+        .find(|c| c.starts_with(BOUND))
+        .unwrap();
+    assert_eq!(
+        Some(set_cookie.split_once("; ").unwrap().1),
+        cred["attributes"].as_str()
+    );
+    assert!(set_cookie.contains("Secure") && set_cookie.contains("HttpOnly"));
+    assert!(set_cookie.contains("Max-Age=60"));
+    assert_eq!(events_of(&h, "device_registered").len(), 1);
+    assert_eq!(chrome.get_me().await, StatusCode::OK);
+
+    // The bound cookie runs out: the session is not served as itself...
+    h.clock.advance(LIFETIME + Duration::from_secs(1));
+    assert_eq!(chrome.get_me().await, StatusCode::UNAUTHORIZED);
+    assert!(matches!(
+        events_of(&h, "bound_cookie_refused").last(),
+        Some(SessionEvent::BoundCookieRefused {
+            reason: "expired",
+            ..
+        })
+    ));
+    // ...until the browser refreshes through the challenge, and then it is, several times.
+    for _ in 0..3 {
+        chrome.refresh().await;
+        assert_eq!(chrome.get_me().await, StatusCode::OK);
+        h.clock.advance(LIFETIME / 2);
+        assert_eq!(chrome.get_me().await, StatusCode::OK);
+        h.clock.advance(LIFETIME / 2);
+    }
+    assert_eq!(events_of(&h, "device_refreshed").len(), 3);
+    assert!(proof_refusals(&h).is_empty());
+}
+
+async fn stolen_cookies_without_the_key_stop_working_within_one_lifetime(store: impl SessionStore) {
+    let h = Harness::new();
+    let app = app(&h, store);
+    let mut chrome = Browser::new(&app);
+    chrome.login().await;
+    chrome.register().await;
+    // Malware copies both cookies off the disk, then replays them from its own client.
+    let mut thief = chrome.copy_cookies();
+    assert_eq!(
+        thief.get_me().await,
+        StatusCode::OK,
+        "within the lifetime the copy works"
+    );
+    h.clock.advance(LIFETIME);
+    assert_eq!(thief.get_me().await, StatusCode::UNAUTHORIZED);
+    // Without the key the thief can get a challenge but no cookie.
+    let challenge = thief.challenge().await;
+    assert!(!challenge.is_empty());
+    assert_eq!(thief.get_me().await, StatusCode::UNAUTHORIZED);
+    // The real browser is untouched: it refreshes and goes on, and the thief's old bound
+    // cookie is no good any more.
+    chrome.refresh().await;
+    assert_eq!(chrome.get_me().await, StatusCode::OK);
+    assert_eq!(thief.get_me().await, StatusCode::UNAUTHORIZED);
+    // A session cookie alone (no bound cookie at all) is refused as well.
+    thief.jar.remove(BOUND);
+    assert_eq!(thief.get_me().await, StatusCode::UNAUTHORIZED);
+    let reasons: Vec<_> = events_of(&h, "bound_cookie_refused")
+        .into_iter()
+        .map(|e| match e {
+            SessionEvent::BoundCookieRefused { reason, .. } => reason,
+            _ => unreachable!(),
+        })
+        .collect();
+    assert_eq!(reasons, ["expired", "expired", "invalid", "absent"]);
+}
+
+async fn a_replayed_proof_gets_a_new_challenge_not_a_cookie(store: impl SessionStore) {
+    let h = Harness::new();
+    let app = app(&h, store);
+    let mut chrome = Browser::new(&app);
+    chrome.login().await;
+    chrome.register().await;
+    h.clock.advance(LIFETIME);
+    let proof = chrome.refresh().await;
+    // Someone who saw that request replays it: the challenge was consumed.
+    let mut thief = chrome.copy_cookies();
+    thief.jar.remove(BOUND);
+    let r = thief.refresh_with(&proof).await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
+    assert!(!r.sets_cookie(BOUND));
+    assert!(r.header("secure-session-challenge").is_some());
+    assert_eq!(thief.get_me().await, StatusCode::UNAUTHORIZED);
+    // Replayed against a fresh pending challenge it is a stale one: challenged again.
+    let _pending = chrome.challenge().await;
+    let r = thief.refresh_with(&proof).await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
+    assert!(!r.sets_cookie(BOUND));
+    assert_eq!(proof_refusals(&h).last(), Some(&("wrong_challenge", false)));
+    assert_eq!(chrome.get_me().await, StatusCode::OK);
+}
+
+/// A refresh proof that fails in a way only an attacker's can: the session ends, the
+/// browser is told `{"continue": false}`, and nobody can use it any more.
+async fn expect_ended(h: &Harness, chrome: &mut Browser, proof: &str, reason: &str) {
+    let cookies = chrome.jar.clone();
+    let r = chrome.refresh_with(proof).await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(r.json(), json!({"continue": false}));
+    assert_eq!(
+        proof_refusals(h).last(),
+        Some(&(reason_static(reason), true))
+    );
+    // Ended on the server: even with the old cookies, the real browser's next refresh is
+    // told to stop and nothing is served as the session.
+    let id = chrome.dbsc_id.clone().unwrap();
+    chrome.jar = cookies;
+    let r = chrome
+        .send(Method::POST, REFRESH, &[("sec-secure-session-id", &id)])
+        .await;
+    assert_eq!(r.json(), json!({"continue": false}));
+    assert_eq!(chrome.get_me().await, StatusCode::UNAUTHORIZED);
+}
+
+fn reason_static(reason: &str) -> &'static str {
+    match reason {
+        "bad_signature" => "bad_signature",
+        "algorithm_not_allowed" => "algorithm_not_allowed",
+        "jwk_in_refresh" => "jwk_in_refresh",
+        other => panic!("unexpected reason {other}"),
+    }
+}
+
+async fn bound_and_challenged(h: &Harness, app: &Router) -> (Browser, String) {
+    let mut chrome = Browser::new(app);
+    chrome.login().await;
+    chrome.register().await;
+    h.clock.advance(LIFETIME);
+    let challenge = chrome.challenge().await;
+    (chrome, challenge)
+}
+
+async fn a_proof_by_another_key_ends_the_session(store: impl SessionStore) {
+    let h = Harness::new();
+    let app = app(&h, store);
+    let (mut chrome, challenge) = bound_and_challenged(&h, &app).await;
+    let proof = DeviceKey::new().refresh_proof(&challenge);
+    expect_ended(&h, &mut chrome, &proof, "bad_signature").await;
+}
+
+async fn alg_none_ends_the_session(store: impl SessionStore) {
+    let h = Harness::new();
+    let app = app(&h, store);
+    let (mut chrome, challenge) = bound_and_challenged(&h, &app).await;
+    let proof = format!(
+        "{}.{}.",
+        b64(&json!({"alg": "none", "typ": "dbsc+jwt"})),
+        b64(&json!({ "jti": challenge }))
+    );
+    expect_ended(&h, &mut chrome, &proof, "algorithm_not_allowed").await;
+}
+
+async fn hs256_keyed_with_the_public_key_ends_the_session(store: impl SessionStore) {
+    let h = Harness::new();
+    let app = app(&h, store);
+    let (mut chrome, challenge) = bound_and_challenged(&h, &app).await;
+    let input = format!(
+        "{}.{}",
+        b64(&json!({"alg": "HS256", "typ": "dbsc+jwt"})),
+        b64(&json!({ "jti": challenge }))
+    );
+    let public = chrome.key.jwk().to_string();
+    let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, public.as_bytes());
+    let tag = ring::hmac::sign(&key, input.as_bytes());
+    let proof = format!("{input}.{}", URL_SAFE_NO_PAD.encode(tag.as_ref()));
+    expect_ended(&h, &mut chrome, &proof, "algorithm_not_allowed").await;
+}
+
+async fn a_refresh_carrying_its_own_jwk_ends_the_session(store: impl SessionStore) {
+    let h = Harness::new();
+    let app = app(&h, store);
+    let (mut chrome, challenge) = bound_and_challenged(&h, &app).await;
+    // Signed by a key of the attacker's, who names it in the header.
+    let thief = DeviceKey::new();
+    let proof = thief.registration_proof(&challenge);
+    expect_ended(&h, &mut chrome, &proof, "jwk_in_refresh").await;
+}
+
+async fn a_challenge_from_another_session_is_refused(store: impl SessionStore) {
+    let h = Harness::new();
+    let app = app(&h, store);
+    let (mut alice, _) = bound_and_challenged(&h, &app).await;
+    let (mut other, other_challenge) = bound_and_challenged(&h, &app).await;
+    // Alice's own key signs the other session's challenge: valid signature, wrong session.
+    let proof = alice.key.refresh_proof(&other_challenge);
+    let r = alice.refresh_with(&proof).await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
+    assert!(!r.sets_cookie(BOUND));
+    assert_eq!(alice.get_me().await, StatusCode::UNAUTHORIZED);
+    assert_eq!(proof_refusals(&h).last(), Some(&("wrong_challenge", false)));
+    // Both sessions still refresh properly.
+    alice.refresh().await;
+    other.refresh().await;
+    assert_eq!(alice.get_me().await, StatusCode::OK);
+    assert_eq!(other.get_me().await, StatusCode::OK);
+}
+
+async fn a_bound_session_cannot_be_registered_again(store: impl SessionStore) {
+    let h = Harness::new();
+    let app = app(&h, store);
+    let mut chrome = Browser::new(&app);
+    chrome.login().await;
+    chrome.register().await;
+    // An attacker with the cookies tries to bind the session to their own key, with the
+    // login's challenge (now consumed) and with a fresh one from the refresh endpoint.
+    let mut thief = chrome.copy_cookies();
+    let login_challenge = chrome.registration.clone().unwrap().1;
+    let r = thief
+        .register_with(&thief.key.registration_proof(&login_challenge))
+        .await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
+    let fresh = thief.challenge().await;
+    let r = thief
+        .register_with(&thief.key.registration_proof(&fresh))
+        .await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
+    assert!(!r.sets_cookie(BOUND));
+    assert_eq!(
+        proof_refusals(&h),
+        [("already_bound", false), ("already_bound", false)]
+    );
+    // The key that counts is still the browser's.
+    h.clock.advance(LIFETIME);
+    chrome.refresh().await;
+    assert_eq!(chrome.get_me().await, StatusCode::OK);
+}
+
+async fn garbage_and_oversized_headers_never_answer_500(store: impl SessionStore) {
+    let h = Harness::new();
+    let app = app(&h, store);
+    let mut chrome = Browser::new(&app);
+    chrome.login().await;
+    let huge = "A".repeat(20_000);
+    let dots = "a.b.c.d.e";
+    let padded = format!("{}=", chrome.key.registration_proof("x"));
+    // Registration with garbage: refused, the session stays pending and registers after.
+    for proof in [
+        huge.as_str(),
+        dots,
+        padded.as_str(),
+        "\"unterminated",
+        "%%%",
+    ] {
+        let r = chrome.register_with(proof).await;
+        assert!(
+            matches!(r.status, StatusCode::BAD_REQUEST | StatusCode::FORBIDDEN),
+            "{proof:.20}: {}",
+            r.status
+        );
+    }
+    chrome.register().await;
+    h.clock.advance(LIFETIME);
+    // Refresh with a garbage or huge session id: 400, nothing ended.
+    for id in [huge.as_str(), "a b c", "", "\"x"] {
+        let r = chrome
+            .send(Method::POST, REFRESH, &[("sec-secure-session-id", id)])
+            .await;
+        assert_eq!(r.status, StatusCode::BAD_REQUEST, "{id:.20}");
+    }
+    // No session at all: the browser is told to stop, not an error.
+    let mut stranger = Browser::new(&app);
+    stranger.dbsc_id = chrome.dbsc_id.clone();
+    let r = stranger.refresh_with("a.b.c").await;
+    assert_eq!(r.json(), json!({"continue": false}));
+    let r = stranger.register_with_path("x").await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
+    // Huge proof at refresh: bounded, refused, never a 500 (and it ends the session: only
+    // a forger sends one).
+    chrome.challenge().await;
+    let r = chrome.refresh_with(&huge).await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(r.json(), json!({"continue": false}));
+}
+
+impl Browser {
+    async fn register_with_path(&mut self, proof: &str) -> Reply {
+        self.send(
+            Method::POST,
+            REGISTRATION,
+            &[("secure-session-response", proof)],
+        )
+        .await
+    }
+}
+
+async fn logout_ends_the_binding_and_refresh_cannot_revive_it(store: impl SessionStore) {
+    let h = Harness::new();
+    let app = app(&h, store);
+    let mut chrome = Browser::new(&app);
+    chrome.login().await;
+    chrome.register().await;
+    let before_logout = chrome.jar.clone();
+    let r = chrome.send(Method::POST, "/logout", &[]).await;
+    assert_eq!(r.status, StatusCode::OK);
+    // The browser (or anyone holding the old cookies) refreshes: told to stop, no cookie.
+    chrome.jar = before_logout;
+    let r = chrome.refresh_with("a.b.c").await;
+    assert_eq!(r.json(), json!({"continue": false}));
+    assert!(!r.sets_cookie(BOUND));
+    let id = chrome.dbsc_id.clone().unwrap();
+    let r = chrome
+        .send(Method::POST, REFRESH, &[("sec-secure-session-id", &id)])
+        .await;
+    assert_eq!(r.json(), json!({"continue": false}));
+    assert_eq!(chrome.get_me().await, StatusCode::UNAUTHORIZED);
+}
+
+async fn sessions_that_never_register_keep_working(store: impl SessionStore) {
+    let h = Harness::new();
+    let app = app(&h, store);
+    let mut other_browser = Browser::new(&app);
+    other_browser.login().await;
+    for _ in 0..3 {
+        h.clock.advance(LIFETIME);
+        assert_eq!(other_browser.get_me().await, StatusCode::OK);
+    }
+    assert!(events_of(&h, "bound_cookie_refused").is_empty());
+}
+
+/// Without the option nothing changes: no offer, and the paths are the application's.
+#[tokio::test]
+async fn without_the_option_there_is_no_offer_and_no_endpoint() {
+    let h = Harness::new();
+    let app = h.app(MemoryStore::new());
+    let mut chrome = Browser::new(&app);
+    let r = chrome.send(Method::POST, "/login", &[]).await;
+    assert!(r.header("secure-session-registration").is_none());
+    let r = chrome.send(Method::POST, REFRESH, &[]).await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND, "the app's own 404");
+}
+
+#[test]
+fn build_refuses_unworkable_options() {
+    let bad = [
+        DeviceBinding::new().registration_path("relative"),
+        DeviceBinding::new().refresh_path("/a?b=c"),
+        DeviceBinding::new().refresh_path(REGISTRATION),
+        DeviceBinding::new().bound_cookie_name("__Host-session"),
+        DeviceBinding::new().bound_cookie_name("bad name"),
+        DeviceBinding::new().bound_cookie_lifetime(Duration::ZERO),
+        DeviceBinding::new().bound_cookie_lifetime(Duration::from_secs(2 * 3600)),
+        DeviceBinding::new().algorithms([]),
+    ];
+    for option in bad {
+        let err = tower_session_guard::SessionGuardLayer::builder(MemoryStore::new())
+            .device_binding(option.clone())
+            .build()
+            .err();
+        assert!(
+            matches!(
+                err,
+                Some(tower_session_guard::ConfigError::InvalidDeviceBinding(_))
+            ),
+            "{option:?}"
+        );
+    }
+}
