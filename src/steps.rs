@@ -174,7 +174,7 @@ pub(crate) fn check<P: PostAuthPolicy>(
             });
         }
     };
-    if let Some(reason) = pin_failure(&env.config, record.pinned_ip, ip) {
+    if let Some(reason) = pin_failure(&env.config, record, ip) {
         env.emit(SessionEvent::PinViolation {
             session: live.key.fingerprint(),
             user_id: identity.user_id.clone(),
@@ -231,10 +231,11 @@ pub(crate) async fn expire(store: &dyn DynStore, env: &Env, live: Loaded, kind: 
 
 pub(crate) fn pin_failure(
     config: &Config,
-    pinned: Option<IpAddr>,
+    record: &SessionRecord,
     actual: IpAddr,
 ) -> Option<&'static str> {
-    let pin = config.settings.pin;
+    let pinned = record.pinned_ip;
+    let pin = pin_mode_for(config, record);
     let pin_ok = match pinned {
         Some(pinned) => pin.allows(pinned, actual),
         // An authenticated record without a pin cannot be verified: refuse unless pinning is off.
@@ -247,6 +248,19 @@ pub(crate) fn pin_failure(
     } else {
         None
     }
+}
+
+/// The pin mode for `record`: the configured one, or for a device-bound session (which got
+/// here only with its bound cookie) the bound-session mode of the DBSC option, if set.
+fn pin_mode_for(config: &Config, record: &SessionRecord) -> PinMode {
+    #[cfg(feature = "dbsc")]
+    if let (Some(binding), Some(device)) = (&config.device_binding, &record.device) {
+        if let (Some(mode), true) = (binding.bound_pin_mode, device.is_bound()) {
+            return mode;
+        }
+    }
+    let _ = record;
+    config.settings.pin
 }
 
 /// The parts of the request a policy sees. Borrowed separately from the body so the future
@@ -287,6 +301,9 @@ pub(crate) fn policy_context<'a>(
         uri: req.uri,
         headers: req.headers,
         at_login: false,
+        // A bound session reaches the policy only with its valid bound cookie (checked
+        // before the pin), so being bound here means this request proved the device.
+        device_bound: record.device.as_ref().is_some_and(|d| d.is_bound()),
     }
 }
 

@@ -6,6 +6,7 @@ use std::time::Duration;
 use cookie::{Cookie, SameSite};
 
 use super::jws::Algorithm;
+use crate::pin::PinMode;
 
 /// Default registration endpoint (answered by the layer).
 pub const DEFAULT_REGISTRATION_PATH: &str = "/dbsc/registration";
@@ -51,6 +52,7 @@ pub struct DeviceBinding {
     cookie_name: String,
     lifetime: Duration,
     algorithms: Vec<Algorithm>,
+    bound_pin_mode: Option<PinMode>,
 }
 
 impl Default for DeviceBinding {
@@ -61,6 +63,7 @@ impl Default for DeviceBinding {
             cookie_name: DEFAULT_BOUND_COOKIE_NAME.to_owned(),
             lifetime: DEFAULT_BOUND_COOKIE_LIFETIME,
             algorithms: vec![Algorithm::Es256, Algorithm::Rs256],
+            bound_pin_mode: None,
         }
     }
 }
@@ -105,6 +108,18 @@ impl DeviceBinding {
         self
     }
 
+    /// The IP pin for sessions bound to a device key (default: the layer's
+    /// [`pin_mode`](crate::SessionGuardBuilder::pin_mode), unchanged). A bound session is
+    /// served as itself only with a bound cookie that only the device key renews, so a copied
+    /// cookie already stops working within one bound-cookie lifetime wherever it is replayed
+    /// from; relaxing the pin (to [`PinMode::subnet`] or [`PinMode::Off`]) for bound
+    /// sessions keeps users whose address changes (mobile, roaming) logged in without giving
+    /// up theft protection. Unbound sessions keep the strict pin.
+    pub fn bound_session_pin_mode(mut self, mode: PinMode) -> Self {
+        self.bound_pin_mode = Some(mode);
+        self
+    }
+
     /// Checks the option; `session_cookie` is the session cookie's name, which the bound
     /// cookie must not share. The error says what to change.
     pub(crate) fn validate(self, session_cookie: &str) -> Result<Binding, String> {
@@ -145,6 +160,9 @@ impl DeviceBinding {
                 self.lifetime
             ));
         }
+        if self.bound_pin_mode.is_some_and(|m| !m.is_valid()) {
+            return Err("the bound-session pin prefixes must be at most /32 and /128".to_owned());
+        }
         if self.algorithms.is_empty() {
             return Err("DBSC needs at least one algorithm".to_owned());
         }
@@ -158,6 +176,7 @@ impl DeviceBinding {
             cookie_name: self.cookie_name,
             lifetime: self.lifetime,
             algorithms: self.algorithms,
+            bound_pin_mode: self.bound_pin_mode,
             attributes,
         })
     }
@@ -185,6 +204,7 @@ pub(crate) struct Binding {
     pub(crate) cookie_name: String,
     pub(crate) lifetime: Duration,
     pub(crate) algorithms: Vec<Algorithm>,
+    pub(crate) bound_pin_mode: Option<PinMode>,
     /// Exactly the attributes of the bound cookie's `Set-Cookie` (after `name=value; `), for
     /// the JSON's `credentials[].attributes`: one byte of difference breaks the binding.
     pub(crate) attributes: String,
