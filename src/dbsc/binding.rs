@@ -166,7 +166,7 @@ impl DeviceBinding {
         if self.algorithms.is_empty() {
             return Err("DBSC needs at least one algorithm".to_owned());
         }
-        let attributes = bound_cookie(&self.cookie_name, "x", self.lifetime)
+        let attributes = bound_cookie(&self.cookie_name, "x", None)
             .split_once("; ")
             .map(|(_, attrs)| attrs.to_owned())
             .unwrap_or_default();
@@ -183,17 +183,23 @@ impl DeviceBinding {
 }
 
 /// The bound cookie's `Set-Cookie`: always `Secure` (DBSC runs only on secure origins),
-/// `HttpOnly`, `SameSite=Lax`, `Path=/` (the whole origin is in scope), `Max-Age` the lifetime.
-pub(crate) fn bound_cookie(name: &str, value: &str, lifetime: Duration) -> String {
-    let max_age = cookie::time::Duration::seconds(i64::try_from(lifetime.as_secs()).unwrap_or(0));
-    Cookie::build((name.to_owned(), value.to_owned()))
+/// `HttpOnly`, `SameSite=Lax`, `Path=/` (the whole origin is in scope), and `Max-Age` the
+/// lifetime when given. Without a lifetime it is what the registration JSON names as the
+/// cookie's `attributes`: the attributes that identify the cookie, which the browser compares
+/// with the real one (name, domain, path, Secure, HttpOnly, SameSite), and not its expiry,
+/// which it ignores there. Chromium 156 refuses a registration whose `attributes` carry a
+/// `Max-Age` (`registration_failed` in its net log; found by e2e/tests/chromium_dbsc.rs).
+pub(crate) fn bound_cookie(name: &str, value: &str, lifetime: Option<Duration>) -> String {
+    let mut cookie = Cookie::build((name.to_owned(), value.to_owned()))
         .path("/")
         .secure(true)
         .http_only(true)
-        .same_site(SameSite::Lax)
-        .max_age(max_age)
-        .build()
-        .to_string()
+        .same_site(SameSite::Lax);
+    if let Some(lifetime) = lifetime {
+        let secs = i64::try_from(lifetime.as_secs()).unwrap_or(0);
+        cookie = cookie.max_age(cookie::time::Duration::seconds(secs));
+    }
+    cookie.build().to_string()
 }
 
 /// A checked [`DeviceBinding`], what the request path reads.
@@ -205,7 +211,8 @@ pub(crate) struct Binding {
     pub(crate) lifetime: Duration,
     pub(crate) algorithms: Vec<Algorithm>,
     pub(crate) bound_pin_mode: Option<PinMode>,
-    /// Exactly the attributes of the bound cookie's `Set-Cookie` (after `name=value; `), for
-    /// the JSON's `credentials[].attributes`: one byte of difference breaks the binding.
+    /// The attributes of the bound cookie's `Set-Cookie` (after `name=value; `) up to its
+    /// `Max-Age`, byte for byte, for the JSON's `credentials[].attributes` (see
+    /// [`bound_cookie`]).
     pub(crate) attributes: String,
 }

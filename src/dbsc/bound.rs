@@ -57,7 +57,7 @@ pub(crate) fn mint(binding: &Binding, device: &mut BoundDevice, now: SystemTime)
     device.cookie_expires = now.checked_add(binding.lifetime);
     device.challenge = None;
     device.challenge_expires = None;
-    bound_cookie(&binding.cookie_name, &value, binding.lifetime)
+    bound_cookie(&binding.cookie_name, &value, Some(binding.lifetime))
 }
 
 /// Why a bound session's request has no valid bound cookie.
