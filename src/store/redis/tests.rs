@@ -2,7 +2,6 @@
 //! The store's behaviour against a real Redis is tested in `tests/redis.rs`.
 
 use std::collections::HashMap;
-use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use fred::types::config::Config as FredConfig;
