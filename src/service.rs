@@ -213,7 +213,9 @@ where
                     let Some(identity) = &live.record.identity else {
                         break Some(live);
                     };
-                    let ctx = policy_context(identity, &live.record, ip, view, now);
+                    // A bound session got past `check` only with its bound cookie.
+                    let bound = live.record.device.as_ref().is_some_and(|d| d.is_bound());
+                    let ctx = policy_context(identity, &live.record, ip, view, now, bound);
                     policy.evaluate(&ctx).await
                 };
                 decided(env, live, ip, decision)

@@ -149,12 +149,21 @@ pub(crate) fn check<P: PostAuthPolicy>(
     let Some(identity) = &record.identity else {
         return Next::Go(Some(live));
     };
+    #[allow(unused_mut)]
+    let (mut pin, mut device_bound) = (env.config.settings.pin, false);
     // A device-bound session (DBSC) is served as itself only with its bound cookie; without
-    // it the request is not authenticated, and the session is kept for the real device.
+    // it the request is not authenticated, and the session is kept for the real device. One
+    // branch for a session that never offered binding.
     #[cfg(feature = "dbsc")]
     if let Some(device) = &record.device {
-        if !crate::device::bound_cookie_ok(env, live.key, record, device, req.headers, now) {
-            return Next::Go(None);
+        use crate::device::Proof;
+        match crate::device::bound_cookie(env, live.key, record, device, req.headers, now) {
+            Proof::Refused => return Next::Go(None),
+            Proof::Bound { pin: relaxed } => {
+                device_bound = true;
+                pin = relaxed.unwrap_or(pin);
+            }
+            Proof::Unbound => {}
         }
     }
     // An unknown address never passes the pin, the ranges or a policy that reads it. The
@@ -174,7 +183,7 @@ pub(crate) fn check<P: PostAuthPolicy>(
             });
         }
     };
-    if let Some(reason) = pin_failure(&env.config, record, ip) {
+    if let Some(reason) = pin_failure(&env.config, pin, record.pinned_ip, ip) {
         env.emit(SessionEvent::PinViolation {
             session: live.key.fingerprint(),
             user_id: identity.user_id.clone(),
@@ -184,7 +193,7 @@ pub(crate) fn check<P: PostAuthPolicy>(
         });
         return Next::Then(Stage::Terminate(live, Rejection::PinViolation));
     }
-    let ctx = policy_context(identity, record, ip, req, now);
+    let ctx = policy_context(identity, record, ip, req, now, device_bound);
     match policy.evaluate_now(&ctx) {
         Some(decision) => decided(env, live, ip, decision),
         None => Next::Then(Stage::Policy(live, ip)),
@@ -229,13 +238,14 @@ pub(crate) async fn expire(store: &dyn DynStore, env: &Env, live: Loaded, kind: 
     });
 }
 
+/// Why `actual` fails the pin (`pin`: the configured mode, or the bound-session mode for a
+/// device-bound session) or the allowed ranges, if it does.
 pub(crate) fn pin_failure(
     config: &Config,
-    record: &SessionRecord,
+    pin: PinMode,
+    pinned: Option<IpAddr>,
     actual: IpAddr,
 ) -> Option<&'static str> {
-    let pinned = record.pinned_ip;
-    let pin = pin_mode_for(config, record);
     let pin_ok = match pinned {
         Some(pinned) => pin.allows(pinned, actual),
         // An authenticated record without a pin cannot be verified: refuse unless pinning is off.
@@ -248,19 +258,6 @@ pub(crate) fn pin_failure(
     } else {
         None
     }
-}
-
-/// The pin mode for `record`: the configured one, or for a device-bound session (which got
-/// here only with its bound cookie) the bound-session mode of the DBSC option, if set.
-fn pin_mode_for(config: &Config, record: &SessionRecord) -> PinMode {
-    #[cfg(feature = "dbsc")]
-    if let (Some(binding), Some(device)) = (&config.device_binding, &record.device) {
-        if let (Some(mode), true) = (binding.bound_pin_mode, device.is_bound()) {
-            return mode;
-        }
-    }
-    let _ = record;
-    config.settings.pin
 }
 
 /// The parts of the request a policy sees. Borrowed separately from the body so the future
@@ -288,6 +285,7 @@ pub(crate) fn policy_context<'a>(
     client_ip: IpAddr,
     req: RequestView<'a>,
     now: SystemTime,
+    device_bound: bool,
 ) -> PolicyContext<'a> {
     let since = |t: SystemTime| now.duration_since(t).unwrap_or(Duration::ZERO);
     PolicyContext {
@@ -301,9 +299,7 @@ pub(crate) fn policy_context<'a>(
         uri: req.uri,
         headers: req.headers,
         at_login: false,
-        // A bound session reaches the policy only with its valid bound cookie (checked
-        // before the pin), so being bound here means this request proved the device.
-        device_bound: record.device.as_ref().is_some_and(|d| d.is_bound()),
+        device_bound,
     }
 }
 

@@ -13,6 +13,7 @@ mod common;
 mod redis_support;
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Body;
@@ -26,9 +27,12 @@ use ring::signature::{EcdsaKeyPair, KeyPair, ECDSA_P256_SHA256_FIXED_SIGNING};
 use serde_json::{json, Value};
 use tower::ServiceExt;
 use tower_session_guard::dbsc::DeviceBinding;
-use tower_session_guard::store::SessionStore;
+use tower_session_guard::store::{
+    LoginOutcome, SessionKey, SessionLimit, SessionStore, StoreError, WriteOutcome,
+};
 use tower_session_guard::{
-    MemoryStore, PeerAddr, PinMode, PolicyMode, RedisStore, Rule, SessionEvent, ValidationPolicy,
+    MemoryStore, PeerAddr, PinMode, PolicyMode, RedisStore, Rule, SessionEvent, SessionRecord,
+    ValidationPolicy,
 };
 
 const LIFETIME: Duration = Duration::from_secs(60);
@@ -307,6 +311,9 @@ on_every_store!(
     garbage_and_oversized_headers_never_answer_500,
     logout_ends_the_binding_and_refresh_cannot_revive_it,
     sessions_that_never_register_keep_working,
+    a_rotation_offers_registration_again_and_keeps_a_binding,
+    a_registration_challenge_expires,
+    racing_refreshes_with_one_proof_get_one_cookie,
 );
 
 fn events_of(h: &Harness, kind: &str) -> Vec<SessionEvent> {
@@ -794,4 +801,200 @@ async fn a_relaxed_pin_for_bound_sessions_leaves_unbound_ones_pinned() {
     assert_eq!(bound.get_me().await, StatusCode::UNAUTHORIZED);
     bound.refresh().await;
     assert_eq!(bound.get_me().await, StatusCode::OK);
+}
+
+// ----- rotation, expiry, races -----
+
+async fn a_rotation_offers_registration_again_and_keeps_a_binding(store: impl SessionStore) {
+    let h = Harness::new();
+    let app = app(&h, store);
+    let mut chrome = Browser::new(&app);
+    chrome.login().await;
+    let offered = chrome.registration.clone().unwrap();
+    // A privilege change before registering: the new token comes with the offer again.
+    let r = chrome.send(Method::POST, "/rotate", &[]).await;
+    assert_eq!(r.status, StatusCode::OK);
+    let again = parse_offer(
+        r.header("secure-session-registration")
+            .expect("offered again"),
+    );
+    assert_eq!(again, offered, "the same pending registration");
+    chrome.register().await;
+    // A rotation of a bound session keeps the binding: no new offer, the bound cookie and
+    // the key still count under the new token.
+    let r = chrome.send(Method::POST, "/rotate", &[]).await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert!(r.header("secure-session-registration").is_none());
+    assert_eq!(chrome.get_me().await, StatusCode::OK);
+    h.clock.advance(LIFETIME);
+    assert_eq!(chrome.get_me().await, StatusCode::UNAUTHORIZED);
+    chrome.refresh().await;
+    assert_eq!(chrome.get_me().await, StatusCode::OK);
+}
+
+async fn a_registration_challenge_expires(store: impl SessionStore) {
+    let h = Harness::new();
+    let app = app(&h, store);
+    let mut chrome = Browser::new(&app);
+    chrome.login().await;
+    h.clock
+        .advance(tower_session_guard::dbsc::CHALLENGE_LIFETIME + Duration::from_secs(1));
+    let challenge = chrome.registration.clone().unwrap().1;
+    let r = chrome
+        .register_with(&chrome.key.registration_proof(&challenge))
+        .await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
+    assert!(!r.sets_cookie(BOUND));
+    assert_eq!(proof_refusals(&h), [("challenge_expired", false)]);
+    // The session itself is untouched (unbound, as if the browser had no DBSC).
+    assert_eq!(chrome.get_me().await, StatusCode::OK);
+}
+
+/// Two refreshes race with the same valid proof (a replay sent alongside the real one, or
+/// two instances behind a balancer): both load the record before either writes (the store
+/// below holds the first two loads at a barrier), both verify, and the compare-and-set lets
+/// one consume the challenge: one bound cookie comes out, the other request gets a fresh
+/// challenge.
+async fn racing_refreshes_with_one_proof_get_one_cookie(store: impl SessionStore) {
+    let h = Harness::new();
+    let store = GateStore::new(store);
+    let gate = store.gate.clone();
+    let app = app(&h, store);
+    let mut chrome = Browser::new(&app);
+    chrome.login().await;
+    chrome.register().await;
+    h.clock.advance(LIFETIME);
+    let challenge = chrome.challenge().await;
+    let proof = chrome.key.refresh_proof(&challenge);
+    let id = chrome.dbsc_id.clone().unwrap();
+    let cookies: Vec<String> = chrome.jar.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    let request = || {
+        Request::builder()
+            .method(Method::POST)
+            .uri(REFRESH)
+            .header(header::COOKIE, cookies.join("; "))
+            .header("sec-secure-session-id", &id)
+            .header("secure-session-response", &proof)
+            .extension(PeerAddr(CLIENT))
+            .body(Body::empty())
+            .unwrap()
+    };
+    gate.arm();
+    let both = async {
+        tokio::join!(
+            app.clone().oneshot(request()),
+            app.clone().oneshot(request())
+        )
+    };
+    let (a, b) = tokio::time::timeout(Duration::from_secs(10), both)
+        .await
+        .expect("both requests finish");
+    assert_eq!(gate.held(), 2, "both requests loaded before either wrote");
+    let mut statuses = [a.unwrap().status(), b.unwrap().status()];
+    statuses.sort();
+    assert_eq!(statuses, [StatusCode::OK, StatusCode::FORBIDDEN]);
+    assert_eq!(events_of(&h, "device_refreshed").len(), 1);
+}
+
+/// A store that, once armed, holds its first two loads at a barrier: two requests then both
+/// read the same record version before either can write.
+struct GateStore<S> {
+    inner: S,
+    gate: Gate,
+}
+
+#[derive(Clone)]
+struct Gate {
+    armed: Arc<std::sync::atomic::AtomicBool>,
+    loads: Arc<std::sync::atomic::AtomicUsize>,
+    barrier: Arc<tokio::sync::Barrier>,
+}
+
+impl<S> GateStore<S> {
+    fn new(inner: S) -> Self {
+        GateStore {
+            inner,
+            gate: Gate {
+                armed: Default::default(),
+                loads: Default::default(),
+                barrier: Arc::new(tokio::sync::Barrier::new(2)),
+            },
+        }
+    }
+}
+
+impl Gate {
+    fn arm(&self) {
+        self.armed.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    fn held(&self) -> usize {
+        self.loads.load(std::sync::atomic::Ordering::SeqCst).min(2)
+    }
+}
+
+impl<S: SessionStore> SessionStore for GateStore<S> {
+    async fn load(&self, key: SessionKey) -> Result<Option<Arc<SessionRecord>>, StoreError> {
+        let loaded = self.inner.load(key).await;
+        let gate = &self.gate;
+        if gate.armed.load(std::sync::atomic::Ordering::SeqCst)
+            && gate.loads.fetch_add(1, std::sync::atomic::Ordering::SeqCst) < 2
+        {
+            gate.barrier.wait().await;
+        }
+        loaded
+    }
+
+    async fn create(
+        &self,
+        key: SessionKey,
+        record: Arc<SessionRecord>,
+        ttl: Duration,
+    ) -> Result<WriteOutcome, StoreError> {
+        self.inner.create(key, record, ttl).await
+    }
+
+    async fn update(
+        &self,
+        key: SessionKey,
+        expected: u64,
+        record: Arc<SessionRecord>,
+        ttl: Duration,
+    ) -> Result<WriteOutcome, StoreError> {
+        self.inner.update(key, expected, record, ttl).await
+    }
+
+    async fn rotate(
+        &self,
+        old: SessionKey,
+        expected: u64,
+        new: SessionKey,
+        record: Arc<SessionRecord>,
+        ttl: Duration,
+    ) -> Result<WriteOutcome, StoreError> {
+        self.inner.rotate(old, expected, new, record, ttl).await
+    }
+
+    async fn delete(&self, key: SessionKey) -> Result<bool, StoreError> {
+        self.inner.delete(key).await
+    }
+
+    async fn login(
+        &self,
+        old: Option<(SessionKey, u64)>,
+        new: SessionKey,
+        record: Arc<SessionRecord>,
+        ttl: Duration,
+        limit: Option<SessionLimit>,
+    ) -> Result<LoginOutcome, StoreError> {
+        self.inner.login(old, new, record, ttl, limit).await
+    }
+
+    async fn user_sessions(
+        &self,
+        user_id: &str,
+        limit: usize,
+    ) -> Result<Vec<(SessionKey, Arc<SessionRecord>)>, StoreError> {
+        self.inner.user_sessions(user_id, limit).await
+    }
 }

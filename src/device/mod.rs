@@ -11,5 +11,5 @@ pub(crate) mod body;
 pub(crate) mod check;
 pub(crate) mod endpoint;
 
-pub(crate) use check::{bound_cookie_ok, offer};
+pub(crate) use check::{bound_cookie, offer, Proof};
 pub(crate) use endpoint::{answer, endpoint_for};
