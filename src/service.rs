@@ -30,6 +30,8 @@ use crate::core::Core;
 use crate::future::ResponseFuture;
 use crate::policy::PostAuthPolicy;
 use crate::rejection::respond;
+#[cfg(feature = "dbsc")]
+use crate::steps::unknown_token;
 use crate::steps::{
     consider, decided, expire, policy_context, terminate, Next, Pick, RequestView, Stage,
 };
@@ -90,10 +92,20 @@ where
         #[cfg(feature = "dbsc")]
         if let Some(binding) = &env.config.device_binding {
             if let Some(endpoint) = crate::device::endpoint_for(binding, &req) {
-                let core = self.core.clone() as Arc<dyn crate::core::DynCore>;
+                let client =
+                    client_ip::resolve(req.headers(), req.extensions(), &env.config.proxies);
+                let core = self.core.clone();
                 let headers = std::mem::take(req.headers_mut());
                 return ResponseFuture::boxed(Box::pin(async move {
-                    Ok(crate::device::answer(core, endpoint, headers, now).await)
+                    // Unknown tokens at the endpoints count towards ID-guessing detection
+                    // (and its cool-down) as on any other request.
+                    let unknown = |key| {
+                        let mut pick = Pick::default();
+                        unknown_token(&core.env, key, client, now, &mut pick);
+                        matches!(pick.finish(), Next::Stop(_))
+                    };
+                    let dyn_core = core.clone() as Arc<dyn crate::core::DynCore>;
+                    Ok(crate::device::answer(dyn_core, endpoint, headers, now, &unknown).await)
                 }));
             }
         }

@@ -998,3 +998,35 @@ impl<S: SessionStore> SessionStore for GateStore<S> {
         self.inner.user_sessions(user_id, limit).await
     }
 }
+
+/// The endpoints are no way around ID-guessing detection: unknown tokens sent to them are
+/// counted like any others, and an address cooling down gets 429 there too.
+#[tokio::test]
+async fn unknown_tokens_at_the_endpoints_count_as_guessing() {
+    let h = Harness::new();
+    let layer = h
+        .builder(MemoryStore::new())
+        .device_binding(DeviceBinding::new().bound_cookie_lifetime(LIFETIME))
+        .token_guessing(Some(tower_session_guard::GuessingLimit {
+            threshold: 3,
+            window: Duration::from_secs(60),
+            cooldown: Some(Duration::from_secs(60)),
+        }))
+        .build()
+        .unwrap();
+    let app = common::app(layer);
+    let mut guesser = Browser::new(&app);
+    guesser.dbsc_id = Some("guess".into());
+    let mut statuses = Vec::new();
+    for _ in 0..5 {
+        let token = tower_session_guard::SessionToken::generate();
+        guesser
+            .jar
+            .insert(common::COOKIE.to_owned(), token.as_str().to_owned());
+        statuses.push(guesser.refresh_with("a.b.c").await.status);
+    }
+    assert_eq!(events_of(&h, "token_guessing").len(), 1);
+    assert_eq!(events_of(&h, "unknown_token").len(), 5);
+    assert_eq!(statuses[..3], [StatusCode::OK; 3], "continue: false");
+    assert_eq!(statuses[4], StatusCode::TOO_MANY_REQUESTS);
+}

@@ -93,12 +93,18 @@ impl Reply {
     }
 }
 
-/// Answers a request for `endpoint`. Never fails: store errors are 503, bad input 400/403.
+/// Reports a presented key the store does not know (the layer's ID-guessing detection);
+/// `true` when the client's address is cooling down after guessing.
+pub(crate) type Unknown<'a> = &'a (dyn Fn(SessionKey) -> bool + Sync);
+
+/// Answers a request for `endpoint`. Never fails: store errors are 503, bad input 400/403,
+/// an address cooling down after ID guessing 429.
 pub(crate) async fn answer<B: Default + 'static>(
     core: Arc<dyn DynCore>,
     endpoint: Endpoint,
     headers: HeaderMap,
     now: SystemTime,
+    unknown: Unknown<'_>,
 ) -> Response<B> {
     let env = core.env();
     let reply = match &env.config.device_binding {
@@ -109,6 +115,7 @@ pub(crate) async fn answer<B: Default + 'static>(
                 binding,
                 headers: &headers,
                 now,
+                unknown,
             };
             match endpoint {
                 Endpoint::Registration => ctx.register().await,
@@ -158,19 +165,36 @@ struct Ctx<'a> {
     binding: &'a Binding,
     headers: &'a HeaderMap,
     now: SystemTime,
+    unknown: Unknown<'a>,
+}
+
+/// The session a request names at an endpoint.
+enum Found {
+    Live(Live, Via),
+    /// No live session: the browser is told to stop (refresh) or refused (registration).
+    None,
+    /// No live session, from an address cooling down after ID guessing.
+    Blocked,
 }
 
 impl Ctx<'_> {
     /// The first live session the request's token names, and which way a token goes back.
-    async fn find(&self) -> Result<(Option<Live>, Via), StoreError> {
+    /// Unknown keys are reported to the ID-guessing detection.
+    async fn find(&self) -> Result<Found, StoreError> {
         let env = self.core.env();
         let (candidates, via) = transport::read_token(self.headers, &env.config.transport);
+        let mut blocked = false;
         for (_, key) in candidates.from(0) {
-            if let Some(live) = self.reload(key).await? {
-                return Ok((Some(live), via));
+            match self.core.store().load(key).await? {
+                Some(record) if env.config.expiry(&record, self.now).is_none() => {
+                    return Ok(Found::Live(Live { key, record }, via));
+                }
+                // Expired: gone for the endpoints; the next ordinary request deletes it.
+                Some(_) => {}
+                None => blocked |= (self.unknown)(key),
             }
         }
-        Ok((None, via))
+        Ok(if blocked { Found::Blocked } else { Found::None })
     }
 
     async fn reload(&self, key: SessionKey) -> Result<Option<Live>, StoreError> {
@@ -241,9 +265,10 @@ impl Ctx<'_> {
             self.refused(live, EP, reason, false);
             Ok(Reply::status(StatusCode::FORBIDDEN))
         };
-        let (live, _) = self.find().await?;
-        let Some(mut live) = live else {
-            return refuse(None, "no_session");
+        let mut live = match self.find().await? {
+            Found::Live(live, _) => live,
+            Found::None => return refuse(None, "no_session"),
+            Found::Blocked => return Ok(Reply::status(StatusCode::TOO_MANY_REQUESTS)),
         };
         let Some(proof) = self.headers.get(header::RESPONSE).and_then(header::proof) else {
             self.refused(Some(&live), EP, ProofError::Malformed.reason(), false);
@@ -304,9 +329,10 @@ impl Ctx<'_> {
             self.refused(None, EP, "malformed", false);
             return Ok(Reply::status(StatusCode::BAD_REQUEST));
         };
-        let (live, via) = self.find().await?;
-        let Some(mut live) = live else {
-            return Ok(end());
+        let (mut live, via) = match self.find().await? {
+            Found::Live(live, via) => (live, via),
+            Found::None => return Ok(end()),
+            Found::Blocked => return Ok(Reply::status(StatusCode::TOO_MANY_REQUESTS)),
         };
         for _ in 0..MAX_ATTEMPTS {
             let device = match &live.record.device {
