@@ -19,9 +19,11 @@ pub const DEFAULT_BOUND_COOKIE_NAME: &str = "__Host-bound";
 /// Default bound cookie lifetime: 5 minutes. It is the window in which a copied pair of
 /// cookies still works without the device key, and the interval at which an active browser
 /// signs one refresh (one signature check and one store write per session per interval).
-/// The W3C DBSC explainer (github.com/w3c/webappsec-dbsc, "short-lived cookie") calls for a
-/// lifetime of minutes; 5 minutes keeps theft useful for far less than the 30-minute idle
-/// timeout while refreshing rarely enough to cost nothing noticeable.
+/// The W3C DBSC explainer (github.com/w3c/webappsec-dbsc) describes the bound cookie as
+/// short-lived and renewed periodically without fixing a number; 5 minutes keeps a copied
+/// cookie useful for a sixth of the 30-minute idle timeout (OWASP Session Management Cheat
+/// Sheet, NIST SP 800-63B) while an active browser signs one refresh per 5 minutes, which
+/// costs nothing noticeable.
 pub const DEFAULT_BOUND_COOKIE_LIFETIME: Duration = Duration::from_secs(5 * 60);
 /// How long a challenge is accepted: the browser answers within a second; two minutes
 /// allow for a slow device key (TPM signatures take hundreds of milliseconds) and clock-free
