@@ -214,7 +214,7 @@ pub enum SessionEvent {
         user_id: Option<String>,
         /// `"registration"` or `"refresh"`.
         endpoint: &'static str,
-        /// Why (see [`ProofError::reason`](crate::dbsc::jws::ProofError::reason) and
+        /// Why (see `dbsc::jws::ProofError::reason` and
         /// `"already_bound"`, `"not_offered"`, `"no_session"`, `"challenge_expired"`).
         reason: &'static str,
         /// Whether the session was ended.

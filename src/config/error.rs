@@ -59,7 +59,7 @@ forwarding header is then ignored"
     /// The token header is not a valid header name, or is `cookie` / `set-cookie`.
     #[error("{0:?} cannot carry the session token (need a valid header name other than cookie/set-cookie)")]
     InvalidTokenHeader(String),
-    /// A [`DeviceBinding`](crate::dbsc::DeviceBinding) option that cannot work (feature
+    /// A `dbsc::DeviceBinding` option that cannot work (feature
     /// `dbsc`); the message says what to change.
     #[error("device binding: {0}")]
     InvalidDeviceBinding(String),

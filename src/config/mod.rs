@@ -23,6 +23,7 @@
 //! | token transport | `Both` | HTTP requests use only the `HttpOnly` cookie (a token header is ignored, so it can neither shadow a valid cookie nor make the layer hand a token to page script); gRPC requests use the header, and the cookie if they send no header |
 //! | token header | `x-session-token` | a custom header is never sent by browsers on their own, so it cannot be abused cross-site; `x-` marks it as application-specific |
 //! | sessions per user | 20, oldest evicted | one account cannot fill the store or make per-user operations slow; 20 is more browsers and devices than a person uses at once (OWASP, "Simultaneous Session Logons"); users can see and end their other sessions (ASVS 3.3.4) |
+//! | device binding (feature `dbsc`) | off; when on: bound cookie `__Host-bound` for 5 min, challenges 2 min, ES256 and RS256 | a copied cookie pair stops working within one bound-cookie lifetime; see `dbsc::DeviceBinding` for each default's reason (W3C webappsec-dbsc) |
 //! | touch interval | idle / 20 | activity on reads is written at most this often, so an idle session expires between `idle − idle/20` and `idle` after its last request |
 //!
 //! Every setting is set through [`SessionGuardBuilder`](crate::SessionGuardBuilder) and
