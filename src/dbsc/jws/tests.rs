@@ -296,3 +296,82 @@ fn garbage_and_oversized_proofs_are_refused_without_panicking() {
     let huge_err = verify_registration(&huge, &expect("c"));
     assert_eq!(huge_err, Err(ProofError::TooLarge));
 }
+
+/// A 2048-bit RSA test key made for these tests with `openssl genpkey` (PKCS#8, base64), and
+/// its modulus as a JWK `n`: RS256 proofs verify, at registration and at refresh.
+const RSA_PKCS8: &str = concat!(
+    "MIIEvAIBADANBgkqhkiG9w0BAQEFAASCBKYwggSiAgEAAoIBAQCenuNzQ/O6FD+a7F10TZ88Gzu1p3DkrYrDD7uA",
+    "kxB9VgUoGTXRAov/l3Di0KUMwOh2BZ+XRp6rLVNxOlwrR9v85q02PbCBPfxTN86tkkCae6tb3K1MZ/YOvqGtxowl",
+    "TIEEtfEQM5cyd35ZtxE2l3hA2JpTpkngypBagWVX8z0CSZ89zGvWpxSfNqsxwxPpZLrxjwyghw0LeckfIFCDjCLH",
+    "qaYIDGeomNWmkDmnH9b65s2f5CUMEqoCsAClywRjla5DnYlVJ6NxHeMwQ+y6yFOp1y6XY5kaS44txDD77x7ZKZ5T",
+    "isQ4a5HAcFuHgbjwVzLZIChVoY68ZGtmX5g1cmilAgMBAAECggEAF7VrYnorVDUx60fIZtmHTdD1lB71On5PTv1A",
+    "qw967SZOBQKnpEL7hqDYfakZUmuvE0efOq7n3nFwQcIAWXPB3O45wPFoOsPMvZTfg9q9ZJnMMMyDlqJfXoV93bSJ",
+    "6V/4VNTrtYk7NeQzHYPFwzbRVu1JO+w5/1XSTRopegOLAJag7a3gC8E2ZY5UCwZL6nqXkrA7ZqSiEPwJSkI6NKgq",
+    "LIPLzyFE0J6xB9ZZnpDeit+RSw3OiU7I9shkgSCmkLiKuvvC/JBSDXypLB9rHO0HeuLboWUd/sGg1MK3GJOnjF5y",
+    "L1mENCbVMSVlnBcUwyEnjDe/Tvc9CUJuzMev79kSDQKBgQDMsEc9fab9ngTgYwtW52QhCVd2Xf67qcDNTbenC7FK",
+    "RQdwW5xq/roL/l+WQCJgpeLWPAzXgCskCEySkaWwjhUmkB2RpHD0962MKMrbhecLN8UB4t6+AHphRzd8TBAN8mJt",
+    "K0KtUVoUugBTYBGilyMGhMnTmVzcJFl9r72RAYEwowKBgQDGYj0ejhJe+Z02pQQzAjulMI1tFa1L4KBrUve7yE2W",
+    "UAEPFZTLNlPKQv06vxwhy5ma9sOHufzXcvYc1zJ/kpZmspb5lu3Bg3/LR2YPxxHmKGYsWZ9uwuNHlPrWl7Qz9sft",
+    "PYuJG7FJ8UMsw4bjgyarmd0HghscEz5Zmz/KAltuFwKBgDr6wExTnH6Pvc/6OhY8bnmme3E7/F6Ot2Nw9W5IzDke",
+    "UtppS1T5ORqjnV9p833tzsL0Yq7l24hya74AAcIx7p5CAIMq4vFzPKqaRnmix8RPuZClkpElCh5lqvNB545dPUc/",
+    "o+LVAiPexKFBmVNEQW9ra8xw8HTudGrm7LSPvm4JAoGAKvgOSvb0zbN9NN/LKA08xAvfJhiC36N4u6ZN2FOLUppj",
+    "kFPZVaafwXh/BuFsA3no/GKkeVp0hGn3GsoVuwISJ45ZGxhwyPBllq8RUSuKGfL4JnUHDmOR/Ogs6JwVQQgbx6wD",
+    "9B+WZ/Ck3yY+qjq2/oYmFME+g/c7EweIaoXWLeMCgYASCkGdsh1mUuRRwCA6Mk5zVkgQ27fWTV+jDv0T5NfDMq4B",
+    "HUpymu9LUN4JYeCiz1iVgjCB4FHEk+SDzPsAblDwc9PnFvdW/kHWDX1UvzMUcTIjeu4FQw6N66Vl4FaPdqecjHKr",
+    "BLaj9N3VkE4X0I5zs9IthkJTIONinFGH/d1zTA==",
+);
+const RSA_N: &str = "np7jc0PzuhQ_muxddE2fPBs7tadw5K2Kww-7gJMQfVYFKBk10QKL_5dw4tClDMDodgWfl0aeqy1TcTpcK0fb_OatNj2wgT38UzfOrZJAmnurW9ytTGf2Dr6hrcaMJUyBBLXxEDOXMnd-WbcRNpd4QNiaU6ZJ4MqQWoFlV_M9AkmfPcxr1qcUnzarMcMT6WS68Y8MoIcNC3nJHyBQg4wix6mmCAxnqJjVppA5px_W-ubNn-QlDBKqArAApcsEY5WuQ52JVSejcR3jMEPsushTqdcul2OZGkuOLcQw--8e2SmeU4rEOGuRwHBbh4G48Fcy2SAoVaGOvGRrZl-YNXJopQ";
+
+fn rsa_sign(header: &serde_json::Value, payload: &serde_json::Value) -> String {
+    use base64::engine::general_purpose::STANDARD;
+    use ring::signature::{RsaKeyPair, RSA_PKCS1_SHA256};
+    let pair = RsaKeyPair::from_pkcs8(&STANDARD.decode(RSA_PKCS8).unwrap()).unwrap();
+    let input = format!("{}.{}", b64(header), b64(payload));
+    let mut sig = vec![0; pair.public().modulus_len()];
+    pair.sign(
+        &RSA_PKCS1_SHA256,
+        &SystemRandom::new(),
+        input.as_bytes(),
+        &mut sig,
+    )
+    .unwrap();
+    format!("{input}.{}", URL_SAFE_NO_PAD.encode(sig))
+}
+
+#[test]
+fn rs256_proofs_verify_at_registration_and_refresh() {
+    let jwk = serde_json::json!({"kty": "RSA", "n": RSA_N, "e": "AQAB"});
+    let registration = rsa_sign(
+        &serde_json::json!({"alg": "RS256", "typ": "dbsc+jwt", "jwk": jwk}),
+        &serde_json::json!({"jti": "c"}),
+    );
+    let ok = verify_registration(&registration, &expect("c")).unwrap();
+    assert_eq!(ok.alg, Algorithm::Rs256);
+    let stored = Jwk::from_json(&ok.key.to_json()).unwrap();
+    let refresh = rsa_sign(
+        &serde_json::json!({"alg": "RS256", "typ": "dbsc+jwt"}),
+        &serde_json::json!({"jti": "d"}),
+    );
+    assert!(verify_refresh(&refresh, &expect("d"), &stored, Algorithm::Rs256).is_ok());
+    // The stored RSA key does not verify an ES256 proof, nor an RS256 one under ES256.
+    let es = Device::new().sign(
+        serde_json::json!({"alg": "ES256", "typ": "dbsc+jwt"}),
+        serde_json::json!({"jti": "d"}),
+    );
+    assert_eq!(
+        verify_refresh(&es, &expect("d"), &stored, Algorithm::Rs256),
+        Err(ProofError::Algorithm)
+    );
+    assert_eq!(
+        verify_refresh(&refresh, &expect("d"), &stored, Algorithm::Es256),
+        Err(ProofError::Algorithm)
+    );
+    // A modulus with a leading zero byte is the same key (minimal form before ring).
+    let mut n = URL_SAFE_NO_PAD.decode(RSA_N).unwrap();
+    n.insert(0, 0);
+    let padded: Jwk = serde_json::from_value(
+        serde_json::json!({"kty": "RSA", "n": URL_SAFE_NO_PAD.encode(n), "e": "AQAB"}),
+    )
+    .unwrap();
+    assert!(verify_refresh(&refresh, &expect("d"), &padded, Algorithm::Rs256).is_ok());
+}
