@@ -375,3 +375,29 @@ fn rs256_proofs_verify_at_registration_and_refresh() {
     .unwrap();
     assert!(verify_refresh(&refresh, &expect("d"), &padded, Algorithm::Rs256).is_ok());
 }
+
+/// Every single-character change anywhere in a valid proof (header, payload, signature, the
+/// dots) is refused, without panicking: the signature covers all of it, and base64url is
+/// decoded strictly (no padding, no stray trailing bits), so no edit keeps a proof valid.
+#[test]
+fn every_one_character_edit_of_a_valid_proof_is_refused() {
+    let d = Device::new();
+    let good = d.registration("c");
+    assert!(verify_registration(&good, &expect("c")).is_ok());
+    let mut edits = 0;
+    for (i, original) in good.char_indices() {
+        for replacement in ['A', 'B', 'z', '0', '-', '_', '.', '=', ' '] {
+            if replacement == original {
+                continue;
+            }
+            let mut edited = good.clone();
+            edited.replace_range(i..i + 1, &replacement.to_string());
+            assert!(
+                verify_registration(&edited, &expect("c")).is_err(),
+                "an edit at {i} ({original} → {replacement}) still verified"
+            );
+            edits += 1;
+        }
+    }
+    assert!(edits >= good.len() * 8, "{edits}");
+}
