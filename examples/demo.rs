@@ -10,8 +10,8 @@
 //! DBSC only over HTTPS: `--tls` serves HTTPS with a self-signed certificate made at start
 //! (its SPKI SHA-256 is printed for Chrome's `--ignore-certificate-errors-spki-list`), or
 //! `--tls-cert FILE --tls-key FILE` with your own PEM files. The TLS part is built only in
-//! the `e2e` workspace member, so that rustls and rcgen stay out of the crate's own
-//! `cargo test`: `cargo run -p tsg-e2e --bin demo -- --tls --dbsc`.
+//! `e2e/` (its own workspace, like `fuzz/`), so that rustls and rcgen stay out of the crate's
+//! own `cargo test`: `cargo run --manifest-path e2e/Cargo.toml --bin demo -- --tls --dbsc`.
 //!
 //! Authenticated sessions are pinned to their login address and checked by a validation
 //! policy in allow mode: "admins from the console host" (role admin from 127.0.0.1 or ::1)
@@ -187,7 +187,7 @@ async fn serve<St: SessionStore>(
     .map_err(|e| format!("server error: {e}"))
 }
 
-/// HTTPS on `listener` (the e2e workspace member's build of this demo).
+/// HTTPS on `listener` (e2e/'s build of this demo).
 #[cfg(tsg_demo_tls)]
 async fn serve_https(
     listener: tokio::net::TcpListener,
@@ -233,8 +233,8 @@ async fn serve_https(
     _: &Extra,
 ) -> Result<(), String> {
     Err(
-        "HTTPS is built into the demo of the e2e workspace member (rustls and rcgen stay out \
-of the crate's own build): cargo run -p tsg-e2e --bin demo -- --tls --dbsc"
+        "HTTPS is built into the demo of e2e/ (rustls and rcgen stay out of the crate's own \
+build): cargo run --manifest-path e2e/Cargo.toml --bin demo -- --tls --dbsc"
             .into(),
     )
 }
