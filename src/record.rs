@@ -112,6 +112,9 @@ pub struct BoundDevice {
     /// When the current bound cookie stops being accepted (the layer's clock).
     #[serde(default)]
     pub cookie_expires: Option<SystemTime>,
+    /// When the key was registered (the layer's clock).
+    #[serde(default)]
+    pub bound_at: Option<SystemTime>,
 }
 
 impl BoundDevice {

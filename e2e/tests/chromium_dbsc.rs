@@ -239,6 +239,16 @@ async fn chromium_registers_refreshes_and_stays_signed_in() {
     );
     // The session list shows this session as device-bound.
     assert!(page.contains("<td>yes</td>"), "{page}");
+    // The real browser never sent a request of its bound session without a valid bound
+    // cookie: it held them back while refreshing (and the page after login, which races
+    // the registration, fell within the layer's registration grace).
+    assert_eq!(
+        demo_log.count("bound_cookie_refused"),
+        0,
+        "{}",
+        demo_log.lines().join("\n")
+    );
+    assert_eq!(demo_log.count("device_registered"), 1);
     let _ = browser.close().await;
     let _ = std::fs::remove_dir_all(&profile);
     println!(

@@ -29,6 +29,14 @@ pub const DEFAULT_BOUND_COOKIE_LIFETIME: Duration = Duration::from_secs(5 * 60);
 /// allow for a slow device key (TPM signatures take hundreds of milliseconds) and clock-free
 /// retries, and keep a leaked challenge useless soon after.
 pub const CHALLENGE_LIFETIME: Duration = Duration::from_secs(2 * 60);
+/// How long after registration a request of the session may still come without any bound
+/// cookie: the browser registers in the background while the page goes on, so the first
+/// navigation after a login (a redirect, a reload) can leave before the browser stored the
+/// bound cookie, and would otherwise be served logged out (seen with Chromium 156 in
+/// e2e/tests/chromium_dbsc.rs). Ten seconds covers that race with a wide margin; a copy made
+/// in that window still stops working ten seconds after registration, far within one
+/// bound-cookie lifetime. A wrong or expired bound cookie gets no grace.
+pub const REGISTRATION_GRACE: Duration = Duration::from_secs(10);
 /// The longest bound cookie lifetime `build()` accepts: longer gives a thief as long as the
 /// session itself, which is what binding exists to prevent.
 pub const MAX_BOUND_COOKIE_LIFETIME: Duration = Duration::from_secs(60 * 60);

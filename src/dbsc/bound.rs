@@ -11,7 +11,7 @@ use http::HeaderMap;
 use rand::RngCore;
 use sha2::{Digest, Sha256};
 
-use super::binding::{bound_cookie, Binding, CHALLENGE_LIFETIME};
+use super::binding::{bound_cookie, Binding, CHALLENGE_LIFETIME, REGISTRATION_GRACE};
 use crate::record::BoundDevice;
 
 /// `n` random bytes, base64url without padding.
@@ -104,9 +104,17 @@ pub(crate) fn check(
             }
         }
     }
-    Err(if seen {
-        Missing::Invalid
+    if seen {
+        return Err(Missing::Invalid);
+    }
+    // A request that raced the registration (no bound cookie at all, just after it).
+    let racing = device
+        .bound_at
+        .and_then(|at| at.checked_add(REGISTRATION_GRACE))
+        .is_some_and(|until| now < until);
+    if racing {
+        Ok(())
     } else {
-        Missing::Absent
-    })
+        Err(Missing::Absent)
+    }
 }

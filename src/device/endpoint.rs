@@ -300,6 +300,7 @@ impl Ctx<'_> {
             let mut device = device.clone();
             device.key = Some(verified.key.to_json());
             device.alg = Some(verified.alg.name().to_owned());
+            device.bound_at = Some(self.now);
             let set_cookie = bound::mint(self.binding, &mut device, self.now);
             let mut record = SessionRecord::clone(&live.record);
             record.device = Some(device.clone());

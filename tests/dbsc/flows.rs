@@ -232,3 +232,37 @@ fn build_refuses_unworkable_options() {
         );
     }
 }
+
+/// The first navigation after a login can leave before the browser has stored the bound
+/// cookie (it registers in the background): within `REGISTRATION_GRACE` a request without
+/// any bound cookie is still served as the session; after it, never, and a wrong bound
+/// cookie gets no grace at all.
+pub(crate) async fn a_request_racing_the_registration_is_served(store: impl SessionStore) {
+    use tower_session_guard::dbsc::REGISTRATION_GRACE;
+    let h = Harness::new();
+    let app = app(&h, store);
+    let mut chrome = Browser::new(&app);
+    chrome.login().await;
+    chrome.register().await;
+    let bound = chrome.jar.remove(BOUND).unwrap();
+    assert_eq!(
+        chrome.get_me().await,
+        StatusCode::OK,
+        "raced the registration"
+    );
+    chrome.jar.insert(BOUND.to_owned(), "forged".into());
+    assert_eq!(
+        chrome.get_me().await,
+        StatusCode::UNAUTHORIZED,
+        "no grace for a forgery"
+    );
+    chrome.jar.remove(BOUND);
+    h.clock.advance(REGISTRATION_GRACE);
+    assert_eq!(
+        chrome.get_me().await,
+        StatusCode::UNAUTHORIZED,
+        "grace over"
+    );
+    chrome.jar.insert(BOUND.to_owned(), bound);
+    assert_eq!(chrome.get_me().await, StatusCode::OK);
+}

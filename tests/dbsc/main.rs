@@ -113,6 +113,7 @@ on_every_store!(
     a_rotation_offers_registration_again_and_keeps_a_binding,
     a_registration_challenge_expires,
     racing_refreshes_with_one_proof_get_one_cookie,
+    a_request_racing_the_registration_is_served,
 );
 
 pub(crate) fn events_of(h: &Harness, kind: &str) -> Vec<SessionEvent> {

@@ -193,6 +193,7 @@ fn a_device_binding_round_trips() {
         challenge_expires: Some(now + Duration::from_secs(60)),
         cookie_hash: Some("ab".repeat(32)),
         cookie_expires: Some(now + Duration::from_secs(300)),
+        bound_at: Some(now),
     });
     let key = SessionToken::generate().key();
     let blob = Blob::encode(&key, &r, now);
