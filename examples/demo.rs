@@ -2,7 +2,8 @@
 //!
 //! Flags: `--addr IP:PORT` (default 127.0.0.1:3000), `--idle-timeout SECS` (default 1800),
 //! `--absolute-timeout SECS` (default 28800), `--pin exact|subnet|off` (default exact),
-//! `--trusted-proxy CIDR` (repeatable; default none).
+//! `--trusted-proxy CIDR` (repeatable; default none), `--redis URL` or `--postgres URL`
+//! (sessions in Redis or PostgreSQL instead of in memory).
 //!
 //! Device Bound Session Credentials (issue 15): `--dbsc` turns binding on (logins offer it;
 //! Chrome with DBSC enabled registers a device key and renews a short-lived bound cookie),
@@ -61,12 +62,17 @@ async fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let result = match &args.redis {
-        Some(url) => match common::connect_redis(url).await {
+    let result = match (&args.redis, &args.postgres) {
+        (Some(_), Some(_)) => Err("--redis and --postgres: choose one store".to_owned()),
+        (Some(url), None) => match common::connect_redis(url).await {
             Ok(store) => serve(store, &args, &extra).await,
             Err(e) => Err(format!("cannot use Redis at {url}: {e}")),
         },
-        None => serve(common::memory_store(&args), &args, &extra).await,
+        (None, Some(url)) => match common::connect_postgres(url).await {
+            Ok(store) => serve(store, &args, &extra).await,
+            Err(e) => Err(format!("cannot use PostgreSQL at {url}: {e}")),
+        },
+        (None, None) => serve(common::memory_store(&args), &args, &extra).await,
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -244,6 +244,21 @@ impl<P: PostAuthPolicy> SessionGuardBuilder<P> {
         self
     }
 
+    /// The longest lifetime of a remembered login (default 30 days, NIST SP 800-63B-3
+    /// §4.1.3): a [`LoginOptions::remember_me`](crate::LoginOptions::remember_me) asking
+    /// for longer gets this. Lowering it shortens sessions remembered before.
+    pub fn max_remember_me(mut self, lifetime: Duration) -> Self {
+        self.settings.max_remember_me = lifetime;
+        self
+    }
+
+    /// The idle timeout of a remembered login (default 7 days; never longer than
+    /// [`max_remember_me`](Self::max_remember_me)).
+    pub fn remember_me_idle_timeout(mut self, idle: Duration) -> Self {
+        self.settings.remember_me_idle_timeout = idle;
+        self
+    }
+
     /// The clock (default the system clock); tests inject a [`ManualClock`](crate::ManualClock).
     pub fn clock(mut self, clock: impl Clock) -> Self {
         self.hooks.clock = Arc::new(clock);

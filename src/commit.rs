@@ -79,7 +79,7 @@ impl Commit {
             Outcome::Unchanged => None,
             Outcome::Issued { token, record } => {
                 let config = &self.session.core().env().config;
-                let max_age = config.settings.cookie.persistent.then(|| {
+                let max_age = config.persistent_cookie(&record).then(|| {
                     config
                         .absolute_expiry(&record)
                         .duration_since(self.now)

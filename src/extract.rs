@@ -5,7 +5,7 @@ use axum::response::{IntoResponse, Response};
 use http::request::Parts;
 use http::StatusCode;
 
-use crate::record::Identity;
+use crate::record::IdentityRef;
 use crate::rejection::Rejection;
 use crate::session::{Session, SessionError};
 
@@ -51,7 +51,7 @@ impl<S: Send + Sync> FromRequestParts<S> for Session {
 ///     .layer(SessionGuardLayer::new(MemoryStore::new()));
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Authenticated(pub Identity);
+pub struct Authenticated(pub IdentityRef);
 
 #[cfg_attr(docsrs, doc(cfg(feature = "axum")))]
 impl<S: Send + Sync> FromRequestParts<S> for Authenticated {

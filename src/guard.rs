@@ -1,5 +1,6 @@
 //! Route guards (see [`RouteGuard`]).
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
@@ -65,13 +66,23 @@ impl Requirement {
 #[must_use]
 pub struct RouteGuard {
     requirement: Arc<Requirement>,
+    /// Whether a request without the session layer was already reported at ERROR: a wiring
+    /// bug is logged once per guard, not once per request.
+    miswired: Arc<AtomicBool>,
+}
+
+impl RouteGuard {
+    fn new(requirement: Requirement) -> RouteGuard {
+        RouteGuard {
+            requirement: Arc::new(requirement),
+            miswired: Arc::new(AtomicBool::new(false)),
+        }
+    }
 }
 
 /// A guard that lets logged-in users through: 401 (gRPC `UNAUTHENTICATED`) for everyone else.
 pub fn require_login() -> RouteGuard {
-    RouteGuard {
-        requirement: Arc::new(Requirement::Login),
-    }
+    RouteGuard::new(Requirement::Login)
 }
 
 /// A guard that lets users with `role` through: 401 without a login, 403 (gRPC
@@ -87,18 +98,14 @@ where
     I: IntoIterator<Item = R>,
     R: Into<String>,
 {
-    RouteGuard {
-        requirement: Arc::new(Requirement::AnyRole(
-            roles.into_iter().map(Into::into).collect(),
-        )),
-    }
+    RouteGuard::new(Requirement::AnyRole(
+        roles.into_iter().map(Into::into).collect(),
+    ))
 }
 
 /// A guard that lets members of `group` through (401 / 403 as [`require_role`]).
 pub fn require_group(group: impl Into<String>) -> RouteGuard {
-    RouteGuard {
-        requirement: Arc::new(Requirement::AnyGroup(vec![group.into()])),
-    }
+    RouteGuard::new(Requirement::AnyGroup(vec![group.into()]))
 }
 
 impl<S> Layer<S> for RouteGuard {
@@ -108,6 +115,7 @@ impl<S> Layer<S> for RouteGuard {
         Guarded {
             inner,
             requirement: self.requirement.clone(),
+            miswired: self.miswired.clone(),
         }
     }
 }
@@ -117,6 +125,7 @@ impl<S> Layer<S> for RouteGuard {
 pub struct Guarded<S> {
     inner: S,
     requirement: Arc<Requirement>,
+    miswired: Arc<AtomicBool>,
 }
 
 impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for Guarded<S>
@@ -134,10 +143,15 @@ where
 
     fn call(&mut self, req: Request<ReqBody>) -> Self::Future {
         let Some(session) = req.extensions().get::<Session>() else {
-            tracing::error!(
-                "a route guard found no Session: put SessionGuardLayer in front of the guarded \
-                 route or service (`.layer(SessionGuardLayer::..)` outside `.route_layer(..)`)"
-            );
+            if self.miswired.swap(true, Ordering::Relaxed) {
+                tracing::debug!("a route guard found no Session (reported at ERROR before)");
+            } else {
+                tracing::error!(
+                    "a route guard found no Session: put SessionGuardLayer in front of the \
+                     guarded route or service (`.layer(SessionGuardLayer::..)` outside \
+                     `.route_layer(..)`); reported once per guard, every such request answers 500"
+                );
+            }
             let res = respond(
                 &DefaultRejectionResponse,
                 Rejection::MissingSessionLayer,

@@ -68,13 +68,19 @@ pub use crate::policy::{
     AllowAll, Decision, PolicyContext, PolicyError, PolicyMode, PostAuthPolicy, Rule,
     ValidationPolicy, ValidationPolicyBuilder,
 };
-pub use crate::record::{BoundDevice, ExpiryKind, Identity, SessionRecord};
+pub use crate::record::{BoundDevice, ExpiryKind, Identity, IdentityRef, SessionRecord};
 pub use crate::rejection::{is_grpc, DefaultRejectionResponse, Rejection, ResponseForRejection};
 pub use crate::service::SessionGuard;
-pub use crate::session::{Session, SessionError, MAX_VALUE_DEPTH};
+pub use crate::session::{LoginOptions, Session, SessionError, MAX_VALUE_DEPTH};
 pub use crate::store::memory::{MemoryStore, MemoryStoreBuilder};
+#[cfg(any(feature = "redis", feature = "postgres"))]
+#[cfg_attr(docsrs, doc(cfg(any(feature = "redis", feature = "postgres"))))]
+pub use crate::store::near_cache::NearCacheStats;
+#[cfg(feature = "postgres")]
+#[cfg_attr(docsrs, doc(cfg(feature = "postgres")))]
+pub use crate::store::postgres::{PostgresStore, PostgresStoreBuilder, PostgresStoreError};
 #[cfg(feature = "redis")]
 #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
-pub use crate::store::redis::{NearCacheStats, RedisStore, RedisStoreBuilder, RedisStoreError};
+pub use crate::store::redis::{RedisStore, RedisStoreBuilder, RedisStoreError};
 pub use crate::transport::{TokenTransport, MAX_COOKIE_HEADER};
 pub use ::cookie::SameSite;

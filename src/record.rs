@@ -2,6 +2,7 @@
 
 use std::collections::HashMap;
 use std::net::IpAddr;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
@@ -52,6 +53,85 @@ impl Identity {
     }
 }
 
+/// The logged-in [`Identity`] as [`Session::identity`](crate::Session::identity) hands it
+/// out: a shared handle on the loaded record, so getting it, cloning it and reading it copy
+/// nothing (an owned `Identity` would copy the user id and every role and group on each
+/// request). It derefs to [`Identity`]; [`Identity::from`] makes an owned copy when one is
+/// needed, and it serializes as the identity itself.
+///
+/// ```
+/// # use tower_session_guard::{Identity, IdentityRef};
+/// fn greet(who: &Identity) -> String {
+///     format!("hello {}", who.user_id)
+/// }
+/// # fn use_it(id: IdentityRef) -> String {
+/// greet(&id) // &IdentityRef derefs to &Identity
+/// # }
+/// ```
+#[derive(Clone)]
+pub struct IdentityRef(Arc<SessionRecord>);
+
+impl IdentityRef {
+    /// The identity of `record`, if it has one.
+    pub(crate) fn of(record: Arc<SessionRecord>) -> Option<IdentityRef> {
+        record.identity.is_some().then_some(IdentityRef(record))
+    }
+}
+
+/// What an `IdentityRef` derefs to if its record had no identity, which [`IdentityRef::of`]
+/// never lets happen; it keeps `deref` free of a panic path.
+static NO_IDENTITY: Identity = Identity {
+    user_id: String::new(),
+    roles: Vec::new(),
+    groups: Vec::new(),
+};
+
+impl std::ops::Deref for IdentityRef {
+    type Target = Identity;
+
+    fn deref(&self) -> &Identity {
+        self.0.identity.as_ref().unwrap_or(&NO_IDENTITY)
+    }
+}
+
+impl AsRef<Identity> for IdentityRef {
+    fn as_ref(&self) -> &Identity {
+        self
+    }
+}
+
+impl std::fmt::Debug for IdentityRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        Identity::fmt(self, f)
+    }
+}
+
+impl PartialEq for IdentityRef {
+    fn eq(&self, other: &IdentityRef) -> bool {
+        **self == **other
+    }
+}
+
+impl Eq for IdentityRef {}
+
+impl PartialEq<Identity> for IdentityRef {
+    fn eq(&self, other: &Identity) -> bool {
+        **self == *other
+    }
+}
+
+impl From<IdentityRef> for Identity {
+    fn from(id: IdentityRef) -> Identity {
+        Identity::clone(&id)
+    }
+}
+
+impl Serialize for IdentityRef {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        Identity::serialize(self, serializer)
+    }
+}
+
 /// One session as the store holds it. The store never sees the token, only its key.
 ///
 /// `version` starts at 1 and goes up by one on every write; stores use it for
@@ -78,9 +158,15 @@ pub struct SessionRecord {
     pub user_agent: Option<String>,
     /// Application data, as JSON values keyed by name.
     pub data: HashMap<String, serde_json::Value>,
+    /// The lifetime this login asked to be remembered for
+    /// ([`LoginOptions::remember_me`](crate::LoginOptions::remember_me)); `None` for a
+    /// session that ends with the browser. The layer caps it by its current
+    /// `max_remember_me` when it computes the deadlines.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub remember_me: Option<Duration>,
     /// The device binding (DBSC, feature `dbsc`): pending after login, bound once the
     /// browser registered its key. `None` for sessions that never offered binding.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub device: Option<BoundDevice>,
 }
 
@@ -136,6 +222,7 @@ impl SessionRecord {
             pinned_ip: None,
             user_agent: None,
             data: HashMap::new(),
+            remember_me: None,
             device: None,
         }
     }

@@ -33,7 +33,8 @@ use crate::rejection::respond;
 #[cfg(feature = "dbsc")]
 use crate::steps::unknown_token;
 use crate::steps::{
-    consider, decided, expire, policy_context, terminate, Next, Pick, RequestView, Stage,
+    consider, decided, expire, policy_context, terminate, Next, PendingLoad, Pick, RequestView,
+    Stage,
 };
 use crate::transport::{self, Via};
 
@@ -121,11 +122,11 @@ where
                 let mut next = None;
                 for (i, key) in candidates.from(0) {
                     let Some(loaded) = core.store.load_now(key) else {
-                        next = Some(Next::Then(Stage::Load {
+                        next = Some(Next::Then(Stage::Load(Box::new(PendingLoad {
                             candidates,
                             from: i,
                             pick: std::mem::take(&mut pick),
-                        }));
+                        }))));
                         break;
                     };
                     next = consider(&core.policy, env, key, loaded, client, view, now, &mut pick);
@@ -201,11 +202,12 @@ where
     let current = loop {
         let view = RequestView::of(&req);
         let next = match stage {
-            Stage::Load {
-                candidates,
-                from,
-                mut pick,
-            } => {
+            Stage::Load(pending) => {
+                let PendingLoad {
+                    candidates,
+                    from,
+                    mut pick,
+                } = *pending;
                 let mut next = None;
                 for (_, key) in candidates.from(from) {
                     let loaded = store.load(key).await;

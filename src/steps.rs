@@ -24,18 +24,23 @@ use crate::transport::{self, Candidates, Via};
 
 /// The step at which the synchronous path had to wait.
 pub(crate) enum Stage {
-    /// The store cannot answer the load of candidate `from` without a round trip.
-    Load {
-        candidates: Candidates,
-        from: usize,
-        pick: Pick,
-    },
+    /// The store cannot answer the load of candidate `from` without a round trip. Boxed:
+    /// the candidates are large, and this stage is taken only on the asynchronous path, which
+    /// allocates anyway, so every `Next` the synchronous path moves around stays small.
+    Load(Box<PendingLoad>),
     /// The record has expired: delete it, then go on without a session.
     Expired(Loaded, ExpiryKind),
     /// The session passed its pin; the policy must be awaited.
     Policy(Loaded, IpAddr),
     /// The session was refused: end it on the server, then answer.
     Terminate(Loaded, Rejection),
+}
+
+/// The candidates left to load, from position `from`, and what the loaded ones left behind.
+pub(crate) struct PendingLoad {
+    pub(crate) candidates: Candidates,
+    pub(crate) from: usize,
+    pub(crate) pick: Pick,
 }
 
 /// What the synchronous steps decided.

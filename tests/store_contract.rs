@@ -1,7 +1,9 @@
 //! The store contract (`tower_session_guard::store::contract`) on this crate's stores:
-//! `MemoryStore` always, `RedisStore` on one Redis when `REDIS_URL` is set (listed as ignored
+//! `MemoryStore` always, `RedisStore` on one Redis when `REDIS_URL` is set and
+//! `PostgresStore` on one PostgreSQL when `POSTGRES_URL` is set (each listed as ignored
 //! otherwise), and deliberately broken stores, to show that the suite catches them.
 
+mod postgres_support;
 mod redis_support;
 
 use std::future::Future;
@@ -10,6 +12,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll, Wake, Waker};
 use std::time::Duration;
 
+use postgres_support::{postgres_url, PostgresHarness};
 use redis_support::{redis_url, RedisHarness};
 use tower_session_guard::store::contract::{self, Harness};
 use tower_session_guard::store::{
@@ -78,6 +81,17 @@ async fn redis_store_keeps_the_store_contract_on_one_redis() {
     let not_checked = contract::run_all(&RedisHarness::new(&redis_url())).await;
     // Redis's `maxmemory` is the store's only bound on sessions in all; tests/redis.rs fills
     // a private server to it (a_full_redis_refuses_new_guests_and_still_ends_sessions).
+    assert_eq!(not_checked, ["guest_is_refused_when_only_users_are_left"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(
+    not(tsg_postgres),
+    ignore = "set POSTGRES_URL=postgres://postgres@127.0.0.1:5432/test to run the PostgreSQL tests"
+)]
+async fn postgres_store_keeps_the_store_contract() {
+    let not_checked = contract::run_all(&PostgresHarness::new(&postgres_url())).await;
+    // No total bound on sessions (the disk is the bound), as for Redis's maxmemory.
     assert_eq!(not_checked, ["guest_is_refused_when_only_users_are_left"]);
 }
 

@@ -87,6 +87,8 @@ pub struct Args {
     pub capacity: Option<u64>,
     /// `--redis URL`: sessions in Redis instead of in memory.
     pub redis: Option<String>,
+    /// `--postgres URL`: sessions in PostgreSQL instead of in memory.
+    pub postgres: Option<String>,
     /// `--max-sessions N`: cap each user's live sessions (the oldest are evicted).
     pub max_sessions: Option<usize>,
     /// Flags this parser does not know, for the caller.
@@ -96,7 +98,7 @@ pub struct Args {
 pub const FLAGS: &str = "[--addr IP:PORT] [--idle-timeout SECS] [--absolute-timeout SECS] \
 [--pin exact|subnet|off] [--trusted-proxy CIDR]... \
 [--forwarded-header x-forwarded-for|forwarded|x-real-ip] [--capacity N] [--redis URL] \
-[--max-sessions N]";
+[--postgres URL] [--max-sessions N]";
 
 /// Parses the shared flags from `args`; unknown words are left in `rest`.
 pub fn parse_args(
@@ -112,6 +114,7 @@ pub fn parse_args(
         forwarded_header: None,
         capacity: None,
         redis: None,
+        postgres: None,
         max_sessions: None,
         rest: Vec::new(),
     };
@@ -125,6 +128,7 @@ pub fn parse_args(
                 | "--pin"
                 | "--trusted-proxy"
                 | "--redis"
+                | "--postgres"
                 | "--max-sessions"
                 | "--forwarded-header"
                 | "--capacity"
@@ -166,6 +170,7 @@ longest lifetime browsers and the library allow), got {v:?}",
                 }
             }
             "--redis" => out.redis = Some(value),
+            "--postgres" => out.postgres = Some(value),
             "--forwarded-header" => out.forwarded_header = Some(value.parse()?),
             "--capacity" => {
                 out.capacity = Some(value.parse::<u64>().ok().filter(|n| *n > 0).ok_or_else(
@@ -287,4 +292,19 @@ pub async fn connect_redis(url: &str) -> Result<tower_session_guard::RedisStore,
 #[cfg(not(feature = "redis"))]
 pub async fn connect_redis(_url: &str) -> Result<tower_session_guard::MemoryStore, String> {
     Err("this build has no Redis store: run with `--features redis`".to_owned())
+}
+
+/// `--postgres URL`: sessions in PostgreSQL (schema `tsg`, created on first use), with a moka
+/// near-cache kept coherent across instances by LISTEN/NOTIFY.
+#[cfg(feature = "postgres")]
+pub async fn connect_postgres(url: &str) -> Result<tower_session_guard::PostgresStore, String> {
+    tower_session_guard::PostgresStore::connect(url)
+        .await
+        .map_err(|e| e.to_string())
+}
+
+/// `--postgres URL` in a build without feature `postgres`.
+#[cfg(not(feature = "postgres"))]
+pub async fn connect_postgres(_url: &str) -> Result<tower_session_guard::MemoryStore, String> {
+    Err("this build has no PostgreSQL store: run with `--features postgres`".to_owned())
 }

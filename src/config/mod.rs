@@ -23,6 +23,8 @@
 //! | token transport | `Both` | HTTP requests use only the `HttpOnly` cookie (a token header is ignored, so it can neither shadow a valid cookie nor make the layer hand a token to page script); gRPC requests use the header, and the cookie if they send no header |
 //! | token header | `x-session-token` | a custom header is never sent by browsers on their own, so it cannot be abused cross-site; `x-` marks it as application-specific |
 //! | sessions per user | 20, oldest evicted | one account cannot fill the store or make per-user operations slow; 20 is more browsers and devices than a person uses at once (OWASP, "Simultaneous Session Logons"); users can see and end their other sessions (ASVS 3.3.4) |
+//! | remember me: longest lifetime | 30 days | a login the user asked to be remembered on this device ([`LoginOptions::remember_me`](crate::LoginOptions::remember_me)) lives at most this long, however long the application asks for: NIST SP 800-63B-3 §4.1.3 requires reauthentication at least every 30 days even at AAL1 |
+//! | remember me: idle timeout | 7 days | a remembered session must survive nights and weekends (otherwise remembering is pointless), but a device left unused for a week logs in again; a remembered session is an AAL1-style session, so keep it out of what needs AAL2 (check [`Session::is_remembered`](crate::Session::is_remembered) or `authenticated_at` before sensitive actions) |
 //! | device binding (feature `dbsc`) | off; when on: bound cookie `__Host-bound` for 5 min, challenges 2 min, ES256 and RS256 | a copied cookie pair stops working within one bound-cookie lifetime; see `dbsc::DeviceBinding` for each default's reason (W3C webappsec-dbsc) |
 //! | touch interval | idle / 20 | activity on reads is written at most this often, so an idle session expires between `idle − idle/20` and `idle` after its last request |
 //!
@@ -89,6 +91,10 @@ pub const DEFAULT_GUESSING_LIMIT: GuessingLimit = GuessingLimit {
 };
 /// Default interval over which flood-prone events are aggregated.
 pub const DEFAULT_EVENT_INTERVAL: Duration = Duration::from_secs(10);
+/// Default longest lifetime of a remembered login: 30 days (NIST SP 800-63B-3 §4.1.3).
+pub const DEFAULT_MAX_REMEMBER_ME: Duration = Duration::from_secs(30 * 24 * 60 * 60);
+/// Default idle timeout of a remembered login: 7 days.
+pub const DEFAULT_REMEMBER_ME_IDLE_TIMEOUT: Duration = Duration::from_secs(7 * 24 * 60 * 60);
 /// Activity is recorded on reads at most once per `idle_timeout / TOUCH_FRACTION`.
 pub const TOUCH_FRACTION: u32 = 20;
 
@@ -118,29 +124,51 @@ impl Config {
             .max(1)
     }
 
-    /// The idle timeout that applies to `record`: guests have their own, shorter one.
+    /// The lifetime a remembered login asked for, capped by the current setting (so lowering
+    /// it applies to sessions remembered before); `None` for every other session.
+    fn remembered_for(&self, record: &SessionRecord) -> Option<Duration> {
+        let asked = record.remember_me.filter(|_| record.identity.is_some())?;
+        Some(asked.min(self.settings.max_remember_me))
+    }
+
+    /// The idle timeout that applies to `record`: guests have their own, shorter one, and a
+    /// remembered login a longer one (never longer than its own lifetime).
     pub(crate) fn idle_for(&self, record: &SessionRecord) -> Duration {
-        if record.identity.is_some() {
-            self.settings.idle_timeout
-        } else {
+        if record.identity.is_none() {
             self.settings.guest_idle_timeout
+        } else if let Some(lifetime) = self.remembered_for(record) {
+            self.settings.remember_me_idle_timeout.min(lifetime)
+        } else {
+            self.settings.idle_timeout
         }
+    }
+
+    /// The absolute lifetime that applies to `record`: a remembered login has its own.
+    fn absolute_for(&self, record: &SessionRecord) -> Duration {
+        self.remembered_for(record)
+            .unwrap_or(self.settings.absolute_timeout)
     }
 
     /// Why `record` is expired at `now`, if it is.
     pub(crate) fn expiry(&self, record: &SessionRecord, now: SystemTime) -> Option<ExpiryKind> {
-        record.expiry(now, self.idle_for(record), self.settings.absolute_timeout)
+        record.expiry(now, self.idle_for(record), self.absolute_for(record))
     }
 
     /// When `record` expires without further activity.
     pub(crate) fn expires_at(&self, record: &SessionRecord) -> SystemTime {
-        record.expires_at(self.idle_for(record), self.settings.absolute_timeout)
+        record.expires_at(self.idle_for(record), self.absolute_for(record))
     }
 
     /// When `record`'s absolute lifetime ends, whatever the activity.
     pub(crate) fn absolute_expiry(&self, record: &SessionRecord) -> SystemTime {
-        let absolute = self.settings.absolute_timeout;
+        let absolute = self.absolute_for(record);
         record.expires_at(absolute, absolute)
+    }
+
+    /// Whether the cookie that carries `record`'s token outlives the browser: the layer-wide
+    /// setting, or a remembered login.
+    pub(crate) fn persistent_cookie(&self, record: &SessionRecord) -> bool {
+        self.settings.cookie.persistent || self.remembered_for(record).is_some()
     }
 
     /// How often a read of `record` records activity.

@@ -9,7 +9,8 @@ use cookie::SameSite;
 use super::{
     DEFAULT_ABSOLUTE_TIMEOUT, DEFAULT_COOKIE_NAME, DEFAULT_EVENT_INTERVAL, DEFAULT_GUESSING_LIMIT,
     DEFAULT_GUEST_CREATION_LIMIT, DEFAULT_GUEST_IDLE_TIMEOUT, DEFAULT_IDLE_TIMEOUT,
-    DEFAULT_MAX_SESSIONS_PER_USER, DEFAULT_TOKEN_HEADER,
+    DEFAULT_MAX_REMEMBER_ME, DEFAULT_MAX_SESSIONS_PER_USER, DEFAULT_REMEMBER_ME_IDLE_TIMEOUT,
+    DEFAULT_TOKEN_HEADER,
 };
 use crate::abuse::{GuessingLimit, RateLimit};
 use crate::client_ip::ForwardedHeader;
@@ -29,6 +30,8 @@ pub(crate) struct Settings {
     pub(crate) idle_timeout: Duration,
     pub(crate) guest_idle_timeout: Duration,
     pub(crate) absolute_timeout: Duration,
+    pub(crate) max_remember_me: Duration,
+    pub(crate) remember_me_idle_timeout: Duration,
     pub(crate) pin: PinMode,
     pub(crate) allowed_ranges: Vec<String>,
     pub(crate) trusted_proxies: Vec<String>,
@@ -58,6 +61,8 @@ impl Default for Settings {
             idle_timeout: DEFAULT_IDLE_TIMEOUT,
             guest_idle_timeout: DEFAULT_GUEST_IDLE_TIMEOUT,
             absolute_timeout: DEFAULT_ABSOLUTE_TIMEOUT,
+            max_remember_me: DEFAULT_MAX_REMEMBER_ME,
+            remember_me_idle_timeout: DEFAULT_REMEMBER_ME_IDLE_TIMEOUT,
             pin: PinMode::Exact,
             allowed_ranges: Vec::new(),
             trusted_proxies: Vec::new(),

@@ -62,6 +62,8 @@ impl Settings {
             ("idle", self.idle_timeout),
             ("guest idle", self.guest_idle_timeout),
             ("absolute", self.absolute_timeout),
+            ("remember-me", self.max_remember_me),
+            ("remember-me idle", self.remember_me_idle_timeout),
         ] {
             if timeout.is_zero() {
                 return Err(ConfigError::ZeroTimeout(name));
@@ -70,12 +72,13 @@ impl Settings {
                 return Err(ConfigError::TimeoutTooLong(name, timeout));
             }
         }
-        for idle in [self.idle_timeout, self.guest_idle_timeout] {
-            if idle > self.absolute_timeout {
-                return Err(ConfigError::IdleLongerThanAbsolute {
-                    idle,
-                    absolute: self.absolute_timeout,
-                });
+        for (idle, absolute) in [
+            (self.idle_timeout, self.absolute_timeout),
+            (self.guest_idle_timeout, self.absolute_timeout),
+            (self.remember_me_idle_timeout, self.max_remember_me),
+        ] {
+            if idle > absolute {
+                return Err(ConfigError::IdleLongerThanAbsolute { idle, absolute });
             }
         }
         if self

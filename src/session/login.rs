@@ -5,7 +5,7 @@ use std::sync::atomic::Ordering;
 use std::time::SystemTime;
 
 use super::write::Attempts;
-use super::{Loaded, Session, SessionError};
+use super::{Loaded, LoginOptions, Session, SessionError};
 use crate::client_ip::{ClientAddr, UNKNOWN_IP};
 use crate::events::SessionEvent;
 use crate::id::{Fingerprint, SessionToken};
@@ -35,6 +35,21 @@ impl Session {
     /// [`SessionError::TooManySessions`] at the per-user limit with
     /// [`LimitPolicy::RejectNew`](crate::LimitPolicy::RejectNew); store errors.
     pub async fn login(&self, identity: Identity) -> Result<(), SessionError> {
+        self.login_with(identity, LoginOptions::default()).await
+    }
+
+    /// Logs `identity` in as [`login`](Self::login) does, with `options`: for example
+    /// [`LoginOptions::remember_me`], a persistent cookie and a longer lifetime for this
+    /// login only.
+    ///
+    /// # Errors
+    ///
+    /// As [`login`](Self::login).
+    pub async fn login_with(
+        &self,
+        identity: Identity,
+        options: LoginOptions,
+    ) -> Result<(), SessionError> {
         let _w = self.shared.writes.lock().await;
         let now = self.now();
         let client = self.shared.client;
@@ -58,6 +73,7 @@ impl Session {
         let client_ip = pinned.unwrap_or(UNKNOWN_IP);
         self.admit(&identity, client_ip).await?;
         let user_id = identity.user_id.clone();
+        let max_remember_me = self.env().config.settings.max_remember_me;
         let login = |rec: &mut SessionRecord| {
             let other_user = rec
                 .identity
@@ -70,6 +86,8 @@ impl Session {
             rec.authenticated_at = Some(now);
             rec.created_at = now;
             rec.pinned_ip = pinned;
+            // Stored as granted, so a lower cap configured later still applies on read.
+            rec.remember_me = options.remember_me.map(|d| d.min(max_remember_me));
             // A login is a new lineage: any earlier device binding ends, and (with DBSC on)
             // the response offers a fresh one.
             #[cfg(feature = "dbsc")]
@@ -203,7 +221,7 @@ impl Session {
     /// [`SessionError::NotAuthenticated`] on a guest session; otherwise as
     /// [`rotate`](Self::rotate).
     pub async fn update_identity(&self, f: impl FnOnce(&mut Identity)) -> Result<(), SessionError> {
-        let Some(mut identity) = self.identity() else {
+        let Some(mut identity) = self.identity().map(Identity::from) else {
             return Err(SessionError::NotAuthenticated);
         };
         f(&mut identity);

@@ -17,6 +17,7 @@
 mod devices;
 mod error;
 mod login;
+mod options;
 mod write;
 
 use std::net::IpAddr;
@@ -30,10 +31,11 @@ use crate::client_ip::ClientAddr;
 use crate::config::Env;
 use crate::core::DynCore;
 use crate::id::{Fingerprint, SessionKey, SessionToken};
-use crate::record::{Identity, SessionRecord};
+use crate::record::{IdentityRef, SessionRecord};
 use crate::store::DynStore;
 
 pub use error::SessionError;
+pub use options::LoginOptions;
 pub use write::MAX_VALUE_DEPTH;
 
 /// A session as loaded from the store (and checked by the layer): its key and record.
@@ -226,14 +228,23 @@ impl Session {
         self.state().current.as_ref().map(|l| l.record.clone())
     }
 
-    /// The logged-in identity, if any.
-    pub fn identity(&self) -> Option<Identity> {
-        self.record().and_then(|r| r.identity.clone())
+    /// The logged-in identity, if any: a shared handle on the loaded record (no copy; it
+    /// derefs to [`Identity`], and `Identity::from` makes an owned one).
+    pub fn identity(&self) -> Option<IdentityRef> {
+        self.record().and_then(IdentityRef::of)
     }
 
     /// Whether a user is logged in on this session.
     pub fn is_authenticated(&self) -> bool {
         self.record().is_some_and(|r| r.identity.is_some())
+    }
+
+    /// Whether this session is a remembered login
+    /// ([`LoginOptions::remember_me`](crate::LoginOptions::remember_me)): an application may
+    /// ask for a fresh login before sensitive actions on such a session.
+    pub fn is_remembered(&self) -> bool {
+        self.record()
+            .is_some_and(|r| r.identity.is_some() && r.remember_me.is_some())
     }
 
     /// When this session began (login starts a new one).

@@ -1,5 +1,6 @@
-//! Where sessions live: the [`SessionStore`] trait, the embedded [`MemoryStore`](crate::MemoryStore), and (feature
-//! `redis`) the shared `RedisStore` for applications that run on several instances.
+//! Where sessions live: the [`SessionStore`] trait, the embedded [`MemoryStore`](crate::MemoryStore), and the
+//! shared stores for applications that run on several instances: `RedisStore` (feature
+//! `redis`) and `PostgresStore` (feature `postgres`).
 //!
 //! The trait is small (seven operations: five for one session, `login` and `user_sessions`
 //! for the per-user index) but every write is conditional, so that the layer's invariants
@@ -24,9 +25,14 @@ pub mod contract;
 // `pub(crate)` also for the fuzz targets' entry points (src/fuzz.rs, `--cfg fuzzing` only),
 // which reach `memory::compact`.
 pub(crate) mod memory;
+// The record blob the remote stores write (format byte + MessagePack).
+#[cfg(any(feature = "redis", feature = "postgres"))]
+mod blob;
 // The coherent moka near-cache in front of the remote stores.
-#[cfg(feature = "redis")]
-mod near_cache;
+#[cfg(any(feature = "redis", feature = "postgres"))]
+pub(crate) mod near_cache;
+#[cfg(feature = "postgres")]
+pub(crate) mod postgres;
 #[cfg(feature = "redis")]
 pub(crate) mod redis;
 

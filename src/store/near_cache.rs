@@ -1,7 +1,7 @@
 //! The near-cache: a bounded moka cache in front of a remote store, with the guard that keeps
 //! a fill from re-inserting what an invalidation just removed. What keeps it coherent across
 //! instances (the invalidation messages, the connection flags) belongs to each store (for
-//! Redis: `redis/watch` and `redis/shared`).
+//! Redis: `redis/watch` and `redis/shared`; for PostgreSQL: `postgres/listen`).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -58,7 +58,7 @@ impl NearCache {
         self.hits.fetch_add(1, Ordering::Relaxed);
     }
 
-    /// Counts a load that went to Redis.
+    /// Counts a load that went to the store behind (Redis, PostgreSQL).
     pub(super) fn count_miss(&self) {
         self.misses.fetch_add(1, Ordering::Relaxed);
     }
@@ -136,7 +136,8 @@ impl NearCache {
 pub struct NearCacheStats {
     /// Loads served from the near-cache (no round trip).
     pub hits: u64,
-    /// Loads that went to Redis (near-cache miss, or near-cache bypassed).
+    /// Loads that went to the store behind, Redis or PostgreSQL (near-cache miss, or near-cache
+    /// bypassed).
     pub misses: u64,
 }
 

@@ -38,6 +38,7 @@
 //!   [`guest_is_refused_when_only_users_are_left`] (only for a store with a total bound: see
 //!   [`Harness::open_with_capacity`])
 //! * [`load_now_agrees_with_load`]
+//! * [`records_come_back_with_every_field`]: to the nanosecond, after an update and a login
 //! * [`records_expire_after_their_ttl`]: store ttls are wall-clock time, so this is the
 //!   suite's one real-time wait (ttls of 10 ms, polled for at most [`EXPIRY_GRACE`], 2 s)
 //!
@@ -103,7 +104,9 @@ pub use per_user::{
     login_with_and_without_an_old_session, user_sessions_leave_out_ended_sessions,
     user_sessions_lists_oldest_first_within_the_limit,
 };
-pub use reads::{load_now_agrees_with_load, records_expire_after_their_ttl};
+pub use reads::{
+    load_now_agrees_with_load, records_come_back_with_every_field, records_expire_after_their_ttl,
+};
 pub use room::{
     guest_budget_counts_only_guests, guest_budget_ends_the_oldest_guests_first,
     guest_is_refused_when_only_users_are_left,
@@ -134,6 +137,7 @@ pub async fn run_all<H: Harness>(h: &H) -> Vec<&'static str> {
         not_checked.push("guest_is_refused_when_only_users_are_left");
     }
     load_now_agrees_with_load(h).await;
+    records_come_back_with_every_field(h).await;
     // Last: the one real-time wait.
     records_expire_after_their_ttl(h).await;
     not_checked

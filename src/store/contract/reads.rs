@@ -1,12 +1,108 @@
-//! The rules for reads: a record ends with its ttl, and `load_now` agrees with `load`.
+//! The rules for reads: a record comes back as written, ends with its ttl, and `load_now`
+//! agrees with `load`.
 
-use std::time::Instant;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use super::harness::{
     assert_some_in_order, at, eventually, guest, key, listed, load, load_now_agrees, member, ok,
     sleep, t0, user_id, Harness, APPLIED, EXPIRY_GRACE, SHORT_TTL, TTL,
 };
+use crate::id::SessionKey;
+use crate::record::{Identity, SessionRecord};
 use crate::store::{LimitPolicy, LoginOutcome, SessionLimit, SessionStore};
+
+/// A record comes back with every field as written, to the nanosecond, on the other handle,
+/// after an update and under the new key of a login: a store may encode records as it likes
+/// (the memory store's compact blob, MessagePack in Redis), but it may lose nothing. A field
+/// added to [`SessionRecord`] later is caught here for every store that runs the suite.
+pub async fn records_come_back_with_every_field<H: Harness>(h: &H) {
+    const RULE: &str = "a record comes back with every field";
+    let (a, b) = h.open(None).await;
+    let start = t0() + Duration::from_nanos(123_456_789);
+    let mut full = SessionRecord::new(start);
+    full.last_seen = start + Duration::from_nanos(987_654_321);
+    full.authenticated_at = Some(start + Duration::from_nanos(1));
+    full.identity = Some(
+        Identity::new(user_id("fields"))
+            .with_roles(["admin", "ops"])
+            .with_groups(["staff", "émigré ✓"]),
+    );
+    full.pinned_ip = Some("2001:db8::7".parse().expect("an IPv6 literal"));
+    full.user_agent = Some("Mozilla/5.0 (X11; Linux x86_64) ✓".to_owned());
+    full.remember_me = Some(Duration::from_secs(14 * 24 * 3600) + Duration::from_nanos(5));
+    full.data.insert("count".to_owned(), 3.into());
+    full.data.insert("ratio".to_owned(), 0.1.into());
+    full.data.insert(
+        "cart".to_owned(),
+        serde_json::json!({"items": ["a", {"b": null}], "total": -12.5}),
+    );
+    let full = Arc::new(full);
+
+    let k = key();
+    assert_eq!(ok(a.create(k, full.clone(), TTL).await, RULE), APPLIED);
+    let read = ok(b.load(k).await, RULE);
+    assert_eq!(
+        read.as_deref(),
+        Some(&*full),
+        "store contract, {RULE}: as created, read on the other handle"
+    );
+
+    let mut next = SessionRecord::clone(&full);
+    next.version += 1;
+    next.pinned_ip = Some("192.0.2.1".parse().expect("an IPv4 literal"));
+    next.user_agent = None;
+    next.remember_me = None;
+    let next = Arc::new(next);
+    assert_eq!(ok(b.update(k, 1, next.clone(), TTL).await, RULE), APPLIED);
+    for (name, s) in [("the writing handle", &b), ("the other handle", &a)] {
+        assert_eq!(
+            settled(s, k, next.version, RULE).await.as_deref(),
+            Some(&*next),
+            "store contract, {RULE}: as updated, optional fields removed, on {name}"
+        );
+    }
+
+    let new = key();
+    let limit = Some(SessionLimit {
+        max: 5,
+        policy: LimitPolicy::EvictOldest,
+    });
+    let done = ok(
+        a.login(Some((k, 2)), new, full.clone(), TTL, limit).await,
+        RULE,
+    );
+    assert!(
+        matches!(done, LoginOutcome::Applied { .. }),
+        "store contract, {RULE}: the login applies"
+    );
+    for (name, s) in [("the writing handle", &a), ("the other handle", &b)] {
+        assert_eq!(
+            settled(s, new, full.version, RULE).await.as_deref(),
+            Some(&*full),
+            "store contract, {RULE}: as logged in under the new key, on {name}"
+        );
+    }
+}
+
+/// What `store` reads under `key` once it reads `version` (a write on the other handle reaches
+/// a near-cache within [`COHERENCE`](super::COHERENCE)), or what it reads then.
+async fn settled<S: SessionStore>(
+    store: &S,
+    key: SessionKey,
+    version: u64,
+    rule: &str,
+) -> Option<Arc<SessionRecord>> {
+    let start = Instant::now();
+    loop {
+        let got = ok(store.load(key).await, rule);
+        if got.as_ref().is_some_and(|r| r.version == version) || start.elapsed() >= super::COHERENCE
+        {
+            return got;
+        }
+        sleep(Duration::from_millis(5)).await;
+    }
+}
 
 /// A record written with a ttl is gone after it (store ttls are wall-clock time by
 /// contract): it is not listed, does not count against the per-user limit, and a delete of

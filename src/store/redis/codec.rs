@@ -8,25 +8,27 @@ use super::RedisStoreError;
 use crate::id::SessionKey;
 use crate::record::SessionRecord;
 
-/// The format byte of records written by this version.
-pub(super) const FORMAT_V1: u8 = 1;
+// The blob format is shared with the PostgreSQL store (`store::blob`).
+#[cfg(test)]
+pub(super) use crate::store::blob::FORMAT_V1;
+use crate::store::blob::{self, BlobError};
+
+impl From<BlobError> for RedisStoreError {
+    fn from(e: BlobError) -> Self {
+        match e {
+            BlobError::UnknownFormat(b) => RedisStoreError::UnknownFormat(b),
+            BlobError::Decode(m) => RedisStoreError::Decode(m),
+            BlobError::Encode(m) => RedisStoreError::Encode(m),
+        }
+    }
+}
 
 pub(crate) fn encode(record: &SessionRecord) -> Result<Vec<u8>, RedisStoreError> {
-    let mut out = Vec::with_capacity(256);
-    out.push(FORMAT_V1);
-    rmp_serde::encode::write_named(&mut out, record)
-        .map_err(|e| RedisStoreError::Encode(e.to_string()))?;
-    Ok(out)
+    Ok(blob::encode(record)?)
 }
 
 pub(crate) fn decode(blob: &[u8]) -> Result<SessionRecord, RedisStoreError> {
-    match blob.split_first() {
-        Some((&FORMAT_V1, rest)) => {
-            rmp_serde::from_slice(rest).map_err(|e| RedisStoreError::Decode(e.to_string()))
-        }
-        Some((&other, _)) => Err(RedisStoreError::UnknownFormat(other)),
-        None => Err(RedisStoreError::Decode("empty record".into())),
-    }
+    Ok(blob::decode(blob)?)
 }
 
 pub(crate) fn parse_hex_key(hex: &[u8]) -> Option<SessionKey> {

@@ -17,6 +17,7 @@ fn full() -> SessionRecord {
             .with_groups(["staff"]),
     );
     r.user_agent = Some("curl/8.5".into());
+    r.remember_me = Some(Duration::from_secs(14 * 24 * 3600));
     r.data.insert("count".into(), serde_json::json!(3));
     r.data
         .insert("cart".into(), serde_json::json!({"items": ["a", "b"]}));
@@ -26,7 +27,16 @@ fn full() -> SessionRecord {
 #[test]
 fn round_trips_every_field_exactly() {
     let key = SessionToken::generate().key();
-    for r in [full(), SessionRecord::new(SystemTime::now())] {
+    let mut remembered_without_agent = full();
+    remembered_without_agent.user_agent = None;
+    let mut agent_only = full();
+    agent_only.remember_me = None;
+    for r in [
+        full(),
+        remembered_without_agent,
+        agent_only,
+        SessionRecord::new(SystemTime::now()),
+    ] {
         let exp = SystemTime::now() + Duration::from_secs(60);
         let blob = Blob::encode(&key, &r, exp);
         assert_eq!(blob.decode().as_ref(), Some(&r));
@@ -53,6 +63,7 @@ fn an_authenticated_session_is_small() {
     let mut r = full();
     r.data.clear();
     r.user_agent = None;
+    r.remember_me = None;
     r.identity = Some(
         Identity::new("alice")
             .with_roles(["admin"])

@@ -3,8 +3,8 @@
 //! numbers and how to read them are in `BENCHMARKS.md`.
 //!
 //! ```text
-//! cargo bench --bench layer                 # everything, about 2 minutes on 2 cores
-//! cargo bench --bench layer -- guard_auth   # a subset (criterion's name filter)
+//! cargo bench --manifest-path bench/Cargo.toml --bench layer                 # everything, about 2 minutes on 2 cores
+//! cargo bench --manifest-path bench/Cargo.toml --bench layer -- guard_auth   # a subset (criterion's name filter)
 //! ```
 //!
 //! Group `authenticated_get`: one `GET /me` per iteration, which answers the user id.
@@ -35,7 +35,7 @@
 //! its existing session: one compare-and-set write).
 //!
 //! **Sessions.** Prefilled through `SessionStore::create` with records as a login writes them
-//! (`benches/support/mod.rs`): session 42 belongs to user `user0000042` (role admin, group
+//! (`bench/src/lib.rs`): session 42 belongs to user `user0000042` (role admin, group
 //! staff; one user per session, as the store's per-user index is a list scanned on each
 //! create), logged in 10 minutes ago, pinned to 127.0.0.1, no user agent, no data. The layer
 //! runs with the demo's configuration: exact pin, the demo's allow-mode policy.
@@ -65,11 +65,10 @@
 //!
 //! At the end a ratio summary is printed (overhead = case - bare_router; layer's overhead /
 //! tower-sessions' overhead), read from the estimates criterion wrote in this run and saved as
-//! `target/bench-results/inprocess.json` for `examples/bench_chart.rs`, followed by the CPU
+//! `bench/target/bench-results/inprocess.json` for `bench/src/bin/bench_chart.rs`, followed by the CPU
 //! time other processes took during the run (a noisy machine shows there).
 
-#[path = "support/mod.rs"]
-mod support;
+use tsg_bench as support;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -257,7 +256,7 @@ impl Pick {
 const PEER: SocketAddr = SocketAddr::new(support::CLIENT_IP, 40000);
 
 /// `GET /me` for session `i`, with its cookie (if any) and the connection info. Never
-/// inlined, so that `benches/callgrind.sh` can count iterations by its calls.
+/// inlined, so that `bench/callgrind.sh` can count iterations by its calls.
 #[inline(never)]
 fn get_request(cookie: CookieKind, i: u64) -> Request<Body> {
     let mut req = Request::builder().method(Method::GET).uri("/me");
@@ -1086,7 +1085,7 @@ fn main() {
         .measurement_time(Duration::from_secs(4))
         .configure_from_args()
         // Text reports only: no criterion plots (time, and plotters here has the `ab_glyph`
-        // text feature for examples/bench_chart.rs, with which criterion's plots find no font).
+        // text feature for bench/src/bin/bench_chart.rs, with which criterion's plots find no font).
         .without_plots();
     authenticated_get(&mut c);
     writes(&mut c);

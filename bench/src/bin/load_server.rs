@@ -1,9 +1,9 @@
-//! The servers of the HTTP load benchmark (`benches/http_load.sh`, issue 6): the same two
+//! The servers of the HTTP load benchmark (`bench/http_load.sh`, issue 6): the same two
 //! routes bare, behind this crate's layer, and behind tower-sessions.
 //!
 //! ```text
-//! cargo build --release --example load_server
-//! target/release/examples/load_server bare|guard|tower-sessions [IP:PORT]
+//! cargo build --release --manifest-path bench/Cargo.toml --bin load_server
+//! bench/target/release/load_server bare|guard|tower-sessions [IP:PORT]
 //! ```
 //!
 //! * `POST /login`: logs alice in (role admin, group staff) and sets the session cookie; bare
@@ -11,15 +11,14 @@
 //! * `GET /me`: the logged-in user's id (`alice`), read from the session; bare answers the
 //!   same constant.
 //!
-//! The layer runs as the demo does (`benches/support/mod.rs`: exact pin, the demo's allow-mode
+//! The layer runs as the demo does (`bench/src/lib.rs`: exact pin, the demo's allow-mode
 //! validation policy, 30-minute idle timeout with its throttled activity touch, system clock);
 //! tower-sessions with its defaults and its `MemoryStore`. Served with axum's
 //! `into_make_service_with_connect_info`, on tokio's multi-threaded runtime with one worker per
 //! core the process may use (so `taskset -c 0` gives one worker). No log subscriber: neither
 //! middleware logs anything on these requests. Prints `ready MODE on ADDR` once listening.
 
-#[path = "../benches/support/mod.rs"]
-mod support;
+use tsg_bench as support;
 
 use std::net::SocketAddr;
 

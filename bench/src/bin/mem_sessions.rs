@@ -1,15 +1,15 @@
 //! Bytes per live authenticated session (issue 6): fills a session store with N sessions and
 //! reports the process's peak resident memory (`VmHWM`) and resident memory (`VmRSS`) before
-//! and after, per session. Run one mode per process (`benches/memory.sh` does) so the
+//! and after, per session. Run one mode per process (`bench/memory.sh` does) so the
 //! numbers don't mix.
 //!
 //! ```text
-//! cargo build --release --example mem_sessions
-//! target/release/examples/mem_sessions guard|tower-sessions|tower-sessions-min [N] [distinct|alice]
+//! cargo build --release --manifest-path bench/Cargo.toml --bin mem_sessions
+//! bench/target/release/mem_sessions guard|tower-sessions|tower-sessions-min [N] [distinct|alice]
 //! ```
 //!
 //! * `guard`: this crate's `MemoryStore` (capacity N + 10 %: its bound evicts a little early,
-//!   see `benches/support/mod.rs`), records as a login writes them: identity (user id, role
+//!   see `bench/src/lib.rs`), records as a login writes them: identity (user id, role
 //!   admin, group staff), authentication time, pinned IP 127.0.0.1, no user agent, no data.
 //!   Filled through `SessionStore::create` on this thread only; every session is then looked
 //!   up once to check it is there.
@@ -22,8 +22,7 @@
 //! N defaults to 1 000 000; users default to `distinct` (session i belongs to `user000000i`);
 //! `alice` gives every session to one user. Prints one JSON object on stdout.
 
-#[path = "../benches/support/mod.rs"]
-mod support;
+use tsg_bench as support;
 
 use std::time::{Duration, Instant, SystemTime};
 

@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
-# Instruction counts per request for benches/layer.rs cases, under valgrind's callgrind
+# Instruction counts per request for bench/benches/layer.rs cases, under valgrind's callgrind
 # (issue 6: profile before optimizing). Instructions, unlike seconds, do not depend on what
 # else the machine is doing: the same binary and inputs give the same counts.
 #
-#   benches/callgrind.sh                                  # the default cases below
-#   benches/callgrind.sh guard_auth tower_sessions_auth   # chosen cases
-#   TOP=40 benches/callgrind.sh guard_auth                # longer function lists
+#   bench/callgrind.sh                                  # the default cases below
+#   bench/callgrind.sh guard_auth tower_sessions_auth   # chosen cases
+#   TOP=40 bench/callgrind.sh guard_auth                # longer function lists
 #
 # Builds the bench with line tables (CARGO_PROFILE_BENCH_DEBUG=line-tables-only) into its own
 # target directory (target/profiling), so the timed build in target/ is left alone. Runs each
@@ -35,7 +35,7 @@ command -v valgrind >/dev/null 2>&1 || {
 export CARGO_TARGET_DIR="$(pwd)/target/profiling"
 export CARGO_PROFILE_BENCH_DEBUG=line-tables-only
 echo "building the bench with line tables into $CARGO_TARGET_DIR"
-BIN="$(cargo bench --bench layer --no-run --message-format=json 2>/dev/null |
+BIN="$(cargo bench --manifest-path bench/Cargo.toml --bench layer --no-run --message-format=json 2>/dev/null |
   sed -n 's/.*"executable":"\([^"]*\)".*/\1/p' | tail -1)"
 [[ -x "$BIN" ]] || { echo "could not build the bench" >&2; exit 1; }
 OUT="$CARGO_TARGET_DIR/cg"

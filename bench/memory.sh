@@ -1,18 +1,18 @@
 #!/usr/bin/env bash
-# Memory per live authenticated session (issue 6): builds examples/mem_sessions.rs (release)
+# Memory per live authenticated session (issue 6): builds bench/src/bin/mem_sessions.rs (release)
 # and runs it once per store, each in its own process so the numbers don't mix:
 #
 #   guard               this crate's MemoryStore, records as a login writes them
 #   tower-sessions      tower-sessions' MemoryStore, the same facts (user id, roles, groups)
 #   tower-sessions-min  tower-sessions' MemoryStore, the user id alone (its lower bound)
 #
-#   benches/memory.sh                 # 1 000 000 sessions, one user per session
-#   SESSIONS=100000 benches/memory.sh
-#   USERS=alice benches/memory.sh     # every session belongs to alice
+#   bench/memory.sh                 # 1 000 000 sessions, one user per session
+#   SESSIONS=100000 bench/memory.sh
+#   USERS=alice bench/memory.sh     # every session belongs to alice
 #
 # Each run reports VmHWM (peak resident) and VmRSS (resident) from /proc/self/status before
 # and after filling, divided by the number of sessions. Prints a table and writes
-# target/bench-results/memory.json (for examples/bench_chart.rs). Bounded by `timeout`
+# bench/target/bench-results/memory.json (for bench/src/bin/bench_chart.rs). Bounded by `timeout`
 # (MAX_SECONDS per run, default 300).
 set -euo pipefail
 
@@ -21,13 +21,13 @@ USERS="${USERS:-distinct}"
 MAX_SECONDS="${MAX_SECONDS:-300}"
 
 cd "$(dirname "$0")/.."
-TARGET="${CARGO_TARGET_DIR:-$(pwd)/target}"
+TARGET="${CARGO_TARGET_DIR:-$(pwd)/bench/target}"
 OUT="$TARGET/bench-results"
 mkdir -p "$OUT"
 
-echo "building examples/mem_sessions.rs (release)"
-cargo build --release --example mem_sessions
-BIN="$TARGET/release/examples/mem_sessions"
+echo "building bench/src/bin/mem_sessions.rs (release)"
+cargo build --release --manifest-path bench/Cargo.toml --bin mem_sessions
+BIN="$TARGET/release/mem_sessions"
 
 lines=()
 for mode in guard tower-sessions tower-sessions-min; do

@@ -2,12 +2,12 @@
 # HTTP load benchmark (issue 6): a bare axum router, the same router behind this crate's
 # layer, and behind tower-sessions, over loopback, measured with wrk in alternating rounds.
 #
-#   benches/http_load.sh                      # 5 rounds x 3 servers x 5 s, unpinned then pinned
-#   ROUNDS=3 DURATION=3 benches/http_load.sh  # shorter
-#   MODES=pinned benches/http_load.sh         # one setup only
+#   bench/http_load.sh                      # 5 rounds x 3 servers x 5 s, unpinned then pinned
+#   ROUNDS=3 DURATION=3 bench/http_load.sh  # shorter
+#   MODES=pinned bench/http_load.sh         # one setup only
 #
 # What it does:
-#   1. Builds examples/load_server.rs (release) and installs Debian's wrk if it is missing.
+#   1. Builds bench/src/bin/load_server.rs (release) and installs Debian's wrk if it is missing.
 #   2. For each setup:
 #        unpinned: servers and wrk (-t2) on any core, as the scheduler likes;
 #        pinned:   every server on core 0 (`taskset -c 0`, so tokio runs one worker) and wrk
@@ -23,8 +23,8 @@
 #      deviation over rounds, the ratio of medians to bare, and the median (min..max) of the
 #      per-round ratios to bare (each taken from the same round, which cancels slow drifts).
 #      A run with any non-2xx answer or socket error fails.
-#   4. Writes target/bench-results/http_load.json (for examples/bench_chart.rs) and the raw
-#      rounds to target/bench-results/http_load_rounds.tsv.
+#   4. Writes bench/target/bench-results/http_load.json (for bench/src/bin/bench_chart.rs) and the raw
+#      rounds to bench/target/bench-results/http_load_rounds.tsv.
 #
 # Bounded: the whole script runs under `timeout` (MAX_SECONDS, default 1200, build included),
 # every wrk and curl under its own timeout, and an EXIT trap kills the servers it started by
@@ -47,7 +47,7 @@ SERVERS=(bare guard tower-sessions)
 
 cd "$(dirname "$0")/.."
 ROOT="$(pwd)"
-TARGET="${CARGO_TARGET_DIR:-$ROOT/target}"
+TARGET="${CARGO_TARGET_DIR:-$ROOT/bench/target}"
 OUT="$TARGET/bench-results"
 LOGS="$OUT/http_load_logs"
 mkdir -p "$OUT" "$LOGS"
@@ -79,9 +79,9 @@ if [[ "$(nproc)" -lt 2 && "$MODES" == *pinned* ]]; then
   exit 1
 fi
 
-echo "building examples/load_server.rs (release)"
-cargo build --release --example load_server
-BIN="$TARGET/release/examples/load_server"
+echo "building bench/src/bin/load_server.rs (release)"
+cargo build --release --manifest-path bench/Cargo.toml --bin load_server
+BIN="$TARGET/release/load_server"
 
 # A cookie of the layer's shape for the bare server (43 base64url characters).
 BARE_COOKIE="__Host-session=AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"

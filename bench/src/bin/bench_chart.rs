@@ -1,15 +1,15 @@
 //! Draws the chart in `BENCHMARKS.md` (issue 6) as a PNG from the benchmarks' own output:
 //!
-//! * `target/bench-results/inprocess.json`, written by `cargo bench --bench layer`;
-//! * `target/bench-results/http_load.json`, written by `benches/http_load.sh`;
-//! * `target/bench-results/memory.json`, written by `benches/memory.sh`.
+//! * `bench/target/bench-results/inprocess.json`, written by `cargo bench --manifest-path bench/Cargo.toml --bench layer`;
+//! * `bench/target/bench-results/http_load.json`, written by `bench/http_load.sh`;
+//! * `bench/target/bench-results/memory.json`, written by `bench/memory.sh`.
 //!
 //! ```text
-//! cargo run --release --example bench_chart [RESULTS_DIR] [OUT.png]
+//! cargo run --release --manifest-path bench/Cargo.toml --bin bench_chart [RESULTS_DIR] [OUT.png]
 //! ```
 //!
-//! Defaults: `target/bench-results` (or `$CARGO_TARGET_DIR/bench-results`) and
-//! `benches/benchmarks.png`. Text is drawn with a TrueType font read at run time: `$CHART_FONT`
+//! Defaults: `bench/target/bench-results` (or `$CARGO_TARGET_DIR/bench-results`) and
+//! `bench/benchmarks.png`. Text is drawn with a TrueType font read at run time: `$CHART_FONT`
 //! or DejaVu Sans from Debian's `fonts-dejavu-core` package. A panel whose input is missing
 //! says so instead of showing numbers.
 
@@ -256,9 +256,10 @@ fn main() -> Res<()> {
             .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target"))
             .join("bench-results")
     });
-    let out = args.next().map(PathBuf::from).unwrap_or_else(|| {
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("benches/benchmarks.png")
-    });
+    let out = args
+        .next()
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("benchmarks.png"));
     load_font()?;
 
     let root = BitMapBackend::new(&out, (1800, 620)).into_drawing_area();

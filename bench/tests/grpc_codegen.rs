@@ -7,7 +7,8 @@ use std::path::Path;
 
 #[test]
 fn committed_grpc_code_matches_the_proto() {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    // This package lives in `bench/`; the proto and the committed code are the crate's.
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
     let proto = root.join("examples/grpc/auth.proto");
     let committed = root.join("examples/grpc/auth.rs");
 
@@ -30,6 +31,6 @@ fn committed_grpc_code_matches_the_proto() {
     let current = std::fs::read_to_string(&committed).unwrap_or_default();
     assert!(
         current == generated,
-        "examples/grpc/auth.rs is stale: run `UPDATE_GENERATED=1 cargo test --test grpc_codegen`"
+        "examples/grpc/auth.rs is stale: run `UPDATE_GENERATED=1 cargo test --manifest-path bench/Cargo.toml --test grpc_codegen`"
     );
 }

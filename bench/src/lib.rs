@@ -1,5 +1,5 @@
-//! What the benchmarks share (issue 6): the bench binary `benches/layer.rs`, the HTTP load
-//! servers `examples/load_server.rs` and the memory probe `examples/mem_sessions.rs` include
+//! What the benchmarks share (issue 6): the bench binary `bench/benches/layer.rs`, the HTTP load
+//! servers `bench/src/bin/load_server.rs` and the memory probe `bench/src/bin/mem_sessions.rs` include
 //! this file with `#[path]`, so all three measure the same configuration and the same records.
 //!
 //! * The layer as the demo runs it: pin [`PinMode::Exact`] (the default), the demo's
