@@ -6,8 +6,9 @@
 //! carrying its own `jwk`, another session's challenge, a second registration, and
 //! garbage or oversized headers (never a 500).
 //!
-//! Every scenario runs on the memory store and on Redis (`tsg_redis`, `REDIS_URL`; listed as
-//! ignored without it, failing where CI provides Redis).
+//! Every scenario runs on the memory store, on Redis (`tsg_redis`, `REDIS_URL`) and on
+//! PostgreSQL (`tsg_postgres`, `POSTGRES_URL`); the remote ones are listed as ignored without
+//! their server and fail where CI provides it.
 //!
 //! One folder, one concern per file: `browser.rs` (the client that plays Chromium),
 //! `flows.rs` (what a real browser does), `attacks.rs` (what a thief tries), `policy.rs`
@@ -15,6 +16,8 @@
 
 #[path = "../common/mod.rs"]
 mod common;
+#[path = "../postgres_support/mod.rs"]
+mod postgres_support;
 #[path = "../redis_support/mod.rs"]
 mod redis_support;
 
@@ -82,6 +85,26 @@ macro_rules! on_every_store {
                 #[tokio::test]
                 async fn $name() {
                     super::$name(tower_session_guard::MemoryStore::new()).await;
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test]
+                #[cfg_attr(not(tsg_postgres), ignore = "set POSTGRES_URL=postgres://postgres@127.0.0.1:5432/test (TSG_REQUIRE_POSTGRES=1 in CI)")]
+                async fn $name() {
+                    let url = super::postgres_support::postgres_url();
+                    let schema = super::postgres_support::unique_schema();
+                    // Drops the test's schema when the test ends, passed or not.
+                    let _cleanup = super::postgres_support::Cleanup {
+                        url: url.clone(),
+                        schema: schema.clone(),
+                    };
+                    let store = super::postgres_support::builder(&url, &schema)
+                        .build()
+                        .await
+                        .expect("PostgresStore connects");
+                    super::$name(store).await;
                 }
             )*
         }
