@@ -16,10 +16,10 @@
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use http::header::{CACHE_CONTROL, CONTENT_TYPE, HOST, RETRY_AFTER, SET_COOKIE};
+use http::header::{HOST, SET_COOKIE};
 use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
 
-use super::body;
+use super::reply::{end, Reply};
 use crate::core::DynCore;
 use crate::dbsc::binding::Binding;
 use crate::dbsc::jws::{self, Expect, Jwk, ProofError};
@@ -71,28 +71,6 @@ struct Live {
     record: Arc<SessionRecord>,
 }
 
-/// The answer being built.
-struct Reply {
-    status: StatusCode,
-    headers: HeaderMap,
-    json: Option<String>,
-}
-
-impl Reply {
-    fn status(status: StatusCode) -> Reply {
-        Reply {
-            status,
-            headers: HeaderMap::new(),
-            json: None,
-        }
-    }
-
-    fn with_json(mut self, json: serde_json::Value) -> Reply {
-        self.json = Some(json.to_string());
-        self
-    }
-}
-
 /// Reports a presented key the store does not know (the layer's ID-guessing detection);
 /// `true` when the client's address is cooling down after guessing.
 pub(crate) type Unknown<'a> = &'a (dyn Fn(SessionKey) -> bool + Sync);
@@ -123,41 +101,14 @@ pub(crate) async fn answer<B: Default + 'static>(
             }
         }
     };
-    let mut reply = reply.unwrap_or_else(|e| {
+    let reply = reply.unwrap_or_else(|e| {
         env.emit(SessionEvent::StoreFailed {
             session: None,
             error: e.to_string(),
         });
-        let mut r = Reply::status(StatusCode::SERVICE_UNAVAILABLE);
-        r.headers.insert(RETRY_AFTER, HeaderValue::from_static("1"));
-        r
+        Reply::unavailable()
     });
-    reply
-        .headers
-        .insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    let body = match reply.json.take() {
-        None => B::default(),
-        Some(json) => {
-            reply
-                .headers
-                .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-            body::json::<B>(json).unwrap_or_else(|| {
-                env.emit(SessionEvent::ConfigWarning {
-                    message: format!(
-                        "the DBSC {} answer needs a JSON body, but the service's body type \
-                         is not one the layer can fill (axum Body, tonic Body, String, \
-                         Vec<u8>): the browser will drop the binding",
-                        endpoint.name()
-                    ),
-                });
-                B::default()
-            })
-        }
-    };
-    let mut res = Response::new(body);
-    *res.status_mut() = reply.status;
-    *res.headers_mut() = reply.headers;
-    res
+    reply.into_response(env, endpoint.name())
 }
 
 struct Ctx<'a> {
@@ -443,11 +394,6 @@ enum Step {
     Renew,
     Challenge,
     End(&'static str),
-}
-
-/// `{"continue": false}`: ends the browser's DBSC session.
-fn end() -> Reply {
-    Reply::status(StatusCode::OK).with_json(serde_json::json!({ "continue": false }))
 }
 
 fn user_of(live: &Live) -> Option<String> {
