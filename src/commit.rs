@@ -118,10 +118,11 @@ fn touch(core: Arc<dyn DynCore>, live: Loaded, now: SystemTime) -> Touch {
         // A conflict means another request wrote meanwhile, which recorded activity too.
         match core.store().update(key, expected, Arc::new(rec), ttl).await {
             Ok(WriteOutcome::Applied | WriteOutcome::Conflict) => {}
-            Err(e) => core.env().emit(SessionEvent::StoreFailed {
-                session: Some(key.fingerprint()),
-                error: e.to_string(),
-            }),
+            Err(e) => core.env().emit(SessionEvent::store_error(
+                Some(key.fingerprint()),
+                "touch",
+                &e,
+            )),
         }
     })
 }

@@ -28,6 +28,7 @@ use serde::Serialize;
 
 use crate::id::Fingerprint;
 use crate::record::ExpiryKind;
+use crate::store::StoreError;
 
 /// Something that happened to a session.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -137,6 +138,29 @@ pub enum SessionEvent {
         session: Option<Fingerprint>,
         /// The store's error message.
         error: String,
+    },
+    /// A write sent to the store got no answer (a command timeout, a connection lost while it
+    /// was in flight): it **may have been applied**. The layer answered 503 (gRPC
+    /// UNAVAILABLE) to a handler's write, or skipped a touch. A logout reported so may have
+    /// ended the session, or not: monitoring should not count it as failed.
+    WriteOutcomeUnknown {
+        /// The session concerned.
+        session: Option<Fingerprint>,
+        /// `"write"`, `"create"`, `"login"`, `"rotate"`, `"logout"`, `"touch"` or `"delete"`.
+        operation: &'static str,
+        /// The store's error message.
+        error: String,
+    },
+    /// Concurrent requests kept winning the compare-and-set race for this session, and a
+    /// write gave up after its bounded attempts: the layer answered 429 with `Retry-After`
+    /// (gRPC ABORTED). Not an outage: the store answered every attempt.
+    Contention {
+        /// The session written.
+        session: Fingerprint,
+        /// `"write"`, `"login"` or `"rotate"`.
+        operation: &'static str,
+        /// How many attempts were made.
+        attempts: usize,
     },
     /// A new guest session was refused: the address is over its creation budget or cooling
     /// down after ID guessing (`"rate_limited"`), or the store has no room left that a guest
@@ -250,6 +274,8 @@ impl SessionEvent {
             SessionEvent::PolicyDenied { .. } => "policy_denied",
             SessionEvent::ClientIpUnknown { .. } => "client_ip_unknown",
             SessionEvent::StoreFailed { .. } => "store_failed",
+            SessionEvent::WriteOutcomeUnknown { .. } => "write_outcome_unknown",
+            SessionEvent::Contention { .. } => "contention",
             SessionEvent::GuestRefused { .. } => "guest_refused",
             SessionEvent::TokenGuessing { .. } => "token_guessing",
             SessionEvent::LoginDenied { .. } => "login_denied",
@@ -259,6 +285,32 @@ impl SessionEvent {
             SessionEvent::BoundCookieRefused { .. } => "bound_cookie_refused",
             SessionEvent::DeviceProofRefused { .. } => "device_proof_refused",
             SessionEvent::Suppressed { .. } => "suppressed",
+        }
+    }
+}
+
+impl SessionEvent {
+    /// The event for a failed store **write**: [`WriteOutcomeUnknown`] when the write may have
+    /// been applied ([`StoreError::is_outcome_unknown`]), else [`StoreFailed`].
+    ///
+    /// [`WriteOutcomeUnknown`]: SessionEvent::WriteOutcomeUnknown
+    /// [`StoreFailed`]: SessionEvent::StoreFailed
+    pub(crate) fn store_error(
+        session: Option<Fingerprint>,
+        operation: &'static str,
+        e: &StoreError,
+    ) -> SessionEvent {
+        if e.is_outcome_unknown() {
+            SessionEvent::WriteOutcomeUnknown {
+                session,
+                operation,
+                error: e.to_string(),
+            }
+        } else {
+            SessionEvent::StoreFailed {
+                session,
+                error: e.to_string(),
+            }
         }
     }
 }
@@ -393,10 +445,13 @@ fn emit(sink: Option<&dyn EventSink>, event: SessionEvent) {
         | SessionEvent::LoginDenied { .. }
         | SessionEvent::BoundCookieRefused { .. }
         | SessionEvent::DeviceProofRefused { .. }
-        | SessionEvent::ConfigWarning { .. } => {
+        | SessionEvent::ConfigWarning { .. }
+        | SessionEvent::Contention { .. } => {
             tracing::warn!(target: "tower_session_guard::event", "{event}")
         }
-        SessionEvent::StoreFailed { .. } | SessionEvent::ClientIpUnknown { .. } => {
+        SessionEvent::StoreFailed { .. }
+        | SessionEvent::WriteOutcomeUnknown { .. }
+        | SessionEvent::ClientIpUnknown { .. } => {
             tracing::error!(target: "tower_session_guard::event", "{event}")
         }
         _ => tracing::info!(target: "tower_session_guard::event", "{event}"),

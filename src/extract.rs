@@ -72,8 +72,10 @@ impl<S: Send + Sync> FromRequestParts<S> for Authenticated {
     }
 }
 
-/// Lets handlers use `?` on session operations: an ended session is 401, store trouble and
-/// contention are 503 (fail closed, retryable), a value that does not fit its type is 500.
+/// Lets handlers use `?` on session operations: an ended session is 401, store trouble is
+/// 503 (fail closed, retryable; a write answered 503 may have been applied), contention is
+/// 429 with `Retry-After` ([`Rejection::Contention`]), a value that does not fit its type is
+/// 500.
 #[cfg_attr(docsrs, doc(cfg(feature = "axum")))]
 impl IntoResponse for SessionError {
     fn into_response(self) -> Response {
@@ -93,7 +95,15 @@ impl IntoResponse for SessionError {
                     .into_response();
             }
             SessionError::TooManySessions { .. } => StatusCode::CONFLICT,
-            SessionError::Store(_) | SessionError::Contention => StatusCode::SERVICE_UNAVAILABLE,
+            SessionError::Store(_) => StatusCode::SERVICE_UNAVAILABLE,
+            SessionError::Contention => {
+                let rejection = Rejection::Contention;
+                let retry = [(
+                    http::header::RETRY_AFTER,
+                    crate::rejection::CONTENTION_RETRY_AFTER,
+                )];
+                return (rejection.http_status(), retry, rejection.message()).into_response();
+            }
             SessionError::Value { .. } => StatusCode::INTERNAL_SERVER_ERROR,
             SessionError::StoreFull => {
                 let status = StatusCode::SERVICE_UNAVAILABLE;

@@ -20,7 +20,7 @@ impl Session {
     /// async fn who_am_i(req: Request<()>) -> Result<Response<String>, Status> {
     ///     let session = Session::from_grpc(&req)?;
     ///     let identity = session.identity().ok_or_else(|| Status::unauthenticated("not logged in"))?;
-    ///     Ok(Response::new(identity.user_id))
+    ///     Ok(Response::new(identity.user_id.clone()))
     /// }
     /// ```
     ///
@@ -62,9 +62,7 @@ impl From<SessionError> for Status {
             SessionError::StoreFull => {
                 Status::unavailable("no room for a new session; try again later")
             }
-            SessionError::Contention => {
-                Status::unavailable("too many concurrent writes to this session; retry")
-            }
+            SessionError::Contention => Status::aborted(crate::Rejection::Contention.message()),
             SessionError::Value { .. } => Status::internal("a session value could not be read"),
         }
     }

@@ -38,7 +38,25 @@ pub enum Rejection {
     /// A route guard found no session: `SessionGuardLayer` is not in front of the route. A
     /// wiring bug, logged as an error when it happens.
     MissingSessionLayer,
+    /// Concurrent requests on this session kept winning the compare-and-set race, and a write
+    /// gave up after its bounded attempts ([`SessionError::Contention`](crate::SessionError::Contention)).
+    /// HTTP 429 with `Retry-After: 1`, gRPC `ABORTED`: the store is fine, the same request
+    /// succeeds once the burst passes. Not 503, so monitoring can tell it from an outage.
+    ///
+    /// Why 429 and not 409: 409 Conflict says the request conflicts with the resource's state
+    /// and must change before it can succeed (the layer already answers it for
+    /// `TooManySessions`, which a retry does not fix); contention is one client sending too
+    /// many concurrent writes to one session, which a plain retry fixes, and 429 with
+    /// `Retry-After` is what HTTP clients and proxies already back off and retry on (RFC 6585
+    /// section 4; `Retry-After`, RFC 9110 section 10.2.3). gRPC's `ABORTED` is documented for
+    /// exactly this ("a concurrency issue such as a sequencer check failure; retry at a
+    /// higher level").
+    Contention,
 }
+
+/// The `Retry-After` of [`Rejection::Contention`], in seconds: a lost race is over within a
+/// round trip, and one second is the header's smallest unit.
+pub(crate) const CONTENTION_RETRY_AFTER: &str = "1";
 
 impl Rejection {
     /// The HTTP status for HTTP clients.
@@ -52,6 +70,7 @@ impl Rejection {
             Rejection::LoginRequired => StatusCode::UNAUTHORIZED,
             Rejection::Forbidden => StatusCode::FORBIDDEN,
             Rejection::MissingSessionLayer => StatusCode::INTERNAL_SERVER_ERROR,
+            Rejection::Contention => StatusCode::TOO_MANY_REQUESTS,
         }
     }
 
@@ -67,6 +86,7 @@ impl Rejection {
             Rejection::LoginRequired => 16,        // UNAUTHENTICATED
             Rejection::Forbidden => 7,             // PERMISSION_DENIED
             Rejection::MissingSessionLayer => 13,  // INTERNAL
+            Rejection::Contention => 10,           // ABORTED
         }
     }
 
@@ -82,6 +102,7 @@ impl Rejection {
             Rejection::LoginRequired => "login required",
             Rejection::Forbidden => "permission denied",
             Rejection::MissingSessionLayer => "no session layer in front of this route",
+            Rejection::Contention => "too many concurrent writes to this session; retry",
         }
     }
 
@@ -90,8 +111,17 @@ impl Rejection {
         let mut res = Response::new(B::default());
         let h = res.headers_mut();
         h.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
-        if self == Rejection::TooManyUnknownTokens {
-            h.insert(RETRY_AFTER, HeaderValue::from_static("60"));
+        match self {
+            Rejection::TooManyUnknownTokens => {
+                h.insert(RETRY_AFTER, HeaderValue::from_static("60"));
+            }
+            Rejection::Contention => {
+                h.insert(
+                    RETRY_AFTER,
+                    HeaderValue::from_static(CONTENTION_RETRY_AFTER),
+                );
+            }
+            _ => {}
         }
         if is_grpc(request_headers) {
             // Trailers-only: status and message travel in the single HEADERS frame.

@@ -231,10 +231,7 @@ pub(crate) fn decided(env: &Env, live: Loaded, client_ip: IpAddr, decision: Deci
 pub(crate) async fn expire(store: &dyn DynStore, env: &Env, live: Loaded, kind: ExpiryKind) {
     let session = live.key.fingerprint();
     if let Err(e) = store.delete(live.key).await {
-        env.emit(SessionEvent::StoreFailed {
-            session: Some(session),
-            error: e.to_string(),
-        });
+        env.emit(SessionEvent::store_error(Some(session), "delete", &e));
     }
     env.emit(SessionEvent::Expired {
         session,
@@ -322,10 +319,11 @@ pub(crate) async fn terminate<B: Default>(
 ) -> Response<B> {
     let mut res = respond(&*env.rejections, rejection, request_headers);
     if let Err(e) = store.delete(live.key).await {
-        env.emit(SessionEvent::StoreFailed {
-            session: Some(live.key.fingerprint()),
-            error: e.to_string(),
-        });
+        env.emit(SessionEvent::store_error(
+            Some(live.key.fingerprint()),
+            "delete",
+            &e,
+        ));
     }
     transport::remove_token(res.headers_mut(), &env.config.transport, reply);
     res

@@ -38,7 +38,7 @@ impl Session {
     /// let session = Session::for_test(Some(Identity::new("alice"))).await?;
     /// assert_eq!(add_to_cart(session.clone(), "book").await?, 1);
     /// assert_eq!(add_to_cart(session.clone(), "pen").await?, 2);
-    /// assert_eq!(session.identity().map(|i| i.user_id), Some("alice".to_owned()));
+    /// assert_eq!(session.identity().map(|i| i.user_id.clone()), Some("alice".to_owned()));
     /// # Ok(()) }
     /// ```
     ///

@@ -224,7 +224,7 @@ fn key_from_headers(headers: &HeaderMap, name: &str) -> Option<SessionKey> {
 fn key_from_pair(pair: &[u8], name: &[u8]) -> Option<SessionKey> {
     let rest = pair.trim_ascii_start().strip_prefix(name)?;
     if let Some(value) = rest.strip_prefix(b"=") {
-        if value.len() == crate::id::TOKEN_LEN {
+        if value.len() == crate::id::TOKEN_LEN || value.len() == crate::id::ROUTED_TOKEN_LEN {
             return SessionKey::from_token_bytes(value);
         }
     }

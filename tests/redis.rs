@@ -15,9 +15,7 @@
 mod common;
 mod redis_support;
 
-use std::net::TcpListener;
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -33,111 +31,6 @@ use tower_session_guard::store::{
 use tower_session_guard::{
     Identity, LimitPolicy, RedisStore, SessionGuardLayer, SessionRecord, SessionToken,
 };
-
-// ----- environment -----
-
-/// Fails the test if `name` (`redis-server`, `redis-cli`) is not installed: a test that
-/// cannot run must not pass.
-fn need_binary(name: &str) {
-    let found = Command::new(name)
-        .arg("--version")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    assert!(
-        found,
-        "{name} is not on PATH: this test starts private Redis servers (install redis-server, \
-         or unset REDIS_URL to list the Redis tests as ignored)"
-    );
-}
-
-// ----- private redis-server processes -----
-
-fn spare_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a spare loopback port")
-}
-
-/// A `redis-server` child on a loopback port, killed (and its directory removed) on drop.
-struct Server {
-    port: u16,
-    dir: PathBuf,
-    extra: Vec<String>,
-    child: Option<Child>,
-}
-
-impl Server {
-    fn start(extra: &[&str]) -> Server {
-        let dir = std::env::temp_dir().join(format!("tsg-redis-{}", random_id()));
-        std::fs::create_dir_all(&dir).expect("temp dir");
-        let mut server = Server {
-            port: spare_port(),
-            dir,
-            extra: extra.iter().map(|s| s.to_string()).collect(),
-            child: None,
-        };
-        server.spawn();
-        server
-    }
-
-    fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
-    }
-
-    fn spawn(&mut self) {
-        let child = Command::new("redis-server")
-            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--save", "", "--dir"])
-            .arg(&self.dir)
-            .args(&self.extra)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("redis-server starts");
-        self.child = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            if let Ok(mut raw) = Raw::connect(&self.url()) {
-                if raw
-                    .cmd(&["PING"])
-                    .is_ok_and(|r| r == Reply::Status("PONG".into()))
-                {
-                    return;
-                }
-            }
-            assert!(
-                Instant::now() < deadline,
-                "redis-server on port {} did not come up",
-                self.port
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    /// SIGKILL, and wait until the process is gone.
-    fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-
-    /// Starts the server again on the same port, with the same directory.
-    fn restart(&mut self) {
-        self.kill();
-        self.spawn();
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        self.kill();
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
 
 // ----- helpers -----
 
@@ -1250,10 +1143,20 @@ async fn guest_budget_evicts_the_least_recently_active_guests_never_users() {
         prefix: prefix2.clone(),
     };
     let harness = Harness::new();
-    let app = harness.app(store(&url, &prefix2).await);
+    // 5 guest buckets of 64, as in a full default budget (781 buckets of 65): 200 guests fit
+    // without an eviction (about 40 per bucket).
+    let store2 = RedisStore::builder(url.as_str())
+        .prefix(prefix2.as_str())
+        .guest_capacity(320)
+        .build()
+        .await
+        .expect("RedisStore connects");
+    let app = harness.app(store2);
     const MEASURED: i64 = 200;
     let mut record_bytes = 0;
     let mut last_key = String::new();
+    // Guests are spread over guest buckets (one set each): every set they went into.
+    let mut guest_sets = std::collections::BTreeSet::new();
     for _ in 0..MEASURED {
         let res = call(&app, Method::POST, "/set/cart/3-items", None).await;
         assert_eq!(res.status(), StatusCode::OK);
@@ -1262,30 +1165,31 @@ async fn guest_budget_evicts_the_least_recently_active_guests_never_users() {
             .cmd(&[
                 "MEMORY",
                 "USAGE",
-                &format!("{prefix2}s:{}", key.to_hex()),
+                &record_name(&prefix2, &key),
                 "SAMPLES",
                 "0",
             ])
             .unwrap()
             .int();
         record_bytes += usage;
-        last_key = format!("{prefix2}s:{}", key.to_hex());
+        last_key = record_name(&prefix2, &key);
+        guest_sets.insert(format!("{}guests", base_name(&prefix2, key.route())));
     }
     println!(
         "a guest record: blob {} B, encoding {}",
         raw.cmd(&["HSTRLEN", &last_key, "d"]).unwrap().int(),
         raw.cmd(&["OBJECT", "ENCODING", &last_key]).unwrap().text()
     );
-    let set_bytes = raw
-        .cmd(&[
-            "MEMORY",
-            "USAGE",
-            &format!("{prefix2}guests"),
-            "SAMPLES",
-            "0",
-        ])
-        .unwrap()
-        .int();
+    // (a few sets, so that their fixed overhead is shared as in a full budget's buckets of
+    // about 64 guests each)
+    let set_bytes: i64 = guest_sets
+        .iter()
+        .map(|set| {
+            raw.cmd(&["MEMORY", "USAGE", set, "SAMPLES", "0"])
+                .unwrap()
+                .int()
+        })
+        .sum();
     let per_guest = (record_bytes + set_bytes) / MEASURED;
     println!(
         "MEMORY USAGE per guest: record {} B + guest-set entry {} B = {per_guest} B",
@@ -1303,8 +1207,8 @@ async fn guest_budget_evicts_the_least_recently_active_guests_never_users() {
                 .unwrap()
                 .int()
         };
-        auth_record += usage(format!("{prefix2}s:{}", key.to_hex()));
-        auth_index += usage(format!("{prefix2}u:{who}"));
+        auth_record += usage(record_name(&prefix2, &key));
+        auth_index += usage(format!("{}u:{who}", base_name(&prefix2, key.route())));
     }
     println!(
         "MEMORY USAGE per logged-in session: record {} B, a one-session index {} B",
@@ -1891,4 +1795,48 @@ async fn two_layers_and_the_store_contract_on_a_three_node_cluster() {
     let not_checked = contract::run_all(&cluster).await;
     // Redis's maxmemory is the store's only total bound (see tests/store_contract.rs).
     assert_eq!(not_checked, ["guest_is_refused_when_only_users_are_left"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(
+    not(tsg_redis),
+    ignore = "set REDIS_URL=redis://127.0.0.1:6379 to run the Redis tests"
+)]
+async fn a_token_with_a_forged_or_garbled_routing_tag_is_no_session() {
+    let url = redis_url();
+    let p = pair(&url, None).await;
+    let token = login_user(&p.app_a, &format!("tagged-{}", random_id())).await;
+    assert_eq!(
+        token.len(),
+        46,
+        "the layer issues tagged tokens on RedisStore"
+    );
+    assert_eq!(
+        status(&p.app_b, Method::GET, "/me", Some(&token)).await,
+        StatusCode::OK
+    );
+    let (tag, secret) = token.split_at(3);
+    let other = if tag == "AAA" { "AAB" } else { "AAA" };
+    for forged in [
+        format!("{other}{secret}"), // another valid tag: another slot, no record there
+        secret.to_owned(),          // no tag: the old layout's name, no record there
+        format!("{{}}{}{secret}", &tag[..1]), // not base64url
+        format!("{}{secret}", &tag[..2]), // a tag too short
+        format!("{tag}A{secret}"),  // too long
+        format!("{tag}{}", "A".repeat(10_000)),
+    ] {
+        for app in [&p.app_a, &p.app_b] {
+            assert_eq!(
+                status(app, Method::GET, "/me", Some(&forged)).await,
+                StatusCode::UNAUTHORIZED,
+                "{}",
+                &forged[..forged.len().min(60)]
+            );
+        }
+    }
+    // and the real one still works
+    assert_eq!(
+        status(&p.app_a, Method::GET, "/me", Some(&token)).await,
+        StatusCode::OK
+    );
 }

@@ -314,7 +314,7 @@ fn session_errors_become_grpc_statuses_without_internal_detail() {
             SessionError::TooManySessions { limit: 5 },
             Code::FailedPrecondition,
         ),
-        (SessionError::Contention, Code::Unavailable),
+        (SessionError::Contention, Code::Aborted),
         (SessionError::StoreFull, Code::Unavailable),
     ] {
         let shown = format!("{error:?}");

@@ -12,7 +12,11 @@ pub enum SessionError {
     /// concurrent request); the write was not applied and the session stays ended.
     #[error("the session has ended")]
     Ended,
-    /// The store failed.
+    /// The store failed. **A failed write may have been applied**: when the store sent it and
+    /// got no answer (see [`StoreError::is_outcome_unknown`]) the layer emits
+    /// [`SessionEvent::WriteOutcomeUnknown`](crate::SessionEvent::WriteOutcomeUnknown); a
+    /// logout answered 503 may have ended the session. Writes are compare-and-set, so a retry
+    /// cannot apply twice.
     #[error(transparent)]
     Store(StoreError),
     /// A value could not be converted to or from JSON.
@@ -31,7 +35,10 @@ pub enum SessionError {
         /// The configured limit.
         limit: usize,
     },
-    /// Too many concurrent writers kept winning the race for this session.
+    /// Too many concurrent writers kept winning the race for this session (after the bounded
+    /// compare-and-set attempts). Answered like [`Rejection::Contention`](crate::Rejection::Contention):
+    /// 429 with `Retry-After` (feature `axum`), gRPC `ABORTED` (feature `tonic`); the
+    /// layer emits [`SessionEvent::Contention`](crate::SessionEvent::Contention).
     #[error("too many concurrent writes to this session")]
     Contention,
     /// `login` needs the client address to pin the session, and the request has no

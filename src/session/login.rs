@@ -116,22 +116,22 @@ impl Session {
         let limit = self.env().config.settings.session_limit;
         let mut previous = self.state().current.clone();
         let mut attempts = Attempts::new();
+        // The user's tag: on a store that routes by it, the user's sessions and index share
+        // one place, so the login (with its session limit) stays one atomic step there.
+        let route = self.store().user_route(&user_id);
         loop {
-            attempts.take()?;
+            let token = SessionToken::generate_routed(route);
+            let key = token.key();
+            attempts.take(self, "login", previous.as_ref().map_or(key, |l| l.key))?;
             let fresh = SessionRecord::new(now);
             let base = previous.as_ref().map_or(&fresh, |l| &*l.record);
             let (rec, ttl, ()) = self.next_record(base, 1, now, |rec| {
                 login(rec);
                 Ok(())
             })?;
-            let token = SessionToken::generate();
-            let key = token.key();
             let old = previous.as_ref().map(|l| (l.key, l.record.version));
-            match self
-                .store()
-                .login(old, key, rec.clone(), ttl, limit)
-                .await?
-            {
+            let written = self.store().login(old, key, rec.clone(), ttl, limit).await;
+            match self.stored("login", key, written)? {
                 LoginOutcome::Applied { evicted } => {
                     self.install(key, rec, Some(token));
                     self.env().emit(SessionEvent::LoggedIn {
@@ -266,7 +266,8 @@ impl Session {
         let Some(live) = self.state().current.clone() else {
             return Ok(());
         };
-        let existed = self.store().delete(live.key).await?;
+        let deleted = self.store().delete(live.key).await;
+        let existed = self.stored("logout", live.key, deleted)?;
         let mut st = self.state();
         st.current = None;
         st.issued = None;
@@ -300,18 +301,19 @@ impl Session {
         let mut base = live.record;
         let mut attempts = Attempts::new();
         loop {
-            attempts.take()?;
+            attempts.take(self, "rotate", from)?;
             let (rec, ttl, ()) = self.next_record(&base, 1, now, |rec| {
                 edit(rec);
                 Ok(())
             })?;
-            let token = SessionToken::generate();
+            // Same tag as the key it replaces: a rotation stays where the session is.
+            let token = SessionToken::generate_routed(from.route());
             let key = token.key();
-            match self
+            let written = self
                 .store()
                 .rotate(from, base.version, key, rec.clone(), ttl)
-                .await?
-            {
+                .await;
+            match self.stored("rotate", from, written)? {
                 WriteOutcome::Applied => {
                     self.install(key, rec, Some(token));
                     return Ok(Some(from.fingerprint()));

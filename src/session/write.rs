@@ -157,13 +157,13 @@ impl Session {
         let mut base = live.record;
         let mut attempts = Attempts::new();
         loop {
-            attempts.take()?;
+            attempts.take(self, "write", key)?;
             let (rec, ttl, out) = self.next_record(&base, base.version + 1, now, &mut f)?;
-            match self
+            let written = self
                 .store()
                 .update(key, base.version, rec.clone(), ttl)
-                .await?
-            {
+                .await;
+            match self.stored("write", key, written)? {
                 WriteOutcome::Applied => {
                     self.install(key, rec, None);
                     return Ok(out);
@@ -214,9 +214,10 @@ impl Session {
         let ttl = self.ttl(&rec, now);
         let rec = Arc::new(rec);
         for _ in 0..MAX_CREATE_ATTEMPTS {
-            let token = SessionToken::generate();
+            let token = SessionToken::generate_routed(self.store().guest_route());
             let key = token.key();
-            if self.store().create(key, rec.clone(), ttl).await? == WriteOutcome::Applied {
+            let created = self.store().create(key, rec.clone(), ttl).await;
+            if self.stored("create", key, created)? == WriteOutcome::Applied {
                 self.install(key, rec, Some(token));
                 return Ok(key.fingerprint());
             }
@@ -244,7 +245,9 @@ impl Session {
 
 /// The bound every compare-and-set loop of a session shares. Each lost race means another
 /// writer won, so [`MAX_WRITE_ATTEMPTS`] bounds the work without starving ordinary
-/// contention; beyond it the write fails with [`SessionError::Contention`].
+/// contention; beyond it the write fails with [`SessionError::Contention`] (429 with
+/// `Retry-After`, gRPC `ABORTED`: not 503, which means an outage) and the layer emits
+/// [`SessionEvent::Contention`], so monitoring tells the two apart.
 pub(super) struct Attempts(usize);
 
 impl Attempts {
@@ -252,10 +255,49 @@ impl Attempts {
         Attempts(MAX_WRITE_ATTEMPTS)
     }
 
-    /// Takes one attempt, or fails when none is left.
-    pub(super) fn take(&mut self) -> Result<(), SessionError> {
-        self.0 = self.0.checked_sub(1).ok_or(SessionError::Contention)?;
-        Ok(())
+    /// Takes one attempt, or, when none is left, reports the contention on `key` and fails.
+    pub(super) fn take(
+        &mut self,
+        session: &Session,
+        operation: &'static str,
+        key: SessionKey,
+    ) -> Result<(), SessionError> {
+        match self.0.checked_sub(1) {
+            Some(left) => {
+                self.0 = left;
+                Ok(())
+            }
+            None => {
+                session.env().emit(SessionEvent::Contention {
+                    session: key.fingerprint(),
+                    operation,
+                    attempts: MAX_WRITE_ATTEMPTS,
+                });
+                Err(SessionError::Contention)
+            }
+        }
+    }
+}
+
+impl Session {
+    /// A store write's result, with a failure reported: a write that may have been applied
+    /// as [`SessionEvent::WriteOutcomeUnknown`], any other as [`SessionEvent::StoreFailed`].
+    pub(super) fn stored<T>(
+        &self,
+        operation: &'static str,
+        key: SessionKey,
+        result: Result<T, crate::store::StoreError>,
+    ) -> Result<T, SessionError> {
+        result.map_err(|e| {
+            if !e.is_full() {
+                self.env().emit(SessionEvent::store_error(
+                    Some(key.fingerprint()),
+                    operation,
+                    &e,
+                ));
+            }
+            SessionError::from(e)
+        })
     }
 }
 

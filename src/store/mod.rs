@@ -43,7 +43,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-pub use crate::id::SessionKey;
+pub use crate::id::{RouteTag, SessionKey};
 use crate::record::SessionRecord;
 // Shared with the stores; applications name it at the crate root.
 pub(crate) use crate::limit::LimitPolicy;
@@ -78,10 +78,20 @@ pub enum LoginOutcome {
 
 /// A store could not be reached or answered nonsense, or (see [`StoreError::full`]) has no
 /// room for a new guest session. The layer fails closed on it.
+///
+/// **A failed write may have been applied.** When a write's request reached the store but
+/// its answer did not come back (a command timeout, a connection lost mid-flight), the store
+/// cannot know whether it ran: a logout answered 503 under `CLIENT PAUSE WRITE` was applied
+/// when the pause ended. Such an error is [`StoreError::outcome_unknown`], and the layer
+/// reports it with [`SessionEvent::WriteOutcomeUnknown`](crate::SessionEvent::WriteOutcomeUnknown),
+/// not [`StoreFailed`](crate::SessionEvent::StoreFailed). Every write is a compare-and-set or
+/// a delete, so a client that retries one after a 503 cannot apply it twice: it gets the
+/// state the first attempt left.
 #[derive(Debug)]
 pub struct StoreError {
     source: Box<dyn StdError + Send + Sync + 'static>,
     full: bool,
+    outcome_unknown: bool,
 }
 
 impl StoreError {
@@ -90,7 +100,24 @@ impl StoreError {
         StoreError {
             source: source.into(),
             full: false,
+            outcome_unknown: false,
         }
+    }
+
+    /// A write was sent but its answer never came (a timeout, a connection lost while it was
+    /// in flight): it may or may not have been applied. Stores return it for writes only; a
+    /// write refused before it was sent (the connection known down) is [`StoreError::new`].
+    pub fn outcome_unknown(source: impl Into<Box<dyn StdError + Send + Sync + 'static>>) -> Self {
+        StoreError {
+            source: source.into(),
+            full: false,
+            outcome_unknown: true,
+        }
+    }
+
+    /// Whether this is [`StoreError::outcome_unknown`]: a write that may have been applied.
+    pub fn is_outcome_unknown(&self) -> bool {
+        self.outcome_unknown
     }
 
     /// The store refuses a new **guest** session because its guest budget is spent and every
@@ -101,6 +128,7 @@ impl StoreError {
         StoreError {
             source: source.into(),
             full: true,
+            outcome_unknown: false,
         }
     }
 
@@ -138,7 +166,27 @@ pub const MAX_FORWARD_HOPS: usize = 8;
 /// `create`, `rotate` and `login` of a record with an identity add the new key; `rotate`,
 /// `login` and `delete` (and expiry) remove the old one. `update` never changes a record's
 /// identity: the layer changes identities only through `rotate` and `login`.
+///
+/// **Routing.** A store that places sessions by a [`RouteTag`] carried in the token (a Redis
+/// Cluster: one hash slot per tag) answers [`guest_route`](Self::guest_route) and
+/// [`user_route`](Self::user_route); the layer then puts that tag in front of the tokens it
+/// issues, and hands it back in [`SessionKey::route`]. `rotate` keeps the key's tag (the
+/// new key has the old one's), `login` gives the user's. The defaults answer `None`: tokens
+/// without tags, as before.
 pub trait SessionStore: Send + Sync + 'static {
+    /// The tag for a new guest session's token, or `None` (the default) for no tag.
+    fn guest_route(&self) -> Option<RouteTag> {
+        None
+    }
+
+    /// The tag for a new token of `user_id`'s session (login), or `None` (the default). A
+    /// store that keeps a user's sessions together (its index, its session limit) answers the
+    /// same tag for every login of a user.
+    fn user_route(&self, user_id: &str) -> Option<RouteTag> {
+        let _ = user_id;
+        None
+    }
+
     /// Answers a read without waiting, if the store can: from memory, or from a near-cache.
     /// `None` means "ask [`load`](Self::load)"; that is the default.
     ///
@@ -220,6 +268,8 @@ type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 /// `Session` handle reaches it through the core. `load_now` stays synchronous; the other
 /// operations box the store's futures, which only the asynchronous path awaits.
 pub(crate) trait DynStore: Send + Sync + 'static {
+    fn guest_route(&self) -> Option<RouteTag>;
+    fn user_route(&self, user_id: &str) -> Option<RouteTag>;
     fn load_now(&self, key: SessionKey) -> Option<Result<Option<Arc<SessionRecord>>, StoreError>>;
     fn load(
         &self,
@@ -264,6 +314,12 @@ pub(crate) trait DynStore: Send + Sync + 'static {
 }
 
 impl<T: SessionStore> DynStore for T {
+    fn guest_route(&self) -> Option<RouteTag> {
+        SessionStore::guest_route(self)
+    }
+    fn user_route(&self, user_id: &str) -> Option<RouteTag> {
+        SessionStore::user_route(self, user_id)
+    }
     #[inline]
     fn load_now(&self, key: SessionKey) -> Option<Result<Option<Arc<SessionRecord>>, StoreError>> {
         SessionStore::load_now(self, key)

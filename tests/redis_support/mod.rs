@@ -13,6 +13,10 @@ use std::net::TcpStream;
 use std::sync::Mutex;
 use std::time::Duration;
 
+mod server;
+#[allow(unused_imports)] // not every test file starts servers
+pub use server::*;
+
 use tower_session_guard::store::contract::Harness;
 use tower_session_guard::{RedisStore, SessionToken};
 
@@ -169,10 +173,35 @@ impl Raw {
         const DEL: &str = "local n = 0 \
             for _, k in ipairs(redis.call('KEYS', ARGV[1])) do redis.call('DEL', k) n = n + 1 end \
             return n";
-        match self.cmd(&["EVAL", DEL, "0", &format!("{prefix}*")]) {
+        match self.cmd(&["EVAL", DEL, "0", &key_pattern(prefix)]) {
             Ok(Reply::Int(n)) => n,
             _ => 0,
         }
+    }
+}
+
+/// The `KEYS` pattern of every name under `prefix`, routed ones included (`{p.TAG}:...`
+/// beside `{p}:...`): the prefix up to its hash tag's `}`, then `*`.
+pub fn key_pattern(prefix: &str) -> String {
+    match prefix.find('}') {
+        Some(close) => format!("{}*", &prefix[..close]),
+        None => format!("{prefix}*"),
+    }
+}
+
+/// The name of `key`'s record under `prefix` (a hash-tag prefix such as `{tsg}:`): the
+/// routing tag, if the key has one, goes inside the hash tag (`{tsg.AbC}:s:<hex>`).
+pub fn record_name(prefix: &str, key: &tower_session_guard::store::SessionKey) -> String {
+    format!("{}s:{}", base_name(prefix, key.route()), key.to_hex())
+}
+
+/// The base of the names under `prefix` for `route` (see the Redis store's key layout).
+pub fn base_name(prefix: &str, route: Option<tower_session_guard::store::RouteTag>) -> String {
+    match (route, prefix.find('}')) {
+        (Some(tag), Some(close)) => {
+            format!("{}.{}{}", &prefix[..close], tag.as_str(), &prefix[close..])
+        }
+        _ => prefix.to_owned(),
     }
 }
 

@@ -44,6 +44,7 @@ pub struct RedisStoreBuilder {
     command_timeout: Duration,
     connect_timeout: Duration,
     reconnect_max_delay: Duration,
+    routing_secret: Option<Vec<u8>>,
 }
 
 /// The defaults, with their reasons.
@@ -88,6 +89,7 @@ impl RedisStoreBuilder {
             command_timeout: Self::DEFAULT_COMMAND_TIMEOUT,
             connect_timeout: Self::DEFAULT_CONNECT_TIMEOUT,
             reconnect_max_delay: Self::DEFAULT_RECONNECT_MAX_DELAY,
+            routing_secret: None,
         }
     }
 
@@ -163,6 +165,18 @@ impl RedisStoreBuilder {
         self
     }
 
+    /// The secret under which each user's routing tag is computed (HMAC-SHA-256 of the user
+    /// id; see "Redis Cluster" in [`RedisStore`]'s docs). Every instance sharing the sessions
+    /// must use the same. By default the store keeps one in Redis itself (`<prefix>route-key`,
+    /// 32 random bytes written once with `SET NX`, no expiry), so nothing needs configuring;
+    /// set it here to keep users' tags stable even if that key is lost (a lost key means new
+    /// logins land in a new slot and index: older sessions stay valid until they expire but
+    /// are no longer listed, limited or revoked with the user's). At least 16 bytes.
+    pub fn routing_secret(mut self, secret: impl Into<Vec<u8>>) -> Self {
+        self.routing_secret = Some(secret.into());
+        self
+    }
+
     pub(super) fn fred_config(&self) -> Result<FredConfig, RedisStoreError> {
         let config = match &self.target {
             Target::Url(url) => FredConfig::from_url(&cluster_url(url))
@@ -203,6 +217,7 @@ impl RedisStoreBuilder {
 
     async fn build_inner(self) -> Result<RedisStore, RedisStoreError> {
         let config = self.fred_config()?;
+        let cluster = config.server.is_clustered();
         let max_delay = u32::try_from(millis(self.reconnect_max_delay))
             .unwrap_or(u32::MAX)
             .max(50);
@@ -252,13 +267,22 @@ impl RedisStoreBuilder {
         let mut id = [0u8; 8];
         rand::rng().fill_bytes(&mut id);
         let instance: String = id.iter().map(|b| format!("{b:02x}")).collect();
-        let names = Names::new(self.prefix, instance);
         let loaded = async {
+            let secret = match self.routing_secret {
+                Some(secret) if secret.len() >= 16 => secret,
+                Some(_) => {
+                    return Err(RedisStoreError::Config(
+                        "the routing secret must have at least 16 bytes".into(),
+                    ))
+                }
+                None => routing_secret(&client, &self.prefix).await?,
+            };
+            let names = Names::new(self.prefix, instance, secret, self.guest_capacity);
             subscribe(&subscriber, names.channel()).await?;
-            load_scripts(&client).await
+            Ok((names, load_scripts(&client).await?))
         }
         .await;
-        let scripts = match loaded {
+        let (names, scripts) = match loaded {
             Ok(s) => s,
             Err(e) => {
                 abort_all(&tasks);
@@ -271,11 +295,14 @@ impl RedisStoreBuilder {
             cmd: client.with_options(&options),
             client,
             subscriber,
+            cluster,
             names,
             guest_capacity: self.guest_capacity,
             scripts,
             near: NearCache::new(self.near_cache_ttl, self.near_cache_capacity),
             main_up: AtomicBool::new(true),
+            lost: tokio::sync::Notify::new(),
+            resync: AtomicBool::new(false),
             sub_ready: AtomicBool::new(!disturbed),
             tasks: Mutex::new(tasks),
         });
@@ -323,8 +350,24 @@ pub(super) fn cluster_url(url: &str) -> String {
 /// Whether `prefix` has a non-empty Redis Cluster hash tag: the text between the first `{`
 /// and the first `}` after it.
 pub(super) fn has_hash_tag(prefix: &str) -> bool {
-    prefix
-        .find('{')
-        .and_then(|open| prefix[open + 1..].find('}'))
-        .is_some_and(|len| len > 0)
+    super::names::hash_tag_end(prefix).is_some()
+}
+
+/// The deployment's routing secret, kept in Redis: written once by whichever instance comes
+/// first (`SET NX`, no expiry), then read by all.
+async fn routing_secret(client: &Client, prefix: &str) -> Result<Vec<u8>, RedisStoreError> {
+    use fred::interfaces::LuaInterface;
+    const SET_ONCE: &str =
+        "redis.call('SET', KEYS[1], ARGV[1], 'NX') return redis.call('GET', KEYS[1])";
+    let key = format!("{prefix}route-key");
+    let mut fresh = [0u8; 32];
+    rand::rng().fill_bytes(&mut fresh);
+    let fresh: String = fresh.iter().map(|b| format!("{b:02x}")).collect();
+    let secret: Option<String> = client.eval(SET_ONCE, key.as_str(), fresh).await?;
+    match secret {
+        Some(s) if s.len() >= 32 => Ok(s.into_bytes()),
+        _ => Err(RedisStoreError::Reply(format!(
+            "{key} holds no routing secret"
+        ))),
+    }
 }

@@ -19,9 +19,17 @@ pub enum RedisStoreError {
     /// cluster, ...).
     #[error("invalid Redis store configuration: {0}")]
     Config(String),
-    /// Redis could not be reached, timed out, or answered with an error.
+    /// Redis could not be reached, or answered with an error.
     #[error("redis: {0}")]
     Redis(#[source] Box<dyn StdError + Send + Sync + 'static>),
+    /// A write was sent to Redis and its answer did not come back: the command timed out
+    /// ([`command_timeout`](super::RedisStoreBuilder::command_timeout)), or the connection
+    /// was lost while it was in flight. **It may have been applied** (a logout sent while
+    /// Redis was paused with `CLIENT PAUSE WRITE` is applied when the pause ends). The store
+    /// returns it as [`StoreError::outcome_unknown`]: the layer answers 503 like any store
+    /// error and emits [`SessionEvent::WriteOutcomeUnknown`](crate::SessionEvent::WriteOutcomeUnknown).
+    #[error("redis write, outcome unknown: {0}")]
+    OutcomeUnknown(#[source] Box<dyn StdError + Send + Sync + 'static>),
     /// A record was written in a format this version does not know (by a newer version,
     /// or not by this crate at all). The session is refused, not guessed at.
     #[error("session record has unknown format {0}")]
@@ -52,12 +60,27 @@ impl From<RedisStoreError> for StoreError {
     fn from(e: RedisStoreError) -> Self {
         match e {
             RedisStoreError::Full(_) => StoreError::full(e),
+            RedisStoreError::OutcomeUnknown(_) => StoreError::outcome_unknown(e),
             e => StoreError::new(e),
         }
     }
 }
 
 impl RedisStoreError {
+    /// For a write: whether `e` means the command may have reached Redis without its answer
+    /// coming back (a timeout, a connection closed or cancelled while it was pending), so
+    /// that it may have been applied. Redis's own error replies (a script error, `OOM`,
+    /// `NOSCRIPT`) mean it was not.
+    pub(super) fn from_write(e: FredError) -> Self {
+        use fred::error::ErrorKind;
+        match e.kind() {
+            ErrorKind::Timeout | ErrorKind::IO | ErrorKind::Canceled => {
+                RedisStoreError::OutcomeUnknown(Box::new(e))
+            }
+            _ => RedisStoreError::Redis(Box::new(e)),
+        }
+    }
+
     /// Whether Redis refused a write for lack of memory (`OOM command not allowed ...`).
     pub(super) fn is_oom(&self) -> bool {
         match self {

@@ -161,9 +161,11 @@ impl RecordArgs {
         self.user.is_none()
     }
 
-    /// The user's index; only a logged-in session has one.
-    fn index_key(&self, names: &Names) -> Option<String> {
-        self.user.as_deref().map(|user| names.index_key(user))
+    /// The user's index beside `key` (in its slot); only a logged-in session has one.
+    fn index_key(&self, names: &Names, key: &SessionKey) -> Option<String> {
+        self.user
+            .as_deref()
+            .map(|user| names.index_beside(key, user))
     }
 }
 
@@ -185,7 +187,7 @@ impl CreateArgs {
     pub(super) fn call(&self, names: &Names) -> Call {
         Call::default()
             .key("key", names.record_key(&self.key))
-            .optional_key("index", self.record.index_key(names))
+            .optional_key("index", self.record.index_key(names, &self.key))
             .write_head(names, &self.record)
             .number("guest_capacity", self.guest_capacity)
     }
@@ -206,7 +208,7 @@ impl UpdateArgs {
     pub(super) fn call(&self, names: &Names) -> Call {
         Call::default()
             .key("key", names.record_key(&self.key))
-            .optional_key("index", self.record.index_key(names))
+            .optional_key("index", self.record.index_key(names, &self.key))
             .write_head(names, &self.record)
             .number("expected", self.expected)
     }
@@ -229,7 +231,7 @@ impl RotateArgs {
         Call::default()
             .key("old_key", names.record_key(&self.old))
             .key("new_key", names.record_key(&self.new))
-            .optional_key("index", self.record.index_key(names))
+            .optional_key("index", self.record.index_key(names, &self.new))
             .write_head(names, &self.record)
             .number("expected", self.expected)
     }
@@ -281,7 +283,7 @@ impl LoginArgs {
         let user = self.record.user.as_deref().unwrap_or_default();
         Call::default()
             .key("new_key", names.record_key(&self.new))
-            .key("index", names.index_key(user))
+            .key("index", names.index_beside(&self.new, user))
             .optional_key("old_key", self.old.map(|(key, _)| names.record_key(&key)))
             .write_head(names, &self.record)
             .text("limit_max", max)
@@ -293,21 +295,50 @@ impl LoginArgs {
     }
 }
 
+/// On a cluster, the second half of a login from a guest whose key is in another slot than
+/// the user's: leaves the guest key forwarding to the new session if it is still at the
+/// version the login read (see `StoreShared::login`).
+pub(super) const RETIRE: &str = include_str!("lua/retire.lua");
+
+/// The arguments of [`RETIRE`].
+#[derive(Debug)]
+pub(super) struct RetireArgs {
+    pub(super) old: SessionKey,
+    pub(super) expected: u64,
+    pub(super) new: SessionKey,
+}
+
+impl RetireArgs {
+    pub(super) fn call(&self, names: &Names) -> Call {
+        Call::default()
+            .key("old_key", names.record_key(&self.old))
+            .text("prefix", names.prefix())
+            .text("instance", names.instance())
+            .number("expected", self.expected)
+            .text("new_name", names.record_key(&self.new))
+    }
+}
+
 /// Lists a user's live sessions.
 pub(super) const USER_SESSIONS: &str = include_str!("lua/user_sessions.lua");
 
 /// The arguments of [`USER_SESSIONS`].
 #[derive(Debug)]
 pub(super) struct UserSessionsArgs<'a> {
-    pub(super) user_id: &'a str,
+    /// One of the user's indexes ([`Names::user_indexes`]).
+    pub(super) index: &'a str,
+    /// Another one, read after it in the same script (one node only: on a cluster they are
+    /// in different slots).
+    pub(super) legacy: Option<&'a str>,
     /// At most this many sessions (clamped to [`MAX_LIST`]).
     pub(super) limit: usize,
 }
 
 impl UserSessionsArgs<'_> {
-    pub(super) fn call(&self, names: &Names) -> Call {
+    pub(super) fn call(&self) -> Call {
         Call::default()
-            .key("index", names.index_key(self.user_id))
+            .key("index", self.index.to_owned())
+            .optional_key("legacy", self.legacy.map(str::to_owned))
             .number("limit", self.limit.min(MAX_LIST))
             .number("scan", INDEX_SCAN)
     }
@@ -331,6 +362,7 @@ pub(super) struct Scripts {
     pub(super) delete: Script,
     pub(super) login: Script,
     pub(super) user_sessions: Script,
+    pub(super) retire: Script,
 }
 
 pub(super) async fn load_scripts(client: &Client) -> Result<Scripts, RedisStoreError> {
@@ -350,5 +382,6 @@ pub(super) async fn load_scripts(client: &Client) -> Result<Scripts, RedisStoreE
         delete: load(DELETE).await?,
         login: load(LOGIN).await?,
         user_sessions: load(USER_SESSIONS).await?,
+        retire: load(RETIRE).await?,
     })
 }

@@ -5,11 +5,21 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::RedisStore;
-use crate::id::SessionKey;
+use crate::id::{RouteTag, SessionKey};
 use crate::record::SessionRecord;
 use crate::store::{LoginOutcome, SessionLimit, SessionStore, StoreError, WriteOutcome};
 
 impl SessionStore for RedisStore {
+    /// One of the guest buckets, at random (see "Redis Cluster" in the module docs).
+    fn guest_route(&self) -> Option<RouteTag> {
+        Some(self.shared.names.guest_route())
+    }
+
+    /// The user's keyed tag: their sessions and index share one slot.
+    fn user_route(&self, user_id: &str) -> Option<RouteTag> {
+        Some(self.shared.names.user_route(user_id))
+    }
+
     /// A near-cache hit answers at once (0 round trips); anything else goes to Redis.
     fn load_now(&self, key: SessionKey) -> Option<Result<Option<Arc<SessionRecord>>, StoreError>> {
         self.shared.load_cached(&key).map(|hit| Ok(Some(hit)))

@@ -10,8 +10,8 @@ use super::builder::{cluster_url, has_hash_tag};
 use super::codec::{decode, encode, parse_hex_key, FORMAT_V1};
 use super::names::Names;
 use super::scripts::{
-    Call, CreateArgs, DeleteArgs, LoginArgs, RecordArgs, RotateArgs, UpdateArgs, UserSessionsArgs,
-    COMMON, CREATE, DELETE, LOGIN, ROTATE, UPDATE, USER_SESSIONS,
+    Call, CreateArgs, DeleteArgs, LoginArgs, RecordArgs, RetireArgs, RotateArgs, UpdateArgs,
+    UserSessionsArgs, COMMON, CREATE, DELETE, LOGIN, RETIRE, ROTATE, UPDATE, USER_SESSIONS,
 };
 use super::{RedisStore, RedisStoreError};
 use crate::id::{SessionKey, SessionToken};
@@ -129,7 +129,7 @@ fn declared(lua: &str, table: &str) -> Vec<String> {
 /// ARGV[n]` lines of its `.lua`) makes the two lists differ.
 #[test]
 fn script_arguments_match_the_names_the_lua_declares() {
-    let names = Names::new("{t}:".to_owned(), "00ff".to_owned());
+    let names = Names::new("{t}:".to_owned(), "00ff".to_owned(), vec![7; 32], 10);
     let key = || SessionToken::generate().key();
     let mut user = SessionRecord::new(SystemTime::now());
     user.identity = Some(Identity::new("alice"));
@@ -162,7 +162,7 @@ fn script_arguments_match_the_names_the_lua_declares() {
         limit,
     };
     // Every optional key present: the full lists.
-    let full: [(&str, &str, Call); 6] = [
+    let full: [(&str, &str, Call); 7] = [
         ("create", CREATE, create(&user).call(&names)),
         ("update", UPDATE, update(&user).call(&names)),
         ("rotate", ROTATE, rotate(&user).call(&names)),
@@ -172,8 +172,19 @@ fn script_arguments_match_the_names_the_lua_declares() {
             "user_sessions",
             USER_SESSIONS,
             UserSessionsArgs {
-                user_id: "alice",
+                index: "{t.AAA}:u:alice",
+                legacy: Some("{t}:u:alice"),
                 limit: 5,
+            }
+            .call(),
+        ),
+        (
+            "retire",
+            RETIRE,
+            RetireArgs {
+                old: key(),
+                expected: 1,
+                new: key(),
             }
             .call(&names),
         ),
@@ -199,4 +210,62 @@ fn script_arguments_match_the_names_the_lua_declares() {
     }
     // The shared helpers take everything as parameters.
     assert!(declared(COMMON, "KEYS").is_empty() && declared(COMMON, "ARGV").is_empty());
+}
+
+#[test]
+fn key_names_carry_the_route_and_parse_back() {
+    let names = Names::new("{tsg}:".to_owned(), "00ff".to_owned(), vec![7; 32], 50_000);
+    let untagged = SessionToken::generate().key();
+    assert_eq!(
+        names.record_key(&untagged),
+        format!("{{tsg}}:s:{}", untagged.to_hex())
+    );
+    let tag = crate::id::RouteTag::from_index(12345);
+    let routed = SessionToken::generate_routed(Some(tag)).key();
+    let name = names.record_key(&routed);
+    assert_eq!(
+        name,
+        format!("{{tsg.{}}}:s:{}", tag.as_str(), routed.to_hex())
+    );
+    for key in [untagged, routed] {
+        let back = names.key_of(names.record_key(&key).as_bytes()).unwrap();
+        assert_eq!((back, back.route()), (key, key.route()));
+    }
+    for bad in [
+        "{tsg}:s:zz".to_owned(),
+        format!("{{tsg.AB}}:s:{}", routed.to_hex()),
+        format!("{{tsg.A{{C}}:s:{}", routed.to_hex()),
+        format!("{{other}}:s:{}", routed.to_hex()),
+        format!("{{tsg.ABC}}:u:{}", routed.to_hex()),
+        String::new(),
+    ] {
+        assert!(names.key_of(bad.as_bytes()).is_err(), "{bad:?}");
+    }
+    // A user's tag is stable, depends on the secret, and differs between users.
+    assert_eq!(names.user_route("alice"), names.user_route("alice"));
+    assert_ne!(names.user_route("alice"), names.user_route("bob"));
+    let other = Names::new("{tsg}:".to_owned(), "00ff".to_owned(), vec![8; 32], 50_000);
+    assert_ne!(names.user_route("alice"), other.user_route("alice"));
+    assert_eq!(
+        names.index_beside(&names_key(&names, "alice"), "alice"),
+        names.user_indexes("alice")[0]
+    );
+    assert_eq!(names.user_indexes("alice")[1], "{tsg}:u:alice");
+    // Guests: 50 000 / 64 = 781 buckets of 65 (at most 1024 buckets).
+    assert_eq!(names.per_guest_bucket(), 65);
+    let small = Names::new("{tsg}:".to_owned(), "00ff".to_owned(), vec![7; 32], 10);
+    assert_eq!(small.per_guest_bucket(), 10);
+    assert_eq!(small.guest_route(), crate::id::RouteTag::from_index(0));
+    // Without a hash tag (one node only) the tag gets braces of its own.
+    let plain = Names::new("app:".to_owned(), "00ff".to_owned(), vec![7; 32], 10);
+    let name = plain.record_key(&routed);
+    assert!(
+        name.starts_with(&format!("app:{{{}}}:s:", tag.as_str())),
+        "{name}"
+    );
+    assert_eq!(plain.key_of(name.as_bytes()).unwrap().route(), Some(tag));
+}
+
+fn names_key(names: &Names, user: &str) -> SessionKey {
+    SessionToken::generate_routed(Some(names.user_route(user))).key()
 }

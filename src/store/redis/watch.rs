@@ -8,12 +8,12 @@ use std::time::Duration;
 
 use fred::clients::{Client, SubscriberClient};
 use fred::error::Error as FredError;
-use fred::interfaces::{ClientLike, EventInterface, PubsubInterface};
+use fred::interfaces::{ClientLike, ClusterInterface, EventInterface, PubsubInterface};
 use fred::types::config::Server;
+use fred::types::Value;
 use tokio::sync::broadcast::error::{RecvError, TryRecvError};
 use tokio::sync::broadcast::Receiver;
 
-use super::codec::parse_hex_key;
 use super::shared::StoreShared;
 use super::RedisStoreError;
 
@@ -23,6 +23,8 @@ const SUBSCRIBE_TIMEOUT: Duration = Duration::from_secs(2);
 const WATCH_TICK: Duration = Duration::from_secs(1);
 /// The pause between two failed (re)subscriptions.
 const RESUBSCRIBE_DELAY: Duration = Duration::from_millis(100);
+/// While the main connection is down, how often the watcher probes it with a `PING`.
+const PROBE_DELAY: Duration = Duration::from_millis(100);
 
 pub(super) async fn subscribe(
     subscriber: &SubscriberClient,
@@ -86,13 +88,23 @@ fn drain<T: Clone>(rx: &mut Receiver<T>) -> usize {
 /// Applies connection events and invalidation messages to the near-cache until the store is
 /// dropped (or fred closes the streams).
 ///
-/// Error events are handled before reconnection events (`biased`), so that an error and
-/// the reconnection that followed it, when both are pending, leave the connection marked
-/// up. A slow tick re-checks the flags against fred's own state, as a safety net.
+/// Error events are handled before reconnection events (`biased`). The main connection is
+/// marked up again only by a `PING` that Redis answered (the probe), never by fred's own
+/// state: after a `kill -9` fred keeps reporting `Connected` until a command finds the
+/// connection dead (it reconnects only when a command fails), so trusting
+/// `is_connected()` let every request of the next round wait out the whole command timeout
+/// on a dead socket (issue 13: about 50 requests on one instance waited 300 ms each; the
+/// test `after_a_kill_every_request_fails_at_once_and_recovers` in `tests/redis_faults.rs`).
+/// While the connection is down, requests fail at once and the probe alone, every
+/// [`PROBE_DELAY`], pays for finding out (and its `PING` is what makes fred reconnect).
 pub(super) async fn watch(store: Weak<StoreShared>, mut ev: Events, mut resubscribe: bool) {
     // `resubscribe` is set while the subscriber is connected but not (yet) subscribed again.
     let mut tick = tokio::time::interval(WATCH_TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // The `PING` in flight while the main connection is marked down, if any.
+    let mut probe: Option<Probe> = None;
+    // A resync was asked for while a probe was in flight: probe again after it.
+    let mut resync_pending = false;
     loop {
         let retry = async {
             if resubscribe {
@@ -101,12 +113,33 @@ pub(super) async fn watch(store: Weak<StoreShared>, mut ev: Events, mut resubscr
                 std::future::pending::<()>().await;
             }
         };
+        // Down, or (on a cluster) a command failed since the last probe: probe (and resync
+        // the cluster's slot map) after a pause.
+        let down = store.upgrade().is_some_and(|s| {
+            !s.main_up.load(Ordering::SeqCst) || s.resync.swap(false, Ordering::SeqCst)
+        }) || resync_pending;
+        resync_pending = down && probe.is_some();
+        let idle = probe.is_none();
+        let next_probe = async move {
+            if down && idle {
+                tokio::time::sleep(PROBE_DELAY).await;
+            } else {
+                std::future::pending::<()>().await;
+            }
+        };
+        let probed = async {
+            match probe.as_mut() {
+                Some(p) => p.await,
+                None => std::future::pending::<bool>().await,
+            }
+        };
         tokio::select! {
             biased;
             e = ev.main_errors.recv() => {
                 if matches!(e, Err(RecvError::Closed)) { return; }
                 let Some(s) = store.upgrade() else { return };
                 s.main_up.store(false, Ordering::SeqCst);
+                s.lost.notify_waiters();
                 s.near.clear();
             }
             e = ev.sub_errors.recv() => {
@@ -118,8 +151,22 @@ pub(super) async fn watch(store: Weak<StoreShared>, mut ev: Events, mut resubscr
             e = ev.main_reconnects.recv() => {
                 if matches!(e, Err(RecvError::Closed)) { return; }
                 let Some(s) = store.upgrade() else { return };
+                // fred announces a reconnection before it has replayed its buffer and
+                // marked itself connected: up once a PING has been answered.
                 s.near.clear();
-                s.main_up.store(true, Ordering::SeqCst);
+                probe = Some(start_probe(&s));
+            }
+            ok = probed => {
+                probe = None;
+                if ok {
+                    let Some(s) = store.upgrade() else { return };
+                    s.near.clear();
+                    s.main_up.store(true, Ordering::SeqCst);
+                }
+            }
+            () = next_probe => {
+                let Some(s) = store.upgrade() else { return };
+                probe = Some(start_probe(&s));
             }
             e = ev.sub_reconnects.recv() => {
                 if matches!(e, Err(RecvError::Closed)) { return; }
@@ -140,11 +187,8 @@ pub(super) async fn watch(store: Weak<StoreShared>, mut ev: Events, mut resubscr
             () = retry => {}
             _ = tick.tick() => {
                 let Some(s) = store.upgrade() else { return };
-                // An event lost or handled out of order must not leave a flag wrong for good.
-                if !s.main_up.load(Ordering::SeqCst) && s.client.is_connected() {
-                    s.near.clear();
-                    s.main_up.store(true, Ordering::SeqCst);
-                }
+                // An event lost or handled out of order must not leave a flag wrong for good
+                // (the main connection's flag is the probe's business: see above).
                 if !s.sub_ready.load(Ordering::SeqCst) && s.subscriber.is_connected() {
                     resubscribe = true;
                 }
@@ -160,6 +204,25 @@ pub(super) async fn watch(store: Weak<StoreShared>, mut ev: Events, mut resubscr
             }
         }
     }
+}
+
+/// A `PING` on the main connection: whether Redis answered it.
+type Probe = std::pin::Pin<Box<dyn std::future::Future<Output = bool> + Send>>;
+
+/// On a cluster the probe first refreshes fred's map of the slots (`CLUSTER SLOTS`): after
+/// a failover, fred would otherwise keep sending a lost primary's slots to the dead node.
+/// Until a replica has taken over the refresh fails, and the probe is retried.
+fn start_probe(s: &StoreShared) -> Probe {
+    let (cmd, client, cluster) = (s.cmd.clone(), s.client.clone(), s.cluster);
+    Box::pin(async move {
+        if cluster {
+            let synced = tokio::time::timeout(SUBSCRIBE_TIMEOUT, client.sync_cluster()).await;
+            if !matches!(synced, Ok(Ok(()))) {
+                return false;
+            }
+        }
+        cmd.ping::<Value>(None).await.is_ok()
+    })
 }
 
 impl StoreShared {
@@ -179,9 +242,11 @@ impl StoreShared {
         if instance == self.names.instance().as_bytes() {
             return; // our own write: already applied locally
         }
-        match parse_hex_key(hex) {
-            Some(key) => self.near.invalidate(&key),
-            None => self.near.clear(),
+        // The record key's full name (its base carries the routing tag). Anything else, such
+        // as the bare hex an older version sends, clears everything: safe either way.
+        match self.names.key_of(hex) {
+            Ok(key) => self.near.invalidate(&key),
+            Err(_) => self.near.clear(),
         }
     }
 }

@@ -1,14 +1,21 @@
 -- Helpers shared by every script: each script is the prelude that scripts.rs generates
 -- from the Rust constants (FORWARD_TTL, MAX_FORWARD_HOPS, GUEST_EVICT), then this file, then
--- the script itself. Key names are computed from the prefix in Lua; on a cluster that is
--- legal because every key of the store carries the prefix's hash tag.
+-- the script itself.
+--
+-- Every key name is a base followed by 's:<64 hex>' (a record), 'u:<user id>' (an index) or
+-- 'guests' (a guest set); a base is the prefix ('{tsg}:', tokens without a routing tag) or
+-- the prefix with a tag in its hash tag ('{tsg.AbC}:'). The names a script derives from a
+-- record key (its index, its guest set) share that key's base, hence its cluster slot, which
+-- is what makes deriving them legal on a cluster.
+local function base_of(key) return string.sub(key, 1, #key - 66) end
 local function now_ms()
   local t = redis.call('TIME')
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 end
 local function fmt(n) return string.format('%.0f', n) end
 local function inval(prefix, instance, key)
-  redis.call('PUBLISH', prefix .. 'inval', instance .. ':' .. string.sub(key, #prefix + 3))
+  -- the full key name: its base carries the routing tag, part of the key's identity
+  redis.call('PUBLISH', prefix .. 'inval', instance .. ':' .. key)
 end
 -- Fails the script with Redis's OOM error when Redis is at maxmemory under noeviction.
 -- Redis checks memory only at the first write of a script (later ones go through, so that
@@ -43,18 +50,19 @@ local function index_add(idx, key, now, ttl, stop)
   index_expiry(idx)
 end
 local function index_remove(prefix, key, user)
-  if user and user ~= '' then redis.call('ZREM', prefix .. 'u:' .. user, key) end
+  if user and user ~= '' then redis.call('ZREM', base_of(key) .. 'u:' .. user, key) end
 end
--- The guest set: the key names of guest records, scored by their expiry deadlines like an
--- index, and living as long as its longest-lived guest.
-local function guests_key(prefix) return prefix .. 'guests' end
+-- The guest set beside a guest record (one per base: a guest bucket): the key names of
+-- guest records, scored by their expiry deadlines like an index, and living as long as its
+-- longest-lived guest.
+local function guests_key(key) return base_of(key) .. 'guests' end
 local function guest_add(prefix, key, deadline)
-  local guests = guests_key(prefix)
+  local guests = guests_key(key)
   redis.call('ZADD', guests, 'GT', fmt(deadline), key)
   index_expiry(guests)
 end
 local function guest_remove(prefix, key)
-  redis.call('ZREM', guests_key(prefix), key)
+  redis.call('ZREM', guests_key(key), key)
 end
 local function write(key, version, blob, user, created, ttl)
   redis.call('DEL', key)

@@ -24,7 +24,7 @@ local result = {1}
 if user ~= '' then
   deny_if_oom(index)
 else
-  local guests = guests_key(prefix)
+  local guests = guests_key(key)
   deny_if_oom(guests)
   redis.call('ZREMRANGEBYSCORE', guests, '-inf', fmt(now))
   local over = redis.call('ZCARD', guests) - guest_capacity + 1

@@ -3,14 +3,14 @@
 -- reached, with its index or guest-set entry. Publishes for the given key even if it is
 -- missing (a delete is usually a revocation, and a message costs nothing inside the
 -- script) and for every other key removed. Returns {1 if a live record was removed, else 0;
--- then the keys removed other than the given one}.
+-- then the keys removed other than the given one}, or {2, removed keys..., next key} when the
+-- chain goes on under another base (another slot on a cluster).
 
 -- The arguments, as `DeleteArgs::call` (scripts.rs) builds them.
 local key = KEYS[1]
 local prefix = ARGV[1]
 local instance = ARGV[2]
 
-local records = prefix .. 's:'
 local at, out = key, {0}
 for hop = 0, MAX_FORWARD_HOPS do
   local h = redis.call('HMGET', at, 'v', 'u', 'f')
@@ -23,7 +23,14 @@ for hop = 0, MAX_FORWARD_HOPS do
     break
   end
   local f = h[3]
-  if not f or string.sub(f, 1, #records) ~= records then break end
+  if not f or #f <= 66 or string.sub(f, -66, -65) ~= 's:' then break end
+  if base_of(f) ~= base_of(at) then
+    -- Forwarding into another slot (a guest that logged in on a cluster): the caller goes
+    -- on there with another call, after checking that `f` is one of the store's key names.
+    out[1] = 2
+    out[#out + 1] = f
+    break
+  end
   at = f
 end
 return out
