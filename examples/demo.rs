@@ -5,6 +5,15 @@
 //! `--trusted-proxy CIDR` (repeatable; default none), `--redis URL` or `--postgres URL`
 //! (sessions in Redis or PostgreSQL instead of in memory).
 //!
+//! Device Bound Session Credentials (issue 15): `--dbsc` turns binding on (logins offer it;
+//! Chrome with DBSC enabled registers a device key and renews a short-lived bound cookie),
+//! `--bound-cookie-lifetime SECS` sets that cookie's lifetime (default 300). Browsers run
+//! DBSC only over HTTPS: `--tls` serves HTTPS with a self-signed certificate made at start
+//! (its SPKI SHA-256 is printed for Chrome's `--ignore-certificate-errors-spki-list`), or
+//! `--tls-cert FILE --tls-key FILE` with your own PEM files. The TLS part is built only in
+//! `e2e/` (its own workspace, like `fuzz/`), so that rustls and rcgen stay out of the crate's
+//! own `cargo test`: `cargo run --manifest-path e2e/Cargo.toml --bin demo -- --tls --dbsc`.
+//!
 //! Authenticated sessions are pinned to their login address and checked by a validation
 //! policy in allow mode: "admins from the console host" (role admin from 127.0.0.1 or ::1)
 //! and "users on loopback" (role user from 127.0.0.0/8 or ::1). So alice may use her session
@@ -37,10 +46,15 @@ use common::{find_user, parse_args, print_banner, FLAGS};
 async fn main() -> ExitCode {
     common::init_logging();
     let default_addr = SocketAddr::from(([127, 0, 0, 1], 3000));
-    let args = match parse_args(std::env::args().skip(1), default_addr) {
-        Ok(a) if a.rest.is_empty() => a,
-        Ok(a) => {
-            eprintln!("unknown argument {:?}\nusage: demo {FLAGS}", a.rest[0]);
+    let parsed = parse_args(std::env::args().skip(1), default_addr)
+        .and_then(|mut a| Extra::parse(std::mem::take(&mut a.rest)).map(|(e, rest)| (a, e, rest)));
+    let (args, extra) = match parsed {
+        Ok((a, e, rest)) if rest.is_empty() => (a, e),
+        Ok((_, _, rest)) => {
+            eprintln!(
+                "unknown argument {:?}\nusage: demo {FLAGS} {EXTRA_FLAGS}",
+                rest[0]
+            );
             return ExitCode::from(2);
         }
         Err(msg) => {
@@ -51,14 +65,14 @@ async fn main() -> ExitCode {
     let result = match (&args.redis, &args.postgres) {
         (Some(_), Some(_)) => Err("--redis and --postgres: choose one store".to_owned()),
         (Some(url), None) => match common::connect_redis(url).await {
-            Ok(store) => serve(store, &args).await,
+            Ok(store) => serve(store, &args, &extra).await,
             Err(e) => Err(format!("cannot use Redis at {url}: {e}")),
         },
         (None, Some(url)) => match common::connect_postgres(url).await {
-            Ok(store) => serve(store, &args).await,
+            Ok(store) => serve(store, &args, &extra).await,
             Err(e) => Err(format!("cannot use PostgreSQL at {url}: {e}")),
         },
-        (None, None) => serve(common::memory_store(&args), &args).await,
+        (None, None) => serve(common::memory_store(&args), &args, &extra).await,
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -69,8 +83,80 @@ async fn main() -> ExitCode {
     }
 }
 
-async fn serve<St: SessionStore>(store: St, args: &common::Args) -> Result<(), String> {
-    let layer = common::layer(store, args)?;
+/// The demo's own flags, besides the shared ones.
+const EXTRA_FLAGS: &str =
+    "[--dbsc] [--bound-cookie-lifetime SECS] [--tls | --tls-cert FILE --tls-key FILE]";
+
+#[derive(Default)]
+struct Extra {
+    dbsc: bool,
+    bound_cookie_lifetime: Option<std::time::Duration>,
+    tls: bool,
+    tls_files: Option<(std::path::PathBuf, std::path::PathBuf)>,
+}
+
+impl Extra {
+    /// Takes the demo's own flags out of `rest`; returns what is left.
+    fn parse(rest: Vec<String>) -> Result<(Extra, Vec<String>), String> {
+        let mut extra = Extra::default();
+        let (mut cert, mut key, mut left) = (None, None, Vec::new());
+        let mut it = rest.into_iter();
+        while let Some(flag) = it.next() {
+            let mut value = || it.next().ok_or_else(|| format!("{flag} needs a value"));
+            match flag.as_str() {
+                "--dbsc" => extra.dbsc = true,
+                "--tls" => extra.tls = true,
+                "--bound-cookie-lifetime" => {
+                    let v = value()?;
+                    let secs = v.parse::<u64>().ok().filter(|s| (1..=3600).contains(s));
+                    let secs = secs.ok_or_else(|| {
+                        format!("--bound-cookie-lifetime takes 1 to 3600 seconds, got {v:?}")
+                    })?;
+                    extra.bound_cookie_lifetime = Some(std::time::Duration::from_secs(secs));
+                }
+                "--tls-cert" => cert = Some(std::path::PathBuf::from(value()?)),
+                "--tls-key" => key = Some(std::path::PathBuf::from(value()?)),
+                _ => left.push(flag),
+            }
+        }
+        extra.tls_files = match (cert, key) {
+            (Some(c), Some(k)) => Some((c, k)),
+            (None, None) => None,
+            _ => return Err("--tls-cert and --tls-key go together".into()),
+        };
+        if extra.tls && extra.tls_files.is_some() {
+            return Err("--tls makes its own certificate; drop --tls-cert/--tls-key".into());
+        }
+        Ok((extra, left))
+    }
+
+    fn https(&self) -> bool {
+        self.tls || self.tls_files.is_some()
+    }
+}
+
+async fn serve<St: SessionStore>(
+    store: St,
+    args: &common::Args,
+    extra: &Extra,
+) -> Result<(), String> {
+    #[allow(unused_mut)]
+    let mut builder = common::builder(store, args)?;
+    if extra.dbsc {
+        #[cfg(feature = "dbsc")]
+        {
+            let mut binding = tower_session_guard::dbsc::DeviceBinding::new();
+            if let Some(lifetime) = extra.bound_cookie_lifetime {
+                binding = binding.bound_cookie_lifetime(lifetime);
+            }
+            builder = builder.device_binding(binding);
+        }
+        #[cfg(not(feature = "dbsc"))]
+        return Err("--dbsc needs the crate's feature `dbsc` (--features dbsc)".into());
+    }
+    let layer = builder
+        .build()
+        .map_err(|e| format!("invalid session settings: {e}"))?;
     let app = Router::new()
         .route("/", get(index))
         .route("/login", post(login))
@@ -92,6 +178,9 @@ async fn serve<St: SessionStore>(store: St, args: &common::Args) -> Result<(), S
     let listener = tokio::net::TcpListener::bind(args.addr)
         .await
         .map_err(|e| format!("cannot listen on {}: {e}", args.addr))?;
+    if extra.https() {
+        return serve_https(listener, app, args, extra).await;
+    }
     print_banner(&format!("http://{}", args.addr), args);
     axum::serve(
         listener,
@@ -104,6 +193,58 @@ async fn serve<St: SessionStore>(store: St, args: &common::Args) -> Result<(), S
     .map_err(|e| format!("server error: {e}"))
 }
 
+/// HTTPS on `listener` (e2e/'s build of this demo).
+#[cfg(tsg_demo_tls)]
+async fn serve_https(
+    listener: tokio::net::TcpListener,
+    app: Router,
+    args: &common::Args,
+    extra: &Extra,
+) -> Result<(), String> {
+    let tls = match &extra.tls_files {
+        Some((cert, key)) => tsg_e2e::tls::from_pem_files(cert, key)?,
+        None => tsg_e2e::tls::self_signed()?,
+    };
+    let addr = listener.local_addr().map_err(|e| e.to_string())?;
+    print_banner(&format!("https://{addr}"), args);
+    if let Some(spki) = &tls.spki_sha256 {
+        // What Chrome's --ignore-certificate-errors-spki-list takes.
+        println!("certificate SPKI SHA-256 (base64): {spki}");
+    }
+    if extra.dbsc {
+        println!("device binding (DBSC) on: {}", tsg_e2e::CHROME_FLAGS_HINT);
+    }
+    axum::serve(
+        // `tap_io` makes the listener's `SocketAddr` the connection info axum hands the
+        // layer (`ConnectInfo<SocketAddr>`), as for plain TCP.
+        axum::serve::ListenerExt::tap_io(
+            tsg_e2e::tls::TlsListener::new(listener, tls.config),
+            |_| {},
+        ),
+        app.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(async {
+        let _ = tokio::signal::ctrl_c().await;
+    })
+    .await
+    .map_err(|e| format!("server error: {e}"))
+}
+
+/// Without the e2e member's TLS build: say how to get it.
+#[cfg(not(tsg_demo_tls))]
+async fn serve_https(
+    _: tokio::net::TcpListener,
+    _: Router,
+    _: &common::Args,
+    _: &Extra,
+) -> Result<(), String> {
+    Err(
+        "HTTPS is built into the demo of e2e/ (rustls and rcgen stay out of the crate's own \
+build): cargo run --manifest-path e2e/Cargo.toml --bin demo -- --tls --dbsc"
+            .into(),
+    )
+}
+
 /// One entry of `GET /sessions`.
 #[derive(Serialize)]
 struct SessionJson {
@@ -113,6 +254,7 @@ struct SessionJson {
     ip: Option<String>,
     user_agent: Option<String>,
     current: bool,
+    device_bound: bool,
 }
 
 fn unix(t: SystemTime) -> u64 {
@@ -133,6 +275,7 @@ async fn list_sessions(session: Session) -> Result<Json<Vec<SessionJson>>, Sessi
                 ip: s.ip.map(|ip| ip.to_string()),
                 user_agent: s.user_agent,
                 current: s.current,
+                device_bound: s.device_bound,
             })
             .collect(),
     ))
@@ -280,8 +423,9 @@ async fn sessions_table(session: &Session) -> String {
             )
         };
         rows.push_str(&format!(
-            "<tr><td><code>{}</code></td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>\n",
+            "<tr><td><code>{}</code></td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>\n",
             s.id,
+            if s.device_bound { "yes" } else { "no" },
             s.ip.map(|ip| ip.to_string()).unwrap_or_else(|| "-".into()),
             escape(s.user_agent.as_deref().unwrap_or("-")),
             when(Some(s.created_at)),
@@ -291,7 +435,7 @@ async fn sessions_table(session: &Session) -> String {
     }
     format!(
         r#"<table>
-<tr><th>id</th><th>address</th><th>user agent</th><th>created</th><th>last seen</th><th></th></tr>
+<tr><th>id</th><th>device-bound</th><th>address</th><th>user agent</th><th>created</th><th>last seen</th><th></th></tr>
 {rows}</table>
 <button onclick="post('/sessions/revoke-others')">Log out my other devices</button>"#
     )

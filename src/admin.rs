@@ -29,6 +29,8 @@ pub struct SessionInfo {
     pub user_agent: Option<String>,
     /// Whether this is the session of the request asking.
     pub current: bool,
+    /// Whether the session is bound to a device key (DBSC, feature `dbsc`).
+    pub device_bound: bool,
 }
 
 /// The user's live sessions, oldest first; expired ones are left out.
@@ -52,6 +54,7 @@ pub(crate) async fn list(
                 ip: r.pinned_ip,
                 user_agent: r.user_agent.clone(),
                 current: Some(key) == current,
+                device_bound: r.device.as_ref().is_some_and(|d| d.is_bound()),
             };
             (key, info)
         })

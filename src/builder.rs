@@ -232,6 +232,18 @@ impl<P: PostAuthPolicy> SessionGuardBuilder<P> {
         self
     }
 
+    /// Turns on Device Bound Session Credentials (feature `dbsc`; off by default): logins
+    /// offer the browser to bind the session to a device key, the layer answers the
+    /// registration and refresh endpoints itself, and every request of a bound session then
+    /// needs the short-lived bound cookie. Sessions that never register work as before.
+    /// Checked by [`build`](Self::build). See [`DeviceBinding`](crate::dbsc::DeviceBinding).
+    #[cfg(feature = "dbsc")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "dbsc")))]
+    pub fn device_binding(mut self, binding: crate::dbsc::DeviceBinding) -> Self {
+        self.settings.device_binding = Some(binding);
+        self
+    }
+
     /// The longest lifetime of a remembered login (default 30 days, NIST SP 800-63B-3
     /// §4.1.3): a [`LoginOptions::remember_me`](crate::LoginOptions::remember_me) asking
     /// for longer gets this. Lowering it shortens sessions remembered before.

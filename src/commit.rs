@@ -86,6 +86,8 @@ impl Commit {
                         .unwrap_or(Duration::ZERO)
                 });
                 transport::issue_token(headers, &config.transport, self.reply, &token, max_age);
+                #[cfg(feature = "dbsc")]
+                crate::device::offer(config, &record, headers);
                 None
             }
             Outcome::Ended => {

@@ -199,6 +199,51 @@ pub enum SessionEvent {
         /// What to reconsider.
         message: String,
     },
+    /// A browser registered a device key for a logged-in session (DBSC, feature `dbsc`):
+    /// from now on every request of the session needs the short-lived bound cookie.
+    DeviceRegistered {
+        /// The bound session.
+        session: Fingerprint,
+        /// Its user.
+        user_id: Option<String>,
+        /// The key's algorithm (`"ES256"` or `"RS256"`).
+        alg: &'static str,
+    },
+    /// The holder of a bound session's key renewed its bound cookie (DBSC).
+    DeviceRefreshed {
+        /// The session.
+        session: Fingerprint,
+        /// Its user.
+        user_id: Option<String>,
+    },
+    /// A request of a device-bound session came without a valid, unexpired bound cookie. It
+    /// was served as not authenticated; the session is kept (the real browser refreshes
+    /// before it sends requests, so a bare session cookie is the sign of a copy).
+    BoundCookieRefused {
+        /// The session whose cookie was presented.
+        session: Fingerprint,
+        /// Its user.
+        user_id: Option<String>,
+        /// `"absent"`, `"invalid"` or `"expired"`.
+        reason: &'static str,
+    },
+    /// A DBSC registration or refresh proof was refused. An invalid proof at refresh (a
+    /// signature that does not verify with the registered key, a forbidden algorithm, a
+    /// refresh carrying its own key) ends the session (`ended`); a stale or foreign
+    /// challenge only gets a fresh one.
+    DeviceProofRefused {
+        /// The session concerned, if the request named a live one.
+        session: Option<Fingerprint>,
+        /// Its user.
+        user_id: Option<String>,
+        /// `"registration"` or `"refresh"`.
+        endpoint: &'static str,
+        /// Why (see `dbsc::jws::ProofError::reason` and
+        /// `"already_bound"`, `"not_offered"`, `"no_session"`, `"challenge_expired"`).
+        reason: &'static str,
+        /// Whether the session was ended.
+        ended: bool,
+    },
     /// Events of one kind that were counted instead of emitted (see the module docs).
     Suppressed {
         /// Which kind (`"created"`, `"unknown_token"`, `"guest_refused"`, `"client_ip_unknown"`).
@@ -235,6 +280,10 @@ impl SessionEvent {
             SessionEvent::TokenGuessing { .. } => "token_guessing",
             SessionEvent::LoginDenied { .. } => "login_denied",
             SessionEvent::ConfigWarning { .. } => "config_warning",
+            SessionEvent::DeviceRegistered { .. } => "device_registered",
+            SessionEvent::DeviceRefreshed { .. } => "device_refreshed",
+            SessionEvent::BoundCookieRefused { .. } => "bound_cookie_refused",
+            SessionEvent::DeviceProofRefused { .. } => "device_proof_refused",
             SessionEvent::Suppressed { .. } => "suppressed",
         }
     }
@@ -394,6 +443,8 @@ fn emit(sink: Option<&dyn EventSink>, event: SessionEvent) {
         | SessionEvent::PolicyDenied { .. }
         | SessionEvent::TokenGuessing { .. }
         | SessionEvent::LoginDenied { .. }
+        | SessionEvent::BoundCookieRefused { .. }
+        | SessionEvent::DeviceProofRefused { .. }
         | SessionEvent::ConfigWarning { .. }
         | SessionEvent::Contention { .. } => {
             tracing::warn!(target: "tower_session_guard::event", "{event}")

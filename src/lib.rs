@@ -13,6 +13,11 @@ mod clock;
 mod commit;
 pub mod config;
 mod core;
+#[cfg(feature = "dbsc")]
+#[cfg_attr(docsrs, doc(cfg(feature = "dbsc")))]
+pub mod dbsc;
+#[cfg(feature = "dbsc")]
+mod device;
 mod events;
 #[cfg(feature = "axum")]
 mod extract;
@@ -63,7 +68,7 @@ pub use crate::policy::{
     AllowAll, Decision, PolicyContext, PolicyError, PolicyMode, PostAuthPolicy, Rule,
     ValidationPolicy, ValidationPolicyBuilder,
 };
-pub use crate::record::{ExpiryKind, Identity, IdentityRef, SessionRecord};
+pub use crate::record::{BoundDevice, ExpiryKind, Identity, IdentityRef, SessionRecord};
 pub use crate::rejection::{is_grpc, DefaultRejectionResponse, Rejection, ResponseForRejection};
 pub use crate::service::SessionGuard;
 pub use crate::session::{LoginOptions, Session, SessionError, MAX_VALUE_DEPTH};

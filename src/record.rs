@@ -164,6 +164,50 @@ pub struct SessionRecord {
     /// `max_remember_me` when it computes the deadlines.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub remember_me: Option<Duration>,
+    /// The device binding (DBSC, feature `dbsc`): pending after login, bound once the
+    /// browser registered its key. `None` for sessions that never offered binding.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub device: Option<BoundDevice>,
+}
+
+/// A session's Device Bound Session Credentials state, kept in its record so that every
+/// store and every instance sees it. Written only by the layer (feature `dbsc`); plain data
+/// here so that records decode the same with and without the feature.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct BoundDevice {
+    /// The DBSC session identifier the browser names in `Sec-Secure-Session-Id`: random,
+    /// never derived from the token.
+    pub session_id: String,
+    /// The registered public key as a JWK (JSON text, only the key's public members); `None`
+    /// while registration is pending.
+    #[serde(default)]
+    pub key: Option<String>,
+    /// The algorithm the key signs with (`ES256` or `RS256`).
+    #[serde(default)]
+    pub alg: Option<String>,
+    /// The pending challenge (single use: consumed by the compare-and-set that accepts it).
+    #[serde(default)]
+    pub challenge: Option<String>,
+    /// When the pending challenge stops being accepted.
+    #[serde(default)]
+    pub challenge_expires: Option<SystemTime>,
+    /// SHA-256 of the current bound cookie's value (hex); the value itself is never stored.
+    #[serde(default)]
+    pub cookie_hash: Option<String>,
+    /// When the current bound cookie stops being accepted (the layer's clock).
+    #[serde(default)]
+    pub cookie_expires: Option<SystemTime>,
+    /// When the key was registered (the layer's clock).
+    #[serde(default)]
+    pub bound_at: Option<SystemTime>,
+}
+
+impl BoundDevice {
+    /// Whether a key is registered: every request then needs the bound cookie.
+    pub fn is_bound(&self) -> bool {
+        self.key.is_some()
+    }
 }
 
 impl SessionRecord {
@@ -179,6 +223,7 @@ impl SessionRecord {
             user_agent: None,
             data: HashMap::new(),
             remember_me: None,
+            device: None,
         }
     }
 

@@ -30,6 +30,8 @@ use crate::core::Core;
 use crate::future::ResponseFuture;
 use crate::policy::PostAuthPolicy;
 use crate::rejection::respond;
+#[cfg(feature = "dbsc")]
+use crate::steps::unknown_token;
 use crate::steps::{
     consider, decided, expire, policy_context, terminate, Next, PendingLoad, Pick, RequestView,
     Stage,
@@ -87,6 +89,27 @@ where
         let core = &*self.core;
         let env = &core.env;
         let now = env.now();
+        // Device binding off (or compiled out): one branch on the request path.
+        #[cfg(feature = "dbsc")]
+        if let Some(binding) = &env.config.device_binding {
+            if let Some(endpoint) = crate::device::endpoint_for(binding, &req) {
+                let client =
+                    client_ip::resolve(req.headers(), req.extensions(), &env.config.proxies);
+                let core = self.core.clone();
+                let headers = std::mem::take(req.headers_mut());
+                return ResponseFuture::boxed(Box::pin(async move {
+                    // Unknown tokens at the endpoints count towards ID-guessing detection
+                    // (and its cool-down) as on any other request.
+                    let unknown = |key| {
+                        let mut pick = Pick::default();
+                        unknown_token(&core.env, key, client, now, &mut pick);
+                        matches!(pick.finish(), Next::Stop(_))
+                    };
+                    let dyn_core = core.clone() as Arc<dyn crate::core::DynCore>;
+                    Ok(crate::device::answer(dyn_core, endpoint, headers, now, &unknown).await)
+                }));
+            }
+        }
         let (candidates, reply) = transport::read_token(req.headers(), &env.config.transport);
         let client = client_ip::resolve(req.headers(), req.extensions(), &env.config.proxies);
         let next = match candidates.first() {
@@ -204,7 +227,9 @@ where
                     let Some(identity) = &live.record.identity else {
                         break Some(live);
                     };
-                    let ctx = policy_context(identity, &live.record, ip, view, now);
+                    // A bound session got past `check` only with its bound cookie.
+                    let bound = live.record.device.as_ref().is_some_and(|d| d.is_bound());
+                    let ctx = policy_context(identity, &live.record, ip, view, now, bound);
                     policy.evaluate(&ctx).await
                 };
                 decided(env, live, ip, decision)

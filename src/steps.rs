@@ -154,6 +154,23 @@ pub(crate) fn check<P: PostAuthPolicy>(
     let Some(identity) = &record.identity else {
         return Next::Go(Some(live));
     };
+    #[allow(unused_mut)]
+    let (mut pin, mut device_bound) = (env.config.settings.pin, false);
+    // A device-bound session (DBSC) is served as itself only with its bound cookie; without
+    // it the request is not authenticated, and the session is kept for the real device. One
+    // branch for a session that never offered binding.
+    #[cfg(feature = "dbsc")]
+    if let Some(device) = &record.device {
+        use crate::device::Proof;
+        match crate::device::bound_cookie(env, live.key, record, device, req.headers, now) {
+            Proof::Refused => return Next::Go(None),
+            Proof::Bound { pin: relaxed } => {
+                device_bound = true;
+                pin = relaxed.unwrap_or(pin);
+            }
+            Proof::Unbound => {}
+        }
+    }
     // An unknown address never passes the pin, the ranges or a policy that reads it. The
     // session is kept (a wiring problem or a forged header is no proof of a hijack). When
     // nothing configured reads the address, there is nothing to check it against.
@@ -171,7 +188,7 @@ pub(crate) fn check<P: PostAuthPolicy>(
             });
         }
     };
-    if let Some(reason) = pin_failure(&env.config, record.pinned_ip, ip) {
+    if let Some(reason) = pin_failure(&env.config, pin, record.pinned_ip, ip) {
         env.emit(SessionEvent::PinViolation {
             session: live.key.fingerprint(),
             user_id: identity.user_id.clone(),
@@ -181,7 +198,7 @@ pub(crate) fn check<P: PostAuthPolicy>(
         });
         return Next::Then(Stage::Terminate(live, Rejection::PinViolation));
     }
-    let ctx = policy_context(identity, record, ip, req, now);
+    let ctx = policy_context(identity, record, ip, req, now, device_bound);
     match policy.evaluate_now(&ctx) {
         Some(decision) => decided(env, live, ip, decision),
         None => Next::Then(Stage::Policy(live, ip)),
@@ -223,12 +240,14 @@ pub(crate) async fn expire(store: &dyn DynStore, env: &Env, live: Loaded, kind: 
     });
 }
 
+/// Why `actual` fails the pin (`pin`: the configured mode, or the bound-session mode for a
+/// device-bound session) or the allowed ranges, if it does.
 pub(crate) fn pin_failure(
     config: &Config,
+    pin: PinMode,
     pinned: Option<IpAddr>,
     actual: IpAddr,
 ) -> Option<&'static str> {
-    let pin = config.settings.pin;
     let pin_ok = match pinned {
         Some(pinned) => pin.allows(pinned, actual),
         // An authenticated record without a pin cannot be verified: refuse unless pinning is off.
@@ -268,6 +287,7 @@ pub(crate) fn policy_context<'a>(
     client_ip: IpAddr,
     req: RequestView<'a>,
     now: SystemTime,
+    device_bound: bool,
 ) -> PolicyContext<'a> {
     let since = |t: SystemTime| now.duration_since(t).unwrap_or(Duration::ZERO);
     PolicyContext {
@@ -281,6 +301,7 @@ pub(crate) fn policy_context<'a>(
         uri: req.uri,
         headers: req.headers,
         at_login: false,
+        device_bound,
     }
 }
 

@@ -13,7 +13,7 @@ use tower_session_guard::config::{
 use tower_session_guard::store::SessionStore;
 use tower_session_guard::{
     ForwardedHeader, Identity, LimitPolicy, PinMode, PolicyError, PolicyMode, Rule,
-    SessionGuardLayer, ValidationPolicy,
+    SessionGuardBuilder, SessionGuardLayer, ValidationPolicy,
 };
 
 /// A demo account.
@@ -245,6 +245,16 @@ pub fn layer(
     store: impl SessionStore,
     args: &Args,
 ) -> Result<SessionGuardLayer<ValidationPolicy>, String> {
+    builder(store, args)?
+        .build()
+        .map_err(|e| format!("invalid session settings: {e}"))
+}
+
+/// [`layer`]'s builder before `build()`, for a demo that adds options of its own.
+pub fn builder(
+    store: impl SessionStore,
+    args: &Args,
+) -> Result<SessionGuardBuilder<ValidationPolicy>, String> {
     let policy = demo_policy().map_err(|e| format!("invalid policy: {e}"))?;
     let mut builder = SessionGuardLayer::builder(store)
         .idle_timeout(args.idle)
@@ -258,10 +268,7 @@ pub fn layer(
     if let Some(n) = args.max_sessions {
         builder = builder.max_sessions_per_user(n, LimitPolicy::EvictOldest);
     }
-    builder
-        .policy(policy)
-        .build()
-        .map_err(|e| format!("invalid session settings: {e}"))
+    Ok(builder.policy(policy))
 }
 
 /// The embedded store, with `--capacity` if given.

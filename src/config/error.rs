@@ -59,6 +59,10 @@ forwarding header is then ignored"
     /// The token header is not a valid header name, or is `cookie` / `set-cookie`.
     #[error("{0:?} cannot carry the session token (need a valid header name other than cookie/set-cookie)")]
     InvalidTokenHeader(String),
+    /// A `dbsc::DeviceBinding` option that cannot work (feature
+    /// `dbsc`); the message says what to change.
+    #[error("device binding: {0}")]
+    InvalidDeviceBinding(String),
     /// The idle timeout is longer than the absolute lifetime.
     #[error(
         "the idle timeout ({idle:?}) must not be longer than the absolute lifetime ({absolute:?})"

@@ -25,6 +25,7 @@
 //! | sessions per user | 20, oldest evicted | one account cannot fill the store or make per-user operations slow; 20 is more browsers and devices than a person uses at once (OWASP, "Simultaneous Session Logons"); users can see and end their other sessions (ASVS 3.3.4) |
 //! | remember me: longest lifetime | 30 days | a login the user asked to be remembered on this device ([`LoginOptions::remember_me`](crate::LoginOptions::remember_me)) lives at most this long, however long the application asks for: NIST SP 800-63B-3 §4.1.3 requires reauthentication at least every 30 days even at AAL1 |
 //! | remember me: idle timeout | 7 days | a remembered session must survive nights and weekends (otherwise remembering is pointless), but a device left unused for a week logs in again; a remembered session is an AAL1-style session, so keep it out of what needs AAL2 (check [`Session::is_remembered`](crate::Session::is_remembered) or `authenticated_at` before sensitive actions) |
+//! | device binding (feature `dbsc`) | off; when on: bound cookie `__Host-bound` for 5 min, challenges 2 min, ES256 and RS256 | a copied cookie pair stops working within one bound-cookie lifetime; see `dbsc::DeviceBinding` for each default's reason (W3C webappsec-dbsc) |
 //! | touch interval | idle / 20 | activity on reads is written at most this often, so an idle session expires between `idle − idle/20` and `idle` after its last request |
 //!
 //! Every setting is set through [`SessionGuardBuilder`](crate::SessionGuardBuilder) and
@@ -109,6 +110,9 @@ pub(crate) struct Config {
     pub(crate) allowed_ranges: Cidrs,
     pub(crate) proxies: ProxyConfig,
     pub(crate) transport: Transport,
+    /// The checked DBSC option, if device binding is on.
+    #[cfg(feature = "dbsc")]
+    pub(crate) device_binding: Option<crate::dbsc::binding::Binding>,
 }
 
 impl Config {

@@ -42,6 +42,9 @@ pub(crate) struct Settings {
     pub(crate) token_transport: TokenTransport,
     pub(crate) token_header: String,
     pub(crate) session_limit: Option<SessionLimit>,
+    /// Device Bound Session Credentials: off unless configured.
+    #[cfg(feature = "dbsc")]
+    pub(crate) device_binding: Option<crate::dbsc::DeviceBinding>,
 }
 
 impl Default for Settings {
@@ -73,6 +76,8 @@ impl Default for Settings {
                 max: DEFAULT_MAX_SESSIONS_PER_USER,
                 policy: LimitPolicy::EvictOldest,
             }),
+            #[cfg(feature = "dbsc")]
+            device_binding: None,
         }
     }
 }

@@ -114,6 +114,14 @@ impl Settings {
                 hooks.clock.now()
             });
         }
+        #[cfg(feature = "dbsc")]
+        let device_binding = match self.device_binding.clone() {
+            Some(b) => Some(
+                b.validate(&self.cookie.name)
+                    .map_err(ConfigError::InvalidDeviceBinding)?,
+            ),
+            None => None,
+        };
         Ok(Env {
             budgets: Budgets::new(self.guest_creation_limit, self.guessing_limit),
             config: Config {
@@ -130,6 +138,8 @@ impl Settings {
                     header: token_header,
                     cookie: self.cookie.clone(),
                 },
+                #[cfg(feature = "dbsc")]
+                device_binding,
                 settings: self,
             },
             clock: hooks.clock,

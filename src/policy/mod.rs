@@ -52,6 +52,9 @@ pub struct PolicyContext<'a> {
     /// (then `pinned_ip` is the login address, the durations are zero and `headers` is
     /// empty); `false` on every request of an authenticated session.
     pub at_login: bool,
+    /// Whether the session is bound to a device key (DBSC, feature `dbsc`) and this request
+    /// carried its valid bound cookie. Always `false` at login and without the feature.
+    pub device_bound: bool,
 }
 
 impl<'a> PolicyContext<'a> {
@@ -100,6 +103,7 @@ impl<'a> PolicyContext<'a> {
             uri,
             headers,
             at_login: false,
+            device_bound: false,
         }
     }
 }
@@ -131,6 +135,7 @@ impl std::fmt::Debug for PolicyContext<'_> {
             .field("uri", self.uri)
             .field("headers", &Redacted(self.headers))
             .field("at_login", &self.at_login)
+            .field("device_bound", &self.device_bound)
             .finish()
     }
 }

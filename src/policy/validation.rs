@@ -2,6 +2,7 @@
 
 use std::future::{ready, Future};
 use std::net::IpAddr;
+use std::time::Duration;
 
 use ipnet::IpNet;
 
@@ -141,6 +142,9 @@ impl CompiledRule {
 pub struct ValidationPolicy {
     mode: PolicyMode,
     rules: Vec<CompiledRule>,
+    /// Sessions matching one of these must be device-bound (DBSC) once their grace period
+    /// since login has passed.
+    binding: Vec<(CompiledRule, Duration)>,
 }
 
 impl ValidationPolicy {
@@ -155,6 +159,7 @@ impl ValidationPolicy {
         ValidationPolicy {
             mode: PolicyMode::Deny,
             rules: Vec::new(),
+            binding: Vec::new(),
         }
     }
 
@@ -177,25 +182,49 @@ impl Default for ValidationPolicy {
     }
 }
 
+impl ValidationPolicy {
+    /// The binding requirements first (a session that must be bound and is not, past its
+    /// grace period, is denied), then the rules. At login nothing is bound yet: only the
+    /// rules apply.
+    fn decide_ctx(&self, ctx: &PolicyContext<'_>) -> Decision {
+        if !ctx.at_login && !ctx.device_bound {
+            let unbound = self.binding.iter().find(|(rule, grace)| {
+                ctx.since_authentication >= *grace && rule.matches(ctx.client_ip, ctx.identity)
+            });
+            if let Some((rule, _)) = unbound {
+                return Decision::deny(format!(
+                    "rule {:?} requires a device-bound session",
+                    rule.name
+                ));
+            }
+        }
+        self.decide(ctx.client_ip, ctx.identity)
+    }
+}
+
 impl PostAuthPolicy for ValidationPolicy {
     fn evaluate(&self, ctx: &PolicyContext<'_>) -> impl Future<Output = Decision> + Send {
-        ready(self.decide(ctx.client_ip, ctx.identity))
+        ready(self.decide_ctx(ctx))
     }
 
     fn evaluate_now(&self, ctx: &PolicyContext<'_>) -> Option<Decision> {
-        Some(self.decide(ctx.client_ip, ctx.identity))
+        Some(self.decide_ctx(ctx))
     }
 
     fn ip_ranges(&self) -> Vec<IpNet> {
         self.rules
             .iter()
+            .chain(self.binding.iter().map(|(r, _)| r))
             .flat_map(|r| r.ip_ranges.iter().flat_map(Cidrs::as_slice).copied())
             .collect()
     }
 
     /// Only rules with IP ranges read the address.
     fn needs_client_ip(&self) -> bool {
-        self.rules.iter().any(|r| r.ip_ranges.is_some())
+        self.rules
+            .iter()
+            .chain(self.binding.iter().map(|(r, _)| r))
+            .any(|r| r.ip_ranges.is_some())
     }
 }
 
@@ -205,6 +234,7 @@ impl PostAuthPolicy for ValidationPolicy {
 pub struct ValidationPolicyBuilder {
     mode: PolicyMode,
     rules: Vec<Rule>,
+    binding: Vec<(Rule, Duration)>,
 }
 
 impl ValidationPolicyBuilder {
@@ -220,6 +250,29 @@ impl ValidationPolicyBuilder {
         self
     }
 
+    /// Sessions that `rule` matches (by roles, groups, IP ranges) must be bound to a device
+    /// key (Device Bound Session Credentials, the layer's `device_binding` option) once
+    /// `grace` has passed since login; after it an unbound one is denied, which ends it. The
+    /// grace period covers the moment between login and the browser's registration (it
+    /// registers right after the login response; a few seconds to a minute is plenty) and,
+    /// set long, gives users time to move to a supporting browser. "Admins must be on a
+    /// bound device":
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use tower_session_guard::{Rule, ValidationPolicy};
+    ///
+    /// let policy = ValidationPolicy::builder()
+    ///     .mode(tower_session_guard::PolicyMode::Deny)
+    ///     .require_device_binding(Rule::new("admins").roles(["admin"]), Duration::from_secs(60))
+    ///     .build()?;
+    /// # Ok::<_, tower_session_guard::PolicyError>(())
+    /// ```
+    pub fn require_device_binding(mut self, rule: Rule, grace: Duration) -> Self {
+        self.binding.push((rule, grace));
+        self
+    }
+
     /// Parses the ranges and checks the rules.
     ///
     /// # Errors
@@ -227,43 +280,54 @@ impl ValidationPolicyBuilder {
     /// A [`PolicyError`] naming the rule: a range that is not CIDR, a rule without conditions,
     /// or an empty condition list.
     pub fn build(self) -> Result<ValidationPolicy, PolicyError> {
-        let mut rules = Vec::with_capacity(self.rules.len());
-        for r in self.rules {
-            if r.ip_ranges.is_none() && r.roles.is_none() && r.groups.is_none() {
-                return Err(PolicyError::EmptyRule(r.name));
-            }
-            for (condition, list) in [
-                ("ip_ranges", &r.ip_ranges),
-                ("roles", &r.roles),
-                ("groups", &r.groups),
-            ] {
-                if list.as_ref().is_some_and(Vec::is_empty) {
-                    return Err(PolicyError::EmptyCondition {
-                        rule: r.name,
-                        condition,
-                    });
-                }
-            }
-            let ip_ranges = r
-                .ip_ranges
-                .map(|list| Cidrs::parse(&list))
-                .transpose()
-                .map_err(|value| PolicyError::InvalidCidr {
-                    rule: r.name.clone(),
-                    value,
-                })?;
-            rules.push(CompiledRule {
-                name: r.name,
-                ip_ranges,
-                roles: r.roles,
-                groups: r.groups,
-            });
-        }
+        let rules = self
+            .rules
+            .into_iter()
+            .map(compile)
+            .collect::<Result<_, _>>()?;
+        let binding = self
+            .binding
+            .into_iter()
+            .map(|(rule, grace)| compile(rule).map(|r| (r, grace)))
+            .collect::<Result<_, _>>()?;
         Ok(ValidationPolicy {
             mode: self.mode,
             rules,
+            binding,
         })
     }
+}
+
+fn compile(r: Rule) -> Result<CompiledRule, PolicyError> {
+    if r.ip_ranges.is_none() && r.roles.is_none() && r.groups.is_none() {
+        return Err(PolicyError::EmptyRule(r.name));
+    }
+    for (condition, list) in [
+        ("ip_ranges", &r.ip_ranges),
+        ("roles", &r.roles),
+        ("groups", &r.groups),
+    ] {
+        if list.as_ref().is_some_and(Vec::is_empty) {
+            return Err(PolicyError::EmptyCondition {
+                rule: r.name,
+                condition,
+            });
+        }
+    }
+    let ip_ranges = r
+        .ip_ranges
+        .map(|list| Cidrs::parse(&list))
+        .transpose()
+        .map_err(|value| PolicyError::InvalidCidr {
+            rule: r.name.clone(),
+            value,
+        })?;
+    Ok(CompiledRule {
+        name: r.name,
+        ip_ranges,
+        roles: r.roles,
+        groups: r.groups,
+    })
 }
 
 #[cfg(test)]
@@ -424,5 +488,35 @@ mod tests {
             ValidationPolicy::permit_all().decide(ip("192.0.2.1"), &bob()),
             Decision::Allow
         );
+    }
+
+    #[test]
+    fn binding_requirements_deny_unbound_matches_after_the_grace_period() {
+        use http::{HeaderMap, Method, Uri};
+        let policy = ValidationPolicy::builder()
+            .mode(PolicyMode::Deny)
+            .require_device_binding(
+                Rule::new("admins").roles(["admin"]),
+                Duration::from_secs(60),
+            )
+            .build()
+            .unwrap();
+        let (alice, bob) = (alice(), Identity::new("bob"));
+        let (m, u, h) = (Method::GET, Uri::from_static("/"), HeaderMap::new());
+        let mut ctx = PolicyContext::new(ip("192.0.2.1"), &alice, &m, &u, &h);
+        assert_eq!(policy.evaluate_now(&ctx), Some(Decision::Allow));
+        ctx.since_authentication = Duration::from_secs(60);
+        assert!(matches!(
+            policy.evaluate_now(&ctx),
+            Some(Decision::Deny { .. })
+        ));
+        ctx.device_bound = true;
+        assert_eq!(policy.evaluate_now(&ctx), Some(Decision::Allow));
+        ctx.device_bound = false;
+        ctx.at_login = true;
+        assert_eq!(policy.evaluate_now(&ctx), Some(Decision::Allow));
+        let mut other = PolicyContext::new(ip("192.0.2.1"), &bob, &m, &u, &h);
+        other.since_authentication = Duration::from_secs(3600);
+        assert_eq!(policy.evaluate_now(&other), Some(Decision::Allow));
     }
 }

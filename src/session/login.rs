@@ -88,6 +88,21 @@ impl Session {
             rec.pinned_ip = pinned;
             // Stored as granted, so a lower cap configured later still applies on read.
             rec.remember_me = options.remember_me.map(|d| d.min(max_remember_me));
+            // A login is a new lineage: any earlier device binding ends, and (with DBSC on)
+            // the response offers a fresh one.
+            #[cfg(feature = "dbsc")]
+            {
+                rec.device = self
+                    .env()
+                    .config
+                    .device_binding
+                    .as_ref()
+                    .map(|_| crate::dbsc::bound::pending(now));
+            }
+            #[cfg(not(feature = "dbsc"))]
+            {
+                rec.device = None;
+            }
         };
         let user_agent = self.shared.user_agent.as_ref().map(|ua| {
             // Only for "my sessions" lists; bounded so a huge header cannot bloat the store.

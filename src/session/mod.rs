@@ -229,7 +229,7 @@ impl Session {
     }
 
     /// The logged-in identity, if any: a shared handle on the loaded record (no copy; it
-    /// derefs to [`Identity`], and `Identity::from` makes an owned one).
+    /// derefs to [`Identity`](crate::Identity), and `Identity::from` makes an owned one).
     pub fn identity(&self) -> Option<IdentityRef> {
         self.record().and_then(IdentityRef::of)
     }

@@ -13,8 +13,10 @@
 //! 41..49 created_at ns   49..57 last_seen ns   57..65 authenticated_at ns (u64::MAX = none)
 //! 65..   pinned ip (tag 0 | 4 + 4 bytes | 6 + 16 bytes)
 //!        identity (tag 0 | 1, user id, roles, groups as u16-length strings / u16 counts)
-//!        optional fields: a flags byte (bit 0: user agent, bit 1: remember-me lifetime),
-//!        then the user agent (u16-length string) if bit 0, the lifetime (u64 ns) if bit 1
+//!        optional fields: a flags byte (bit 0: user agent, bit 1: remember-me lifetime,
+//!        bit 2: device binding), then the user agent (u16-length string) if bit 0, the
+//!        lifetime (u64 ns) if bit 1, the device binding (u16-length JSON of `BoundDevice`)
+//!        if bit 2
 //!        data: the rest, a JSON object (empty when there is no data)
 //! ```
 //!
@@ -53,6 +55,7 @@ const NO_TIME: u64 = u64::MAX;
 /// The flags byte of the optional fields.
 const HAS_USER_AGENT: u8 = 1;
 const HAS_REMEMBER_ME: u8 = 2;
+const HAS_DEVICE: u8 = 4;
 
 /// One encoded session.
 pub(crate) struct Blob(Box<[u8]>);
@@ -143,6 +146,12 @@ impl Blob {
                 put_strs(&mut out, &id.groups);
             }
         }
+        // A binding is a few hundred bytes (a JWK, two nonces), far below the u16 cap.
+        let device = record
+            .device
+            .as_ref()
+            .and_then(|d| serde_json::to_string(d).ok())
+            .filter(|json| json.len() <= usize::from(u16::MAX));
         let flags = (if record.user_agent.is_some() {
             HAS_USER_AGENT
         } else {
@@ -151,7 +160,7 @@ impl Blob {
             HAS_REMEMBER_ME
         } else {
             0
-        });
+        }) | (if device.is_some() { HAS_DEVICE } else { 0 });
         out.push(flags);
         if let Some(ua) = &record.user_agent {
             put_str(&mut out, ua);
@@ -159,6 +168,9 @@ impl Blob {
         if let Some(lifetime) = record.remember_me {
             let ns = u64::try_from(lifetime.as_nanos()).unwrap_or(u64::MAX);
             out.extend_from_slice(&ns.to_le_bytes());
+        }
+        if let Some(json) = &device {
+            put_str(&mut out, json);
         }
         if !record.data.is_empty() {
             // Serialising a map of JSON values to JSON cannot fail.
@@ -279,7 +291,7 @@ impl Blob {
             });
         }
         let flags = r.u8()?;
-        if flags & !(HAS_USER_AGENT | HAS_REMEMBER_ME) != 0 {
+        if flags & !(HAS_USER_AGENT | HAS_REMEMBER_ME | HAS_DEVICE) != 0 {
             return None;
         }
         if flags & HAS_USER_AGENT != 0 {
@@ -288,6 +300,9 @@ impl Blob {
         if flags & HAS_REMEMBER_ME != 0 {
             let ns = u64::from_le_bytes(<[u8; 8]>::try_from(r.take(8)?).ok()?);
             record.remember_me = Some(Duration::from_nanos(ns));
+        }
+        if flags & HAS_DEVICE != 0 {
+            record.device = Some(serde_json::from_str(r.str()?).ok()?);
         }
         let rest = &b[r.at..];
         if !rest.is_empty() {

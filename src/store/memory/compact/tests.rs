@@ -189,3 +189,27 @@ fn truncated_blobs_do_not_decode() {
         assert!(short.decode().is_none(), "cut at {cut}");
     }
 }
+
+/// A bound session keeps its device binding (key, DBSC id, challenge, bound-cookie hash and
+/// expiry) in the memory store, as it does in the Redis blob.
+#[test]
+fn a_device_binding_round_trips() {
+    let now = SystemTime::now();
+    let mut r = full();
+    r.device = Some(crate::record::BoundDevice {
+        session_id: "sid".into(),
+        key: Some(r#"{"kty":"EC","crv":"P-256","x":"AA","y":"BB"}"#.into()),
+        alg: Some("ES256".into()),
+        challenge: Some("nonce".into()),
+        challenge_expires: Some(now + Duration::from_secs(60)),
+        cookie_hash: Some("ab".repeat(32)),
+        cookie_expires: Some(now + Duration::from_secs(300)),
+        bound_at: Some(now),
+    });
+    let key = SessionToken::generate().key();
+    let blob = Blob::encode(&key, &r, now);
+    assert_eq!(blob.decode(), Some(r.clone()));
+    r.data.clear();
+    let blob = Blob::encode(&key, &r, now);
+    assert_eq!(blob.decode(), Some(r));
+}
