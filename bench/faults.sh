@@ -214,10 +214,15 @@ done
 echo "instances on ${ADDR[0]} and ${ADDR[1]}"
 
 REPORT="$OUT/faults-$KIND.txt"
+set +e
 "$BIN" drive a="${ADDR[0]}" b="${ADDR[1]}" kill="bash $0 _kill" restart="$RESTART" \
   sessions="${SESSIONS:-400}" workers="${WORKERS:-8}" pace_ms="${PACE_MS:-2}" \
   steady="${STEADY:-3}" outage="${OUTAGE:-3}" after="${AFTER:-4}" \
   revoke="${REVOKE:-40}" trials="${TRIALS:-200}" | tee "$REPORT"
+# The driver's own verdict (exit 1 on a violation: a 500, a revoked session served after the
+# restart, a lost session), kept for the end so the report is written either way.
+DRIVE_RC="${PIPESTATUS[0]}"
+set -e
 sed -n 's/^result //p' "$REPORT" >"$OUT/faults-$KIND.json"
 if [[ "$KIND" == cluster ]]; then
   # Who serves the sessions' slot now (the failover's outcome), as a surviving node sees it.
@@ -232,3 +237,4 @@ for n in 0 1; do
   fi
 done
 echo "wrote $REPORT and $OUT/faults-$KIND.json"
+exit "$DRIVE_RC"

@@ -547,6 +547,22 @@ async fn drive(s: Settings) -> Result<(), String> {
     json.insert("requests".into(), observed.len().into());
     json.insert("revoked_before_kill".into(), revoke.into());
     let mut rows = Vec::new();
+    // What must never happen; any of it makes the run fail (exit 1) after the report.
+    let mut violations: Vec<String> = Vec::new();
+    let all_500 = observed.iter().filter(|o| o.status == 500).count();
+    if all_500 > 0 {
+        violations.push(format!("{all_500} answers were 500"));
+    }
+    if never > 0 {
+        violations.push(format!(
+            "{never} revocations were never refused by the other instance"
+        ));
+    }
+    if final_served > 0 {
+        violations.push(format!(
+            "{final_served} final reads served an acknowledged revocation"
+        ));
+    }
     for instance in 0..2u8 {
         let mine: Vec<&Obs> = observed.iter().filter(|o| o.instance == instance).collect();
         let first_503 = mine
@@ -635,6 +651,22 @@ async fn drive(s: Settings) -> Result<(), String> {
             .filter(|(s, _)| ![200, 503].contains(*s))
             .map(|(_, n)| n)
             .sum();
+        if revoked_served > 0 {
+            violations.push(format!(
+                "instance {name}: {revoked_served} requests served a session revoked before the kill, after the restart"
+            ));
+        }
+        if lost > 0 {
+            violations.push(format!(
+                "instance {name}: {lost} requests refused a live session after the restart (lost sessions)"
+            ));
+        }
+        if ok_after_detect > 0 {
+            println!(
+                "note: instance {name} served {ok_after_detect} near-cache hits after its first 503 \
+                 (before its store saw the connection closed)"
+            );
+        }
         rows.push(serde_json::json!({
             "instance": name,
             "first_503_ms": first_503.map(ms),
@@ -689,8 +721,14 @@ async fn drive(s: Settings) -> Result<(), String> {
             "never_refused": never,
         }),
     );
+    json.insert("violations".into(), violations.clone().into());
     println!("result {}", serde_json::Value::Object(json));
-    Ok(())
+    if violations.is_empty() {
+        println!("verdict: fail-closed, nothing revoked returned, no session lost");
+        Ok(())
+    } else {
+        Err(format!("violations: {}", violations.join("; ")))
+    }
 }
 
 fn main() {
