@@ -100,10 +100,11 @@ done
 WORK="$(mktemp -d /tmp/tsg-faults.XXXXXX)"
 chmod 755 "$WORK"
 export FAULTS_WORK="$WORK" FAULTS_KIND="$KIND" FAULTS_PORT="$PORT_BASE"
-PG_BIN="$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -1 || true)"
+PG_BIN="$(printf '%s\n' /usr/lib/postgresql/*/bin | sort -V | tail -1)"
 export PG_BIN
 
 SERVER_PIDS=()
+# shellcheck disable=SC2317 # called through the EXIT trap
 cleanup() {
   local pid f
   for pid in "${SERVER_PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done

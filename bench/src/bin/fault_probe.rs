@@ -661,7 +661,8 @@ async fn drive(s: Settings) -> Result<(), String> {
                 "instance {name}: {lost} requests refused a live session after the restart (lost sessions)"
             ));
         }
-        if ok_after_detect > 0 {
+        // Without a restart (a failover) a 200 after the first 503 is the heal itself.
+        if ok_after_detect > 0 && !s.restart.is_empty() {
             println!(
                 "note: instance {name} served {ok_after_detect} near-cache hits after its first 503 \
                  (before its store saw the connection closed)"
