@@ -41,9 +41,17 @@
 //! longest and p99 wait of an answer in that window (fail-fast) and how many waited 250 ms or
 //! more, the time from the restart (or from the kill, without one) to the first 200 and to
 //! the last 503 (without a restart: from the kill, to the first 200 sent after the instance's
-//! first 503, and to the last 503), sessions logged out before the kill that were ever served after their logout
-//! was acknowledged (must be 0), live sessions refused after the restart (lost writes), and
-//! the revocation latencies. The last line is `result {json}` for the script.
+//! first 503, and to the last 503), requests sent after the restart that were served a
+//! session logged out (and acknowledged) before the kill (must be 0; also counted: such
+//! requests before the restart, i.e. within the cross-instance propagation window), live
+//! sessions refused after the restart (lost writes), and the revocation latencies; then
+//! `result {json}` for the script. The run fails (exit 1) on any 500, an acknowledged
+//! revocation served after the restart or in the final reads, a live session refused after
+//! the restart, or a revocation the other instance never refused.
+//
+// One file although it is long: a stand-alone measuring tool whose three parts (the server,
+// the client and load, the report) share only its few types, read top to bottom in the
+// order of a run; the bench package keeps each tool in one `src/bin` file.
 
 use tsg_bench as support;
 
