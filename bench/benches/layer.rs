@@ -34,6 +34,14 @@
 //! created and its cookie issued), `guard_guest_write_existing` (a guest stores a value in
 //! its existing session: one compare-and-set write).
 //!
+//! Groups `redis` and `postgres` (issue 13, side by side in one run): the layer on
+//! `RedisStore` / `PostgresStore` over loopback, one session: `guard_auth_<store>_near_cache`
+//! (every read a near-cache hit, 0 round trips), `guard_auth_<store>_no_near_cache` (every
+//! read one round trip), `guard_<store>_login` (a request without a session logs in a new
+//! user: one write) and `guard_<store>_logout` (one delete). Redis at `REDIS_URL` (default
+//! `redis://127.0.0.1:6379`), PostgreSQL at `POSTGRES_URL` (no default); each group is
+//! skipped with a printed reason when its server is not there.
+//!
 //! **Sessions.** Prefilled through `SessionStore::create` with records as a login writes them
 //! (`bench/src/lib.rs`): session 42 belongs to user `user0000042` (role admin, group
 //! staff; one user per session, as the store's per-user index is a list scanned on each
@@ -792,10 +800,168 @@ fn redis(c: &mut Criterion) {
             routine(b, &rt, &app, &clock, one, CookieKind::Guard, &mut rng)
         });
     }
+    login_logout(&mut group, &rt, "redis", near.clone());
     group.finish();
     let stats = near.near_cache_stats();
     eprintln!("redis near-cache over the run: {stats:?}");
     let _ = rt.block_on(near.delete(support::guard_key(0)));
+}
+
+/// The layer on `PostgresStore` (issue 13): the same rows as [`redis`], beside them in the
+/// same run: one authenticated session with the near-cache (a near-cache hit: no round trip)
+/// and without it (one `SELECT` per request), then a login and a logout
+/// ([`login_logout`]). Skipped with a note when `POSTGRES_URL` is unset or no PostgreSQL
+/// answers there (e.g. `postgres://postgres@127.0.0.1:5432/test`). The store lives in a
+/// schema of its own (`tsg_bench_<pid>`), dropped at the end.
+fn postgres(c: &mut Criterion) {
+    let Ok(url) = std::env::var("POSTGRES_URL") else {
+        eprintln!(
+            "postgres cases skipped: POSTGRES_URL is unset \
+             (e.g. POSTGRES_URL=postgres://postgres@127.0.0.1:5432/test)"
+        );
+        return;
+    };
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    let schema = format!("tsg_bench_{}", std::process::id());
+    let connect = |near: bool| {
+        let builder =
+            tower_session_guard::PostgresStore::builder(url.clone()).schema(schema.clone());
+        let builder = if near {
+            builder
+        } else {
+            builder.near_cache_capacity(0)
+        };
+        rt.block_on(builder.build())
+    };
+    let near = match connect(true) {
+        Ok(store) => store,
+        Err(e) => {
+            eprintln!("postgres cases skipped: no PostgreSQL at POSTGRES_URL ({e})");
+            return;
+        }
+    };
+    let remote = connect(false).expect("a second store on the same PostgreSQL");
+    let clock = ManualClock::new();
+    let logged_in = clock.now() - Duration::from_secs(600);
+    let record = std::sync::Arc::new(support::guard_record(
+        Users::Distinct,
+        0,
+        logged_in,
+        clock.now(),
+    ));
+    let written = rt
+        .block_on(near.create(support::guard_key(0), record, support::IDLE))
+        .expect("postgres create");
+    assert_eq!(written, tower_session_guard::store::WriteOutcome::Applied);
+
+    let mut rng: u64 = 0x5eed;
+    let one = Pick::Uniform(1);
+    let mut group = c.benchmark_group("postgres");
+    for (name, store) in [
+        ("guard_auth_postgres_near_cache", near.clone()),
+        ("guard_auth_postgres_no_near_cache", remote.clone()),
+    ] {
+        let app = guard_app(store, clock.clone());
+        check(&rt, &app, CookieKind::Guard, 0, &user(0));
+        group.bench_function(name, |b| {
+            routine(b, &rt, &app, &clock, one, CookieKind::Guard, &mut rng)
+        });
+    }
+    login_logout(&mut group, &rt, "postgres", near.clone());
+    group.finish();
+    let stats = near.near_cache_stats();
+    eprintln!("postgres near-cache over the run: {stats:?}");
+    drop((near, remote));
+    // The stores' tasks end with their last clone; then the schema goes.
+    let dropped = rt.block_on(async {
+        let (client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await?;
+        let task = tokio::spawn(conn);
+        let out = client
+            .batch_execute(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE"))
+            .await;
+        drop(client);
+        let _ = task.await;
+        out
+    });
+    if let Err(e) = dropped {
+        eprintln!("could not drop schema {schema}: {e}");
+    }
+}
+
+async fn logout(session: Session) -> Result<&'static str, SessionError> {
+    session.logout().await?;
+    Ok("bye")
+}
+
+/// `login` and `logout` rows of a networked store (`<store>_login`, `<store>_logout`): a
+/// request without a session logs in a new user (one store write: the login script or
+/// function, which checks the user's session limit), and a logged-in session logs out (one
+/// delete). The layer on the system clock with its default lifetimes, near-cache on. Each
+/// iteration times one of the two and does the other untimed (`iter_custom`), so every
+/// logout has a fresh session and the run leaves no sessions behind.
+fn login_logout<St: SessionStore + Clone>(
+    group: &mut criterion::BenchmarkGroup<'_, WallTime>,
+    rt: &Runtime,
+    store_name: &str,
+    store: St,
+) {
+    let app = Router::new()
+        .route("/me", get(me))
+        .route("/login", post(login))
+        .route("/logout", post(logout))
+        .layer(support::guard_layer(
+            store,
+            SystemClock,
+            tower_session_guard::config::DEFAULT_ABSOLUTE_TIMEOUT,
+        ))
+        .with_state(());
+    async fn send(app: &Router, uri: &str, cookie: Option<&HeaderValue>) -> Response<Body> {
+        app.clone()
+            .oneshot(post_request(uri, cookie))
+            .await
+            .expect("infallible")
+    }
+    // Check once: a login issues a cookie that opens the session, a logout ends it.
+    rt.block_on(async {
+        let cookie = issued_cookie(&send(&app, "/login", None).await);
+        assert_eq!(
+            send(&app, "/logout", Some(&cookie)).await.status(),
+            StatusCode::OK
+        );
+        let mut req = post_request("/me", Some(&cookie));
+        *req.method_mut() = Method::GET;
+        let (status, body) = body_of(app.clone().oneshot(req).await.expect("infallible")).await;
+        assert_eq!((status, body.as_str()), (StatusCode::OK, ""), "logged out");
+    });
+    for timed_login in [true, false] {
+        let name = if timed_login { "login" } else { "logout" };
+        group.bench_function(format!("guard_{store_name}_{name}"), |b| {
+            b.to_async(rt).iter_custom(|iters| {
+                let app = app.clone();
+                async move {
+                    let mut spent = Duration::ZERO;
+                    for _ in 0..iters {
+                        let started = std::time::Instant::now();
+                        let res = send(&app, "/login", None).await;
+                        if timed_login {
+                            spent += started.elapsed();
+                        }
+                        let cookie = issued_cookie(&res);
+                        let started = std::time::Instant::now();
+                        let res = send(&app, "/logout", Some(&cookie)).await;
+                        if !timed_login {
+                            spent += started.elapsed();
+                        }
+                        assert_eq!(res.status(), StatusCode::OK, "logout");
+                    }
+                    spent
+                }
+            })
+        });
+    }
 }
 
 /// A fresh guest session on `app`: its cookie. Runs in `iter_batched` setup, which is inside
@@ -930,6 +1096,14 @@ const READS: &[&str] = &[
 const REDIS: &[&str] = &[
     "guard_auth_redis_near_cache",
     "guard_auth_redis_no_near_cache",
+    "guard_redis_login",
+    "guard_redis_logout",
+];
+const POSTGRES: &[&str] = &[
+    "guard_auth_postgres_near_cache",
+    "guard_auth_postgres_no_near_cache",
+    "guard_postgres_login",
+    "guard_postgres_logout",
 ];
 const PARTS: &[&str] = &[
     "token_to_key_base64_sha256",
@@ -957,6 +1131,7 @@ fn summary(since: SystemTime) {
     read("authenticated_get", READS);
     read("write", WRITES);
     read("redis", REDIS);
+    read("postgres", POSTGRES);
     read("parts", PARTS);
     let get = |name: &str| medians.get(name).and_then(serde_json::Value::as_f64);
     if medians.is_empty() {
@@ -973,7 +1148,7 @@ fn summary(since: SystemTime) {
         "{:<34} {:>10} {:>12} {:>10}",
         "case", "median", "overhead", "x bare"
     );
-    for name in READS.iter().chain(WRITES).chain(REDIS) {
+    for name in READS.iter().chain(WRITES).chain(REDIS).chain(POSTGRES) {
         let Some(m) = get(name) else { continue };
         let (over, ratio) = match bare {
             Some(b) => (format!("{:+.0} ns", m - b), format!("{:.2}x", m / b)),
@@ -1038,6 +1213,31 @@ fn summary(since: SystemTime) {
         "",
     );
 
+    for (label, pg, redis) in [
+        (
+            "Postgres / Redis, near-cache hit (whole request)",
+            "guard_auth_postgres_near_cache",
+            "guard_auth_redis_near_cache",
+        ),
+        (
+            "Postgres / Redis, near-cache off (whole request)",
+            "guard_auth_postgres_no_near_cache",
+            "guard_auth_redis_no_near_cache",
+        ),
+        (
+            "Postgres / Redis, login",
+            "guard_postgres_login",
+            "guard_redis_login",
+        ),
+        (
+            "Postgres / Redis, logout",
+            "guard_postgres_logout",
+            "guard_redis_logout",
+        ),
+    ] {
+        ratio(label, get(pg), get(redis), "");
+    }
+
     let out = target_dir().join("bench-results");
     let doc = serde_json::json!({
         "unit": "ns per request (criterion median)",
@@ -1090,6 +1290,7 @@ fn main() {
     authenticated_get(&mut c);
     writes(&mut c);
     redis(&mut c);
+    postgres(&mut c);
     parts(&mut c);
     c.final_summary();
     summary(since);
