@@ -165,9 +165,10 @@ pub struct SessionRecord {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub remember_me: Option<Duration>,
     /// The device binding (DBSC, feature `dbsc`): pending after login, bound once the
-    /// browser registered its key. `None` for sessions that never offered binding.
+    /// browser registered its key. `None` for sessions that never offered binding. Boxed: it
+    /// is large, and most records (and every record in a hot cache) have none.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub device: Option<BoundDevice>,
+    pub device: Option<Box<BoundDevice>>,
 }
 
 /// A session's Device Bound Session Credentials state, kept in its record so that every

@@ -97,7 +97,7 @@ impl Session {
                     .config
                     .device_binding
                     .as_ref()
-                    .map(|_| crate::dbsc::bound::pending(now));
+                    .map(|_| Box::new(crate::dbsc::bound::pending(now)));
             }
             #[cfg(not(feature = "dbsc"))]
             {

@@ -302,7 +302,7 @@ impl Blob {
             record.remember_me = Some(Duration::from_nanos(ns));
         }
         if flags & HAS_DEVICE != 0 {
-            record.device = Some(serde_json::from_str(r.str()?).ok()?);
+            record.device = Some(Box::new(serde_json::from_str(r.str()?).ok()?));
         }
         let rest = &b[r.at..];
         if !rest.is_empty() {

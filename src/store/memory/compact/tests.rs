@@ -196,7 +196,7 @@ fn truncated_blobs_do_not_decode() {
 fn a_device_binding_round_trips() {
     let now = SystemTime::now();
     let mut r = full();
-    r.device = Some(crate::record::BoundDevice {
+    r.device = Some(Box::new(crate::record::BoundDevice {
         session_id: "sid".into(),
         key: Some(r#"{"kty":"EC","crv":"P-256","x":"AA","y":"BB"}"#.into()),
         alg: Some("ES256".into()),
@@ -205,7 +205,7 @@ fn a_device_binding_round_trips() {
         cookie_hash: Some("ab".repeat(32)),
         cookie_expires: Some(now + Duration::from_secs(300)),
         bound_at: Some(now),
-    });
+    }));
     let key = SessionToken::generate().key();
     let blob = Blob::encode(&key, &r, now);
     assert_eq!(blob.decode(), Some(r.clone()));
