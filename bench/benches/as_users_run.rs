@@ -51,7 +51,15 @@ fn me_response(user: &str) -> Response {
     Json(Me { user }).into_response()
 }
 
-fn guard_layer() -> SessionGuardLayer {
+/// One thing `benches/layer.rs` does differently, changed alone (the factor analysis).
+#[derive(Clone, Copy, PartialEq)]
+enum Variant {
+    AsUsersRun,
+    ManualClock,
+    DefaultStore,
+}
+
+fn guard_layer_with(variant: Variant) -> SessionGuardLayer {
     let policy = ValidationPolicy::builder()
         .mode(PolicyMode::Allow)
         .rule(
@@ -61,11 +69,18 @@ fn guard_layer() -> SessionGuardLayer {
         )
         .build()
         .expect("policy");
-    SessionGuardLayer::builder(MemoryStore::with_capacity(4_000_000))
+    let store = if variant == Variant::DefaultStore {
+        MemoryStore::new()
+    } else {
+        MemoryStore::with_capacity(4_000_000)
+    };
+    let mut builder = SessionGuardLayer::builder(store)
         .pin_mode(PinMode::Exact)
-        .policy(policy)
-        .build()
-        .expect("layer")
+        .policy(policy);
+    if variant == Variant::ManualClock {
+        builder = builder.clock(tower_session_guard::ManualClock::new());
+    }
+    builder.build().expect("layer")
 }
 
 async fn guard_login(session: Session) -> StatusCode {
@@ -79,10 +94,51 @@ async fn guard_login(session: Session) -> StatusCode {
 }
 
 fn guard_app(me: axum::routing::MethodRouter) -> Router {
+    guard_app_with(me, Variant::AsUsersRun)
+}
+
+fn guard_app_with(me: axum::routing::MethodRouter, variant: Variant) -> Router {
     Router::new()
         .route("/me", me)
         .route("/login", post(guard_login))
-        .layer(guard_layer())
+        .layer(guard_layer_with(variant))
+}
+
+async fn me_record(session: Session) -> Response {
+    match session
+        .record()
+        .as_deref()
+        .and_then(|r| r.identity.as_ref())
+    {
+        Some(id) => me_response(&id.user_id),
+        None => StatusCode::UNAUTHORIZED.into_response(),
+    }
+}
+
+/// `guard_record` with a `ManualClock` (no `clock_gettime`), as `benches/layer.rs` runs.
+fn guard_manual_clock_app() -> Router {
+    guard_app_with(get(me_record), Variant::ManualClock)
+}
+
+/// `guard_record` on `MemoryStore::new()` (200 000 sessions) instead of a 4M store.
+fn guard_default_store_app() -> Router {
+    guard_app_with(get(me_record), Variant::DefaultStore)
+}
+
+/// The layer in front of a handler that takes the `Session` but answers a constant text
+/// without reading it, against `bare_text`, the bare router answering the same text: the
+/// layer's overhead without the handler's read and JSON.
+fn guard_constant_app() -> Router {
+    guard_app_with(
+        get(|_session: Session| async { "alice" }),
+        Variant::AsUsersRun,
+    )
+}
+
+fn bare_text_app() -> Router {
+    Router::new()
+        .route("/me", get(|| async { "alice" }))
+        .route("/login", post(|| async { StatusCode::NO_CONTENT }))
 }
 
 fn bare_app() -> Router {
@@ -184,7 +240,10 @@ async fn login(app: &mut App) -> String {
     let body = axum::body::to_bytes(res.into_body(), 1024)
         .await
         .expect("a small body");
-    assert_eq!(&body[..], br#"{"user":"alice"}"#);
+    assert!(
+        &body[..] == br#"{"user":"alice"}"# || &body[..] == b"alice",
+        "GET /me answered {body:?}"
+    );
     cookie
 }
 
@@ -199,11 +258,15 @@ fn main() {
         .build()
         .expect("a runtime");
     type MakeApp = fn() -> Router;
-    let cases: [(&str, MakeApp); 4] = [
+    let cases: [(&str, MakeApp); 8] = [
         ("bare", bare_app),
         ("tower_sessions", tower_sessions_app),
         ("guard_identity", guard_identity_app),
         ("guard_record", guard_record_app),
+        ("guard_manual_clock", guard_manual_clock_app),
+        ("guard_default_store", guard_default_store_app),
+        ("bare_text", bare_text_app),
+        ("guard_constant", guard_constant_app),
     ];
     let mut group = c.benchmark_group("as_users_run");
     for (name, make) in cases {
@@ -244,6 +307,31 @@ fn summary() {
             println!(
                 "  {case:<16} {m:>7.0} ns   overhead {:>6.0} ns   ÷ tower-sessions' overhead {ratio}",
                 m - bare
+            );
+        }
+    }
+    // One factor at a time, against guard_record.
+    if let Some(record) = median("guard_record") {
+        println!("factors (each case differs from guard_record in one thing):");
+        for (case, what) in [
+            (
+                "guard_manual_clock",
+                "a ManualClock instead of the system clock",
+            ),
+            (
+                "guard_default_store",
+                "MemoryStore::new() instead of a 4M store",
+            ),
+        ] {
+            if let Some(m) = median(case) {
+                println!("  {case:<20} {:>+6.0} ns  ({what})", m - record);
+            }
+        }
+        if let (Some(text), Some(constant)) = (median("bare_text"), median("guard_constant")) {
+            println!(
+                "  guard_constant - bare_text {:>6.0} ns  (the layer's overhead when the handler \
+                 answers a constant without reading the session)",
+                constant - text
             );
         }
     }
