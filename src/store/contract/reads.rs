@@ -28,7 +28,7 @@ pub async fn records_come_back_with_every_field<H: Harness>(h: &H) {
             .with_roles(["admin", "ops"])
             .with_groups(["staff", "émigré ✓"]),
     );
-    full.pinned_ip = Some("2001:db8::7".parse().expect("an IPv6 literal"));
+    full.pinned_ip = Some(std::net::Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 7).into());
     full.user_agent = Some("Mozilla/5.0 (X11; Linux x86_64) ✓".to_owned());
     full.remember_me = Some(Duration::from_secs(14 * 24 * 3600) + Duration::from_nanos(5));
     full.data.insert("count".to_owned(), 3.into());
@@ -50,7 +50,7 @@ pub async fn records_come_back_with_every_field<H: Harness>(h: &H) {
 
     let mut next = SessionRecord::clone(&full);
     next.version += 1;
-    next.pinned_ip = Some("192.0.2.1".parse().expect("an IPv4 literal"));
+    next.pinned_ip = Some(std::net::Ipv4Addr::new(192, 0, 2, 1).into());
     next.user_agent = None;
     next.remember_me = None;
     let next = Arc::new(next);
