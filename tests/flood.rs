@@ -1,5 +1,5 @@
 //! A flood of anonymous session-creating requests against logged-in users, in both stores.
-//! Ignored by default (a million requests take minutes); `benches/flood.sh` runs them in
+//! Ignored by default (a million requests take minutes); `bench/flood.sh` runs them in
 //! release mode and prints the figures:
 //!
 //! ```text
@@ -85,7 +85,7 @@ async fn flood(app: &Router, size: u64) -> f64 {
 }
 
 #[tokio::test]
-#[ignore = "a million requests; run with --release --ignored (benches/flood.sh)"]
+#[ignore = "a million requests; run with --release --ignored (bench/flood.sh)"]
 async fn a_million_anonymous_writes_leave_every_user_logged_in_memory_store() {
     const CAPACITY: u64 = 200_000;
     let store = MemoryStore::with_capacity(CAPACITY);
@@ -100,10 +100,10 @@ async fn a_million_anonymous_writes_leave_every_user_logged_in_memory_store() {
 }
 
 #[tokio::test]
-#[ignore = "a million Redis round trips; run with --release --ignored (benches/flood.sh)"]
+#[ignore = "a million Redis round trips; run with --release --ignored (bench/flood.sh)"]
 async fn a_million_anonymous_writes_leave_every_user_logged_in_redis_store() {
     let Ok(url) = std::env::var("REDIS_URL") else {
-        panic!("REDIS_URL is not set: this test needs a Redis (benches/flood.sh sets it)");
+        panic!("REDIS_URL is not set: this test needs a Redis (bench/flood.sh sets it)");
     };
     const GUESTS: u64 = 50_000;
     let prefix = format!("{{flood{}}}:", std::process::id());
