@@ -130,7 +130,11 @@ fn redis_keys(url: &str, prefix: &str) -> String {
             .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
             .unwrap_or_else(|e| format!("redis-cli failed: {e}"))
     };
-    let guests = cli(&["ZCARD", &format!("{prefix}guests")]);
+    // Guests are spread over guest buckets, one set each (`{flood<pid>.<tag>}:guests`).
+    const SUM: &str = "local n = 0 for _, k in ipairs(redis.call('KEYS', ARGV[1])) do \
+        n = n + redis.call('ZCARD', k) end return n";
+    let pattern = format!("{}*guests", prefix.trim_end_matches("}:"));
+    let guests = cli(&["EVAL", SUM, "0", &pattern]);
     let memory = cli(&["INFO", "memory"])
         .lines()
         .find(|l| l.starts_with("used_memory_human:"))

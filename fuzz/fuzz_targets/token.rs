@@ -1,13 +1,14 @@
 //! Session tokens and fingerprints from untrusted text and bytes: `SessionKey::from_token_str`
 //! (the token header and quoted cookies), the byte form the cookie fast path uses, and
 //! `Fingerprint`'s `FromStr` (admin revocation by fingerprint). Checked against an
-//! independent base64url decoder and hex parser, not merely for panics.
+//! independent base64url decoder and hex parser, not merely for panics. A token is the 43
+//! characters, or a 3-character routing tag (base64url) and the 43.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
 use sha2::{Digest, Sha256};
 use tower_session_guard::__fuzz::key_from_token_bytes;
-use tower_session_guard::store::SessionKey;
+use tower_session_guard::store::{RouteTag, SessionKey};
 use tower_session_guard::Fingerprint;
 
 /// base64url without padding, written out by hand: exactly 43 characters of the URL-safe
@@ -48,10 +49,19 @@ fn reference_fingerprint(s: &str) -> Option<String> {
 
 fuzz_target!(|data: &[u8]| {
     let from_bytes = key_from_token_bytes(data);
-    let expected = reference_token(data).map(|raw| {
+    let key = |raw: [u8; 32]| {
         let digest: [u8; 32] = Sha256::digest(raw).into();
         SessionKey::from_bytes(digest)
-    });
+    };
+    let base64url = |c: &u8| c.is_ascii_alphanumeric() || *c == b'-' || *c == b'_';
+    let expected = match data.len() {
+        46 if data[..3].iter().all(base64url) => reference_token(&data[3..])
+            .map(|raw| key(raw).with_route(RouteTag::from_bytes(&data[..3]))),
+        _ => reference_token(data).map(key),
+    };
+    if let Some(k) = expected {
+        assert_eq!(k.route().is_some(), data.len() == 46);
+    }
     assert_eq!(from_bytes, expected, "token bytes {data:?}");
 
     if let Ok(text) = std::str::from_utf8(data) {

@@ -134,6 +134,11 @@ impl RedisStoreBuilder {
     /// a guest. The count is shared by every store with the same prefix, so give them the
     /// same capacity.
     ///
+    /// The budget is split into guest buckets of about 64 (at most 1 024 buckets; one below
+    /// 128), each with `capacity / buckets` rounded up, so that guests spread over a
+    /// cluster's slots: the total can exceed `capacity` by the rounding (at most 1.5 %:
+    /// 50 765 for the default), and "least recently active first" holds within a bucket.
+    ///
     /// Without a bound, anonymous requests can fill Redis: then either new sessions are
     /// refused (`noeviction`), logins included, or Redis evicts logged-in sessions and user
     /// indexes (`allkeys-lru`). How long a guest lives is not set here: its record expires
