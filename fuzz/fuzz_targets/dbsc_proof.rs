@@ -42,10 +42,18 @@ fuzz_target!(|data: &[u8]| {
         host: Some("127.0.0.1"),
     };
     if let Ok(ok) = jws::verify_registration(text, &expect) {
-        assert!(allow.contains(&ok.alg), "a registration verified with {:?}", ok.alg);
+        assert!(
+            allow.contains(&ok.alg),
+            "a registration verified with {:?}",
+            ok.alg
+        );
     }
     if let Ok(ok) = jws::verify_refresh(text, &expect, key, Algorithm::Es256) {
-        assert_eq!(ok.alg, Algorithm::Es256, "a refresh verified with another algorithm");
+        assert_eq!(
+            ok.alg,
+            Algorithm::Es256,
+            "a refresh verified with another algorithm"
+        );
         assert_eq!(&ok.key, key, "a refresh verified with another key");
     }
     // ES256 only: an RS256 (or any other) header must not verify.
