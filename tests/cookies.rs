@@ -305,3 +305,28 @@ async fn guest_write_creates_session_and_sets_cookie() {
     let (status, _) = call_text(&app, Method::GET, "/me", Some(&token)).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
 }
+
+/// A routing tag is part of a token's name (a Redis Cluster store puts it in the key). The
+/// memory store issues none, so a made-up tag in front of a live token is another token:
+/// unknown here, never the same session under a second spelling. Found by the
+/// `cookie_token` fuzz target.
+#[tokio::test]
+async fn a_made_up_routing_tag_in_front_of_a_live_token_is_no_session() {
+    let (app, h) = default_app();
+    let token = login_token(&app, None).await;
+    assert_eq!(
+        call(&app, Method::GET, "/me", Some(&token)).await.status(),
+        StatusCode::OK
+    );
+    h.events.clear();
+    for tag in ["AAA", "jjj", "_-0"] {
+        let tagged = format!("{tag}{token}");
+        let res = call(&app, Method::GET, "/me", Some(&tagged)).await;
+        assert_eq!(res.status(), StatusCode::UNAUTHORIZED, "{tagged}");
+    }
+    assert_eq!(
+        call(&app, Method::GET, "/me", Some(&token)).await.status(),
+        StatusCode::OK,
+        "the real token still works"
+    );
+}
