@@ -9,7 +9,7 @@ use std::time::{Duration, SystemTime};
 
 use http::{HeaderMap, Request};
 
-use crate::client_ip::{ClientAddr, ClientIp};
+use crate::client_ip::ClientAddr;
 use crate::config::Config;
 use crate::core::DynCore;
 use crate::events::SessionEvent;
@@ -34,8 +34,8 @@ pub(crate) struct Commit {
 }
 
 impl Commit {
-    /// Puts the session handle (and the client address) into the request's extensions, and
-    /// returns the commit step for its response.
+    /// Puts the session handle into the request's extensions (the one value the layer adds:
+    /// the client address is read through it), and returns the commit step for its response.
     pub(crate) fn attach<B, C: DynCore>(
         req: &mut Request<B>,
         core: Arc<C>,
@@ -57,9 +57,6 @@ impl Commit {
                 req.headers().get(http::header::USER_AGENT).cloned(),
             ),
         );
-        if let Some(ip) = client.ip() {
-            req.extensions_mut().insert(ClientIp(ip));
-        }
         req.extensions_mut().insert(session.clone());
         Commit {
             session,

@@ -5,6 +5,7 @@ use axum::response::{IntoResponse, Response};
 use http::request::Parts;
 use http::StatusCode;
 
+use crate::client_ip::{ClientAddr, ClientIp};
 use crate::record::IdentityRef;
 use crate::rejection::Rejection;
 use crate::session::{Session, SessionError};
@@ -31,6 +32,49 @@ impl<S: Send + Sync> FromRequestParts<S> for Session {
             .get::<Session>()
             .cloned()
             .ok_or(MissingSessionLayer)
+    }
+}
+
+/// The client address the layer resolved, read from the request's [`Session`] (the layer
+/// puts one value into the extensions, not two). `Option<ClientIp>` is `None` when the
+/// address is unknown; a plain `ClientIp` then answers as the layer would: 500 when the
+/// server passes no connection info, 401 when a trusted proxy names no client.
+#[cfg_attr(docsrs, doc(cfg(feature = "axum")))]
+impl<S: Send + Sync> FromRequestParts<S> for ClientIp {
+    /// 500 without the layer or without connection info; 401 for an unverifiable address.
+    type Rejection = Response;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        let Some(session) = parts.extensions.get::<Session>() else {
+            return Err(MissingSessionLayer.into_response());
+        };
+        match session.client_addr() {
+            ClientAddr::Known(ip) => Ok(ClientIp(ip)),
+            unknown => {
+                let rejection = match unknown {
+                    ClientAddr::NoPeer => Rejection::ClientIpUnknown,
+                    _ => Rejection::ClientIpUnverifiable,
+                };
+                Err((rejection.http_status(), rejection.message()).into_response())
+            }
+        }
+    }
+}
+
+#[cfg_attr(docsrs, doc(cfg(feature = "axum")))]
+impl<S: Send + Sync> axum::extract::OptionalFromRequestParts<S> for ClientIp {
+    /// 500 without the layer (a wiring bug).
+    type Rejection = MissingSessionLayer;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        _state: &S,
+    ) -> Result<Option<Self>, Self::Rejection> {
+        let session = parts
+            .extensions
+            .get::<Session>()
+            .ok_or(MissingSessionLayer)?;
+        Ok(session.client_ip().map(ClientIp))
     }
 }
 

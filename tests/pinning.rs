@@ -39,7 +39,7 @@ fn proxied_app_with(h: &Harness, header: ForwardedHeader) -> Router {
     })
 }
 
-/// What `GET /ip` reports (`"<session.client_ip()> <ClientIp extension>"`) for a request
+/// What `GET /ip` reports (`"<session.client_ip()> <ClientIp extractor>"`) for a request
 /// from `from` with `headers`.
 async fn resolved(app: &Router, from: &str, headers: &[(&str, &str)]) -> String {
     let res = call_from(app, Method::GET, "/ip", None, Some(peer(from)), headers).await;

@@ -42,8 +42,10 @@ mod forwarding;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PeerAddr(pub SocketAddr);
 
-/// The client address the layer resolved; the layer puts it into the request extensions for
-/// the handler.
+/// The client address the layer resolved. With axum it is an extractor (`ClientIp`, or
+/// `Option<ClientIp>`, which is `None` when the address is unknown); elsewhere,
+/// [`Session::client_ip`](crate::Session::client_ip) gives it. It is read through the
+/// request's `Session`, not kept as a second extension.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct ClientIp(pub IpAddr);
 

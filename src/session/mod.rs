@@ -278,9 +278,14 @@ impl Session {
         self.record().and_then(|r| r.pinned_ip)
     }
 
-    /// This request's client address, as the layer resolved it.
+    /// This request's client address, as the layer resolved it (`None` when it is unknown).
     pub fn client_ip(&self) -> Option<IpAddr> {
         self.shared.client.ip()
+    }
+
+    /// This request's client address with the reason when it is unknown.
+    pub(crate) fn client_addr(&self) -> ClientAddr {
+        self.shared.client
     }
 
     /// The session's fingerprint, safe to log or show.

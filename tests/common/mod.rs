@@ -14,7 +14,7 @@ use axum::extract::{Path, Query};
 use axum::http::{header, HeaderValue, Method, Request, Response, StatusCode};
 use axum::response::IntoResponse;
 use axum::routing::{get, post};
-use axum::{Extension, Json, Router};
+use axum::{Json, Router};
 use http_body_util::BodyExt;
 use tower::ServiceExt;
 use tower_session_guard::store::{
@@ -84,15 +84,12 @@ async fn set_roles(
     Ok("updated")
 }
 
-/// What the handler sees of the client address: the session's view and the extension.
-async fn show_ip(session: Session, ext: Option<Extension<ClientIp>>) -> String {
+/// What the handler sees of the client address: the session's view and the extractor.
+async fn show_ip(session: Session, ext: Option<ClientIp>) -> String {
     let session_ip = session
         .client_ip()
         .map_or_else(|| "none".to_owned(), |ip| ip.to_string());
-    let ext_ip = ext.map_or_else(
-        || "none".to_owned(),
-        |Extension(ClientIp(ip))| ip.to_string(),
-    );
+    let ext_ip = ext.map_or_else(|| "none".to_owned(), |ClientIp(ip)| ip.to_string());
     format!("{session_ip} {ext_ip}")
 }
 
@@ -155,7 +152,7 @@ async fn rotate(session: Session) -> Result<&'static str, SessionError> {
 /// * `POST /login-with?user=U&roles=a,b&groups=c`: logs in `U` with those roles and groups
 /// * `POST /roles/{roles}`: replaces the logged-in user's roles (comma-separated, `-` for
 ///   none) through `Session::update_identity`, which rotates the token
-/// * `GET /ip`: `"<session.client_ip()> <ClientIp extension>"`, `none` for an absent one
+/// * `GET /ip`: `"<session.client_ip()> <ClientIp extractor>"`, `none` for an absent one
 pub fn routes() -> Router {
     Router::new()
         .route("/login", post(login))
