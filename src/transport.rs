@@ -192,20 +192,28 @@ pub const MAX_COOKIE_HEADER: usize = 16 * 1024;
 /// well-formed token counts as absent.
 pub(crate) fn keys_from_headers(headers: &HeaderMap, name: &str) -> Candidates {
     let mut keys = Candidates::default();
-    let pairs = headers
-        .get_all(COOKIE)
-        .iter()
-        .filter(|v| v.len() <= MAX_COOKIE_HEADER)
+    for line in headers.get_all(COOKIE) {
+        let line = line.as_bytes();
         // A line with anything but visible ASCII is skipped whole (conservative: such a
-        // line did not come from a browser's cookie jar as we set it).
-        .filter(|v| v.to_str().is_ok())
-        .flat_map(|v| v.as_bytes().split(|&b| b == b';'));
-    for key in pairs.filter_map(|pair| key_from_pair(pair, name.as_bytes())) {
-        if !keys.push(key) {
-            break;
+        // line did not come from a browser's cookie jar as we set it). The test is
+        // `HeaderValue::to_str`'s, as one pass the compiler can vectorise.
+        if line.len() > MAX_COOKIE_HEADER || !line.iter().all(|&b| is_visible_ascii(b)) {
+            continue;
+        }
+        for pair in line.split(|&b| b == b';') {
+            if let Some(key) = key_from_pair(pair, name.as_bytes()) {
+                if !keys.push(key) {
+                    return keys;
+                }
+            }
         }
     }
     keys
+}
+
+/// What `HeaderValue::to_str` accepts: visible ASCII, space and tab.
+fn is_visible_ascii(b: u8) -> bool {
+    b == b'\t' || (b' '..=b'~').contains(&b)
 }
 
 /// The first session key of the `Cookie` headers, if any.
