@@ -24,228 +24,10 @@
 //! Overhead = case − `bare`; the summary prints the layer's overhead ÷ tower-sessions'.
 
 use std::hint::black_box;
-use std::net::SocketAddr;
 use std::time::Duration;
 
-use axum::body::Body;
-use axum::extract::ConnectInfo;
-use axum::http::{header, Request, StatusCode};
-use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
-use axum::{Json, Router};
 use criterion::Criterion;
-use tower::{Service, ServiceExt};
-use tower_session_guard::{
-    Identity, MemoryStore, PinMode, PolicyMode, Rule, Session, SessionGuardLayer, ValidationPolicy,
-};
-
-const USER: &str = "alice";
-
-#[derive(serde::Serialize)]
-struct Me<'a> {
-    user: &'a str,
-}
-
-/// The handler tail every case shares.
-fn me_response(user: &str) -> Response {
-    Json(Me { user }).into_response()
-}
-
-/// One thing `benches/layer.rs` does differently, changed alone (the factor analysis).
-#[derive(Clone, Copy, PartialEq)]
-enum Variant {
-    AsUsersRun,
-    ManualClock,
-    DefaultStore,
-}
-
-fn guard_layer_with(variant: Variant) -> SessionGuardLayer {
-    let policy = ValidationPolicy::builder()
-        .mode(PolicyMode::Allow)
-        .rule(
-            Rule::new("users on loopback")
-                .roles(["user"])
-                .ip_ranges(["127.0.0.0/8"]),
-        )
-        .build()
-        .expect("policy");
-    let store = if variant == Variant::DefaultStore {
-        MemoryStore::new()
-    } else {
-        MemoryStore::with_capacity(4_000_000)
-    };
-    let mut builder = SessionGuardLayer::builder(store)
-        .pin_mode(PinMode::Exact)
-        .policy(policy);
-    if variant == Variant::ManualClock {
-        builder = builder.clock(tower_session_guard::ManualClock::new());
-    }
-    builder.build().expect("layer")
-}
-
-async fn guard_login(session: Session) -> StatusCode {
-    match session
-        .login(Identity::new(USER).with_roles(["user"]))
-        .await
-    {
-        Ok(()) => StatusCode::NO_CONTENT,
-        Err(_) => StatusCode::INTERNAL_SERVER_ERROR,
-    }
-}
-
-fn guard_app(me: axum::routing::MethodRouter) -> Router {
-    guard_app_with(me, Variant::AsUsersRun)
-}
-
-fn guard_app_with(me: axum::routing::MethodRouter, variant: Variant) -> Router {
-    Router::new()
-        .route("/me", me)
-        .route("/login", post(guard_login))
-        .layer(guard_layer_with(variant))
-}
-
-async fn me_record(session: Session) -> Response {
-    match session
-        .record()
-        .as_deref()
-        .and_then(|r| r.identity.as_ref())
-    {
-        Some(id) => me_response(&id.user_id),
-        None => StatusCode::UNAUTHORIZED.into_response(),
-    }
-}
-
-/// `guard_record` with a `ManualClock` (no `clock_gettime`), as `benches/layer.rs` runs.
-fn guard_manual_clock_app() -> Router {
-    guard_app_with(get(me_record), Variant::ManualClock)
-}
-
-/// `guard_record` on `MemoryStore::new()` (200 000 sessions) instead of a 4M store.
-fn guard_default_store_app() -> Router {
-    guard_app_with(get(me_record), Variant::DefaultStore)
-}
-
-/// The layer in front of a handler that takes the `Session` but answers a constant text
-/// without reading it, against `bare_text`, the bare router answering the same text: the
-/// layer's overhead without the handler's read and JSON.
-fn guard_constant_app() -> Router {
-    guard_app_with(
-        get(|_session: Session| async { "alice" }),
-        Variant::AsUsersRun,
-    )
-}
-
-fn bare_text_app() -> Router {
-    Router::new()
-        .route("/me", get(|| async { "alice" }))
-        .route("/login", post(|| async { StatusCode::NO_CONTENT }))
-}
-
-fn bare_app() -> Router {
-    Router::new()
-        .route("/me", get(|| async { me_response(USER) }))
-        .route("/login", post(|| async { StatusCode::NO_CONTENT }))
-}
-
-fn guard_identity_app() -> Router {
-    guard_app(get(|session: Session| async move {
-        match session.identity() {
-            Some(id) => me_response(&id.user_id),
-            None => StatusCode::UNAUTHORIZED.into_response(),
-        }
-    }))
-}
-
-fn guard_record_app() -> Router {
-    guard_app(get(|session: Session| async move {
-        match session
-            .record()
-            .as_deref()
-            .and_then(|r| r.identity.as_ref())
-        {
-            Some(id) => me_response(&id.user_id),
-            None => StatusCode::UNAUTHORIZED.into_response(),
-        }
-    }))
-}
-
-fn tower_sessions_app() -> Router {
-    use tower_sessions::{MemoryStore, Session, SessionManagerLayer};
-    Router::new()
-        .route(
-            "/me",
-            get(|session: Session| async move {
-                match session.get::<String>("user").await {
-                    Ok(Some(user)) => me_response(&user),
-                    _ => StatusCode::UNAUTHORIZED.into_response(),
-                }
-            }),
-        )
-        .route(
-            "/login",
-            post(|session: Session| async move {
-                let ok =
-                    session.insert("user", USER).await.is_ok() && session.cycle_id().await.is_ok();
-                if ok {
-                    StatusCode::NO_CONTENT
-                } else {
-                    StatusCode::INTERNAL_SERVER_ERROR
-                }
-            }),
-        )
-        .layer(SessionManagerLayer::new(MemoryStore::default()))
-}
-
-fn peer() -> ConnectInfo<SocketAddr> {
-    ConnectInfo(SocketAddr::from(([127, 0, 0, 1], 40000)))
-}
-
-fn request(method: &str, uri: &str, cookie: &str) -> Request<Body> {
-    Request::builder()
-        .method(method)
-        .uri(uri)
-        .header(header::COOKIE, cookie)
-        .extension(peer())
-        .body(Body::empty())
-        .expect("a valid request")
-}
-
-type App = axum::routing::RouterIntoService<Body>;
-
-async fn call(app: &mut App, req: Request<Body>) -> Response {
-    let ready = ServiceExt::<Request<Body>>::ready(app).await;
-    match ready {
-        Ok(svc) => match svc.call(req).await {
-            Ok(res) => res,
-            Err(never) => match never {},
-        },
-        Err(never) => match never {},
-    }
-}
-
-/// Logs in through the app and returns the `name=value` of its cookie (a same-size dummy for
-/// the bare router), checking that `GET /me` with it answers the user.
-async fn login(app: &mut App) -> String {
-    let res = call(app, request("POST", "/login", "id=AAAAAAAAAAAAAAAAAAAAAA")).await;
-    assert!(res.status().is_success(), "login: {}", res.status());
-    let cookie = res
-        .headers()
-        .get(header::SET_COOKIE)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split(';').next())
-        .unwrap_or("id=AAAAAAAAAAAAAAAAAAAAAA")
-        .to_owned();
-    let res = call(app, request("GET", "/me", &cookie)).await;
-    assert_eq!(res.status(), StatusCode::OK, "GET /me after login");
-    let body = axum::body::to_bytes(res.into_body(), 1024)
-        .await
-        .expect("a small body");
-    assert!(
-        &body[..] == br#"{"user":"alice"}"# || &body[..] == b"alice",
-        "GET /me answered {body:?}"
-    );
-    cookie
-}
+use tsg_bench::as_users::{call, login, request, App, CASES, FLOOR_STEPS};
 
 fn main() {
     let mut c = Criterion::default()
@@ -257,19 +39,8 @@ fn main() {
         .enable_all()
         .build()
         .expect("a runtime");
-    type MakeApp = fn() -> Router;
-    let cases: [(&str, MakeApp); 8] = [
-        ("bare", bare_app),
-        ("tower_sessions", tower_sessions_app),
-        ("guard_identity", guard_identity_app),
-        ("guard_record", guard_record_app),
-        ("guard_manual_clock", guard_manual_clock_app),
-        ("guard_default_store", guard_default_store_app),
-        ("bare_text", bare_text_app),
-        ("guard_constant", guard_constant_app),
-    ];
     let mut group = c.benchmark_group("as_users_run");
-    for (name, make) in cases {
+    for (name, make) in CASES {
         let mut app: App = make().with_state(()).into_service();
         let cookie = rt.block_on(login(&mut app));
         group.bench_function(name, |b| {
@@ -333,6 +104,14 @@ fn summary() {
                  answers a constant without reading the session)",
                 constant - text
             );
+        }
+    }
+    // The floor: what a layer that does only part of the work costs, at best.
+    println!("the floor (src/floor.rs), overhead over bare and ÷ tower-sessions' overhead:");
+    for (case, what) in FLOOR_STEPS {
+        if let Some(m) = median(case) {
+            let ratio = ts.map_or("-".to_owned(), |t| format!("{:.2}", (m - bare) / t));
+            println!("  {case:<26} {:>6.0} ns  {ratio:>5}  ({what})", m - bare);
         }
     }
 }

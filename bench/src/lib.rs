@@ -306,3 +306,20 @@ pub fn proc_status_bytes(field: &str) -> Option<u64> {
     let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
     Some(kb * 1024)
 }
+
+pub mod as_users;
+pub mod floor;
+
+/// The user every `as_users_run` case logs in.
+pub const USER: &str = "alice";
+
+#[derive(serde::Serialize)]
+struct Me<'a> {
+    user: &'a str,
+}
+
+/// The handler tail every `as_users_run` case shares: `{"user":"alice"}` as JSON.
+pub fn me_response(user: &str) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    axum::Json(Me { user }).into_response()
+}
