@@ -120,7 +120,8 @@ where
                 let view = RequestView::of(&req);
                 let mut pick = Pick::default();
                 let mut next = None;
-                for (i, key) in candidates.from(0) {
+                let mut i = 0;
+                while let Some(key) = candidates.get(i) {
                     let Some(loaded) = core.store.load_now(key) else {
                         next = Some(Next::Then(Stage::Load(Box::new(PendingLoad {
                             candidates,
@@ -133,6 +134,7 @@ where
                     if next.is_some() {
                         break;
                     }
+                    i += 1;
                 }
                 next.unwrap_or_else(|| pick.finish())
             }
