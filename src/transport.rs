@@ -206,15 +206,26 @@ pub const MAX_COOKIE_HEADER: usize = 16 * 1024;
 /// well-formed token counts as absent.
 pub(crate) fn keys_from_headers(headers: &HeaderMap, name: &str) -> Candidates {
     let mut keys = Candidates::default();
-    for line in headers.get_all(COOKIE) {
-        let line = line.as_bytes();
+    for value in headers.get_all(COOKIE) {
         // A line with anything but visible ASCII is skipped whole (conservative: such a
-        // line did not come from a browser's cookie jar as we set it). The test is
-        // `HeaderValue::to_str`'s, as one pass the compiler can vectorise.
-        if line.len() > MAX_COOKIE_HEADER || !line.iter().all(|&b| is_visible_ascii(b)) {
+        // line did not come from a browser's cookie jar as we set it).
+        if value.len() > MAX_COOKIE_HEADER || value.to_str().is_err() {
             continue;
         }
-        for pair in line.split(|&b| b == b';') {
+        let mut rest = Some(value.as_bytes());
+        while let Some(text) = rest {
+            // memchr finds the separator a vector at a time; the value of our own cookie is
+            // most of the line.
+            let pair = match memchr::memchr(b';', text) {
+                Some(end) => {
+                    rest = text.get(end + 1..);
+                    &text[..end]
+                }
+                None => {
+                    rest = None;
+                    text
+                }
+            };
             if let Some(key) = key_from_pair(pair, name.as_bytes()) {
                 if !keys.push(key) {
                     return keys;
@@ -223,11 +234,6 @@ pub(crate) fn keys_from_headers(headers: &HeaderMap, name: &str) -> Candidates {
         }
     }
     keys
-}
-
-/// What `HeaderValue::to_str` accepts: visible ASCII, space and tab.
-fn is_visible_ascii(b: u8) -> bool {
-    b == b'\t' || (b' '..=b'~').contains(&b)
 }
 
 /// The first session key of the `Cookie` headers, if any.
