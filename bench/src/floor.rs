@@ -172,15 +172,20 @@ struct Handle {
     changed: AtomicBool,
 }
 
+/// What a floor extractor does: clone its value out of the extensions (500 without it).
+fn from_extensions<T: Clone + Send + Sync + 'static>(parts: &Parts) -> Result<T, StatusCode> {
+    parts
+        .extensions
+        .get::<T>()
+        .cloned()
+        .ok_or(StatusCode::INTERNAL_SERVER_ERROR)
+}
+
 impl<S: Send + Sync> FromRequestParts<S> for FloorSession {
     type Rejection = StatusCode;
 
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, StatusCode> {
-        parts
-            .extensions
-            .get::<FloorSession>()
-            .cloned()
-            .ok_or(StatusCode::INTERNAL_SERVER_ERROR)
+        from_extensions(parts)
     }
 }
 
@@ -331,11 +336,7 @@ impl<S: Send + Sync> FromRequestParts<S> for OneValue {
     type Rejection = StatusCode;
 
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, StatusCode> {
-        parts
-            .extensions
-            .get::<OneValue>()
-            .cloned()
-            .ok_or(StatusCode::INTERNAL_SERVER_ERROR)
+        from_extensions(parts)
     }
 }
 
