@@ -25,8 +25,9 @@ use crate::transport::{self, Candidates, Via};
 /// The step at which the synchronous path had to wait.
 pub(crate) enum Stage {
     /// The store cannot answer the load of candidate `from` without a round trip. Boxed:
-    /// the candidates are large, and this stage is taken only on the asynchronous path, which
-    /// allocates anyway, so every `Next` the synchronous path moves around stays small.
+    /// the pending load (the candidates and what the loaded ones left behind) is large, and
+    /// this stage is taken only on the asynchronous path, which allocates anyway, so every
+    /// `Next` the synchronous path moves around stays small.
     Load(Box<PendingLoad>),
     /// The record has expired: delete it, then go on without a session.
     Expired(Loaded, ExpiryKind),

@@ -10,7 +10,7 @@ use axum::http::{header, Method, StatusCode};
 use axum::Router;
 use common::*;
 use tower_session_guard::{
-    ForwardedHeader, MemoryStore, PinMode, SessionEvent, SessionGuardBuilder,
+    ClientIp, ForwardedHeader, MemoryStore, PinMode, SessionEvent, SessionGuardBuilder,
 };
 
 /// A trusted proxy (inside `10.0.0.0/8`).
@@ -667,4 +667,46 @@ async fn pin_violation_on_grpc_request_is_grpc_unauthenticated() {
         StatusCode::UNAUTHORIZED,
         "the session was destroyed"
     );
+}
+
+/// `ClientIp` as a required extractor answers as the layer would when the address is
+/// unknown: 500 without connection info (a wiring bug), 401 when a trusted proxy names no
+/// client; with an address it is that address. (`Option<ClientIp>` is covered by `/ip`.)
+#[tokio::test]
+async fn the_client_ip_extractor_answers_for_an_unknown_address() {
+    let h = Harness::new();
+    let layer = h
+        .builder(MemoryStore::new())
+        .trusted_proxies(["10.0.0.0/8"])
+        .forwarded_header(ForwardedHeader::XForwardedFor)
+        .build()
+        .expect("valid config");
+    let app: Router = Router::new()
+        .route(
+            "/who",
+            axum::routing::get(|ClientIp(ip): ClientIp| async move { ip.to_string() }),
+        )
+        .layer(layer);
+    let who = |from: Option<SocketAddr>, headers: &'static [(&'static str, &'static str)]| {
+        call_from(&app, Method::GET, "/who", None, from, headers)
+    };
+
+    let res = who(Some(peer("198.51.100.7")), &[]).await;
+    assert_eq!(res.status(), StatusCode::OK);
+    assert_eq!(body_text(res).await, "198.51.100.7");
+
+    let res = who(
+        Some(peer("10.0.0.2")),
+        &[("x-forwarded-for", "203.0.113.9")],
+    )
+    .await;
+    assert_eq!(body_text(res).await, "203.0.113.9");
+
+    // A trusted proxy that names no client: unverifiable, never the proxy's own address.
+    let res = who(Some(peer("10.0.0.2")), &[]).await;
+    assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
+
+    // No connection info at all: the server is miswired.
+    let res = who(None, &[]).await;
+    assert_eq!(res.status(), StatusCode::INTERNAL_SERVER_ERROR);
 }
