@@ -43,12 +43,33 @@ pub struct Server {
     child: Option<Child>,
 }
 
+/// A spare port for a cluster node, whose cluster bus listens on `port + 10000` as well.
+/// Both come from below Linux's ephemeral range (32768-60999 by default), so that neither
+/// collides with the local port of an outgoing connection, and the bus port stays a valid
+/// port (an ephemeral port above 55535 has none, and that node would never come up).
+pub fn spare_cluster_port() -> u16 {
+    let free = |port: u16| TcpListener::bind(("127.0.0.1", port)).is_ok();
+    // Bounded: 15000-22767 holds thousands of candidates, and a loaded machine uses few.
+    for _ in 0..1_000 {
+        let port = 15_000 + rand::random::<u16>() % 7_768;
+        if free(port) && free(port + 10_000) {
+            return port;
+        }
+    }
+    panic!("no spare port pair (p, p + 10000) below 32768 for a cluster node")
+}
+
 impl Server {
     pub fn start(extra: &[&str]) -> Server {
+        Server::start_on(spare_port(), extra)
+    }
+
+    /// A server on `port`.
+    pub fn start_on(port: u16, extra: &[&str]) -> Server {
         let dir = std::env::temp_dir().join(format!("tsg-redis-{}", random_id()));
         std::fs::create_dir_all(&dir).expect("temp dir");
         let mut server = Server {
-            port: spare_port(),
+            port,
             dir,
             extra: extra.iter().map(|s| s.to_string()).collect(),
             child: None,
@@ -127,23 +148,26 @@ impl Cluster {
         let timeout = node_timeout_ms.to_string();
         let nodes: Vec<Server> = (0..primaries * (1 + replicas))
             .map(|_| {
-                Server::start(&[
-                    "--cluster-enabled",
-                    "yes",
-                    "--cluster-config-file",
-                    "nodes.conf",
-                    "--cluster-node-timeout",
-                    &timeout,
-                    // A replica takes over however long it has been apart from its primary
-                    // (a test's replica may have synced only just before the kill).
-                    "--cluster-replica-validity-factor",
-                    "0",
-                    // The other primaries' slots stay served while one primary's are down.
-                    "--cluster-require-full-coverage",
-                    "no",
-                    "--appendonly",
-                    "no",
-                ])
+                Server::start_on(
+                    spare_cluster_port(),
+                    &[
+                        "--cluster-enabled",
+                        "yes",
+                        "--cluster-config-file",
+                        "nodes.conf",
+                        "--cluster-node-timeout",
+                        &timeout,
+                        // A replica takes over however long it has been apart from its primary
+                        // (a test's replica may have synced only just before the kill).
+                        "--cluster-replica-validity-factor",
+                        "0",
+                        // The other primaries' slots stay served while one primary's are down.
+                        "--cluster-require-full-coverage",
+                        "no",
+                        "--appendonly",
+                        "no",
+                    ],
+                )
             })
             .collect();
         let cluster = Cluster { nodes };
