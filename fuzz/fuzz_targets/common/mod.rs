@@ -12,8 +12,7 @@ use http::{HeaderValue, Request, Response, StatusCode};
 use tower::util::BoxCloneSyncService;
 use tower::{Layer, ServiceExt};
 use tower_session_guard::{
-    ClientIp, Fingerprint, Identity, MemoryStore, PeerAddr, Session, SessionGuardBuilder,
-    SessionGuardLayer,
+    Fingerprint, Identity, MemoryStore, PeerAddr, Session, SessionGuardBuilder, SessionGuardLayer,
 };
 
 /// The layered service, type-erased so it can live in a `static`.
@@ -56,7 +55,7 @@ async fn handler(req: Request<()>) -> Result<Response<()>, Infallible> {
     let seen = Seen {
         fingerprint: session.fingerprint(),
         authenticated: session.is_authenticated(),
-        client_ip: req.extensions().get::<ClientIp>().map(|c| c.0),
+        client_ip: session.client_ip(),
     };
     let mut res = Response::new(());
     res.extensions_mut().insert(seen);
