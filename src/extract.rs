@@ -27,12 +27,18 @@ impl<S: Send + Sync> FromRequestParts<S> for Session {
     type Rejection = MissingSessionLayer;
 
     async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
-        parts
-            .extensions
-            .get::<Session>()
-            .cloned()
-            .ok_or(MissingSessionLayer)
+        session_in(parts).cloned()
     }
+}
+
+/// The request's `Session`, or the wiring error that names the missing layer.
+fn session_in(parts: &Parts) -> Result<&Session, MissingSessionLayer> {
+    parts.extensions.get::<Session>().ok_or(MissingSessionLayer)
+}
+
+/// An extractor's refusal, with the status and message the layer gives `rejection`.
+fn refusal(rejection: Rejection) -> Response {
+    (rejection.http_status(), rejection.message()).into_response()
 }
 
 /// The client address the layer resolved, read from the request's [`Session`] (the layer
@@ -45,18 +51,10 @@ impl<S: Send + Sync> FromRequestParts<S> for ClientIp {
     type Rejection = Response;
 
     async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
-        let Some(session) = parts.extensions.get::<Session>() else {
-            return Err(MissingSessionLayer.into_response());
-        };
+        let session = session_in(parts).map_err(IntoResponse::into_response)?;
         match session.client_addr() {
             ClientAddr::Known(ip) => Ok(ClientIp(ip)),
-            unknown => {
-                let rejection = match unknown {
-                    ClientAddr::NoPeer => Rejection::ClientIpUnknown,
-                    _ => Rejection::ClientIpUnverifiable,
-                };
-                Err((rejection.http_status(), rejection.message()).into_response())
-            }
+            unknown => Err(refusal(unknown.rejection())),
         }
     }
 }
@@ -70,11 +68,7 @@ impl<S: Send + Sync> axum::extract::OptionalFromRequestParts<S> for ClientIp {
         parts: &mut Parts,
         _state: &S,
     ) -> Result<Option<Self>, Self::Rejection> {
-        let session = parts
-            .extensions
-            .get::<Session>()
-            .ok_or(MissingSessionLayer)?;
-        Ok(session.client_ip().map(ClientIp))
+        Ok(session_in(parts)?.client_ip().map(ClientIp))
     }
 }
 
@@ -103,15 +97,10 @@ impl<S: Send + Sync> FromRequestParts<S> for Authenticated {
     type Rejection = Response;
 
     async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
-        let Some(session) = parts.extensions.get::<Session>() else {
-            return Err(MissingSessionLayer.into_response());
-        };
+        let session = session_in(parts).map_err(IntoResponse::into_response)?;
         match session.identity() {
             Some(identity) => Ok(Authenticated(identity)),
-            None => {
-                let rejection = Rejection::LoginRequired;
-                Err((rejection.http_status(), rejection.message()).into_response())
-            }
+            None => Err(refusal(Rejection::LoginRequired)),
         }
     }
 }

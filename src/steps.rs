@@ -183,10 +183,7 @@ pub(crate) fn check<P: PostAuthPolicy>(
                 session: Some(live.key.fingerprint()),
                 error: client.problem(),
             });
-            return Next::Stop(match client {
-                ClientAddr::NoPeer => Rejection::ClientIpUnknown,
-                _ => Rejection::ClientIpUnverifiable,
-            });
+            return Next::Stop(client.rejection());
         }
     };
     if let Some(reason) = pin_failure(&env.config, pin, record.pinned_ip, ip) {

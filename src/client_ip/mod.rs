@@ -24,6 +24,7 @@ use std::net::{IpAddr, SocketAddr};
 use http::{Extensions, HeaderMap, HeaderName};
 
 use crate::net::Cidrs;
+use crate::rejection::Rejection;
 use forwarding::{chain_client, forwarded, x_forwarded_for, x_real_ip, Chain};
 
 mod forwarding;
@@ -140,6 +141,16 @@ impl ClientAddr {
             ClientAddr::Known(_) => "",
             ClientAddr::NoPeer => HOW_TO_PROVIDE_PEER,
             ClientAddr::Unverifiable { reason, .. } => reason,
+        }
+    }
+
+    /// What a request that needs the address answers when it is unknown: the server passes no
+    /// connection info (500), or a trusted proxy names no client (401). Never called for a
+    /// known address, which needs no answer; it would get the second.
+    pub(crate) fn rejection(self) -> Rejection {
+        match self {
+            ClientAddr::NoPeer => Rejection::ClientIpUnknown,
+            _ => Rejection::ClientIpUnverifiable,
         }
     }
 }
